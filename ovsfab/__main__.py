@@ -1,0 +1,4 @@
+"""``python -m ovsfab``."""
+from ovsfab.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The Open vSwitch backend: OVSDB through the python-ovs IDL."""

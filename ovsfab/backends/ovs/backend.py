@@ -1,0 +1,198 @@
+"""OVS backend: bridges and ports in OVSDB, one transaction per change."""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import ovs.db.idl
+
+from ovsfab.backends.base import Backend, PortResult
+from ovsfab.backends.ovs.idl import IdlSession, default_remote
+from ovsfab.errors import Conflict, NotFound, OperationFailed
+from ovsfab.model import (KEY_CONTAINER_ID, KEY_IFNAME, OWNER_KEY, OWNER_VALUE,
+                          Attachment)
+
+LOG = logging.getLogger(__name__)
+
+#: Only what ovsfab reads or writes is monitored: a host with thousands of
+#: ports should not ship their statistics to every CLI call.
+COLUMNS: Dict[str, List[str]] = {
+    "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
+    "Bridge": ["name", "ports", "datapath_type", "external_ids"],
+    "Port": ["name", "interfaces", "tag", "external_ids"],
+    "Interface": ["name", "type", "ofport", "error", "external_ids"],
+}
+
+
+def _opt(value: object) -> Optional[object]:
+    """python-ovs returns optional columns as [] or [x]."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+class OvsBackend(Backend):
+    """Bridges and ports in OVSDB, through one IDL session."""
+
+    kind = "ovs"
+
+    def __init__(self, remote: Optional[str] = None, timeout: float = 10.0) -> None:
+        self.remote = remote or default_remote()
+        self.session = IdlSession(self.remote, COLUMNS, timeout=timeout)
+
+    # -- reading -------------------------------------------------------
+    def _bridge(self, name: str):
+        for row in self.session.table("Bridge").values():
+            if row.name == name:
+                return row
+        return None
+
+    def _port_bridges(self) -> Iterator[Tuple[object, object]]:
+        for br in self.session.table("Bridge").values():
+            for port in br.ports:
+                yield br, port
+
+    def _port(self, name: str):
+        for row in self.session.table("Port").values():
+            if row.name == name:
+                return row
+        return None
+
+    def bridge_datapath(self, bridge: str) -> Optional[str]:
+        row = self._bridge(bridge)
+        if row is None:
+            return None
+        # An empty datapath_type means the default, "system".
+        return row.datapath_type or "system"
+
+    def port_exists(self, port: str) -> Optional[str]:
+        for br, row in self._port_bridges():
+            if row.name == port:
+                return br.name
+        return "" if self._port(port) is not None else None
+
+    def _attachment(self, br, port) -> Attachment:
+        att = Attachment.from_external_ids(br.name, port.name, dict(port.external_ids))
+        att.vlan = _opt(port.tag)
+        for iface in port.interfaces:
+            if iface.name == port.name:
+                ofport = _opt(iface.ofport)
+                att.ofport = ofport if isinstance(ofport, int) else None
+                att.error = _opt(iface.error) or None
+        return att
+
+    def list_attachments(self, bridge: Optional[str] = None) -> List[Attachment]:
+        return [self._attachment(br, port) for br, port in self._port_bridges()
+                if port.external_ids.get(OWNER_KEY) == OWNER_VALUE
+                and (bridge is None or br.name == bridge)]
+
+    def find_attachment(self, container_key: str, ifname: str) -> Optional[Attachment]:
+        for br, port in self._port_bridges():
+            ids = port.external_ids
+            if (ids.get(OWNER_KEY) == OWNER_VALUE and ids.get(KEY_CONTAINER_ID) == container_key
+                    and ids.get(KEY_IFNAME) == ifname):
+                return self._attachment(br, port)
+        return None
+
+    # -- writing -------------------------------------------------------
+    def add_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
+                 tag: Optional[int] = None, datapath: str = "netdev",
+                 may_exist: bool = False) -> PortResult:
+        tables = self.session.idl.tables
+
+        def build(txn: ovs.db.idl.Transaction) -> Tuple[bool, str]:
+            existing = self._port(port)
+            if existing is not None:
+                if may_exist:
+                    return False, self.bridge_datapath(bridge) or datapath
+                raise Conflict(f"OVS already has a port named {port}",
+                               "detach it first, or remove it with ovs-vsctl del-port")
+            br = self._bridge(bridge)
+            created = br is None
+            if created:
+                root = self.session.root()
+                # verify() turns a concurrent bridge creation by another
+                # client into TRY_AGAIN instead of a duplicate-name error.
+                root.verify("bridges")
+                br = txn.insert(tables["Bridge"])
+                br.name = bridge
+                br.datapath_type = datapath
+                br.external_ids = {OWNER_KEY: OWNER_VALUE}
+                local_if = txn.insert(tables["Interface"])
+                local_if.name = bridge
+                local_if.type = "internal"
+                local_port = txn.insert(tables["Port"])
+                local_port.name = bridge
+                local_port.interfaces = [local_if.uuid]
+                root.addvalue("bridges", br.uuid)
+                br.ports = [local_port.uuid]
+            iface = txn.insert(tables["Interface"])
+            iface.name = port
+            iface.external_ids = external_ids
+            prow = txn.insert(tables["Port"])
+            prow.name = port
+            prow.interfaces = [iface.uuid]
+            prow.external_ids = external_ids
+            if tag is not None:
+                prow.tag = [tag]
+            br.addvalue("ports", prow.uuid)
+            return created, br.datapath_type or "system"
+
+        (created, dp), _ = self.session.transact(build, comment=f"ovsfab: add port {port} to {bridge}")
+        row = self._port(port)
+        ofport: Optional[int] = None
+        if row is not None:
+            for iface in row.interfaces:
+                if iface.name == port:
+                    error = _opt(iface.error)
+                    value = _opt(iface.ofport)
+                    if error or not isinstance(value, int) or value < 0:
+                        raise OperationFailed(
+                            f"ovs-vswitchd could not add {port} to {bridge}: {error or 'no OpenFlow port number'}",
+                            "see ovs-vswitchd.log",
+                        )
+                    ofport = value
+        LOG.debug("port %s on %s: ofport %s (bridge created: %s)", port, bridge, ofport, created)
+        return PortResult(ofport=ofport, created_bridge=created, datapath=dp)
+
+    def del_port(self, port: str, *, if_exists: bool = False) -> bool:
+        def build(txn: ovs.db.idl.Transaction) -> bool:
+            for br, row in self._port_bridges():
+                if row.name == port:
+                    br.delvalue("ports", row.uuid)
+                    for iface in row.interfaces:
+                        iface.delete()
+                    row.delete()
+                    return True
+            if if_exists:
+                return False
+            raise NotFound(f"no OVS port named {port}")
+
+        found, _ = self.session.transact(build, comment=f"ovsfab: del port {port}")
+        return found
+
+    def del_br(self, bridge: str, *, if_exists: bool = False, only_if_empty: bool = True) -> bool:
+        def build(txn: ovs.db.idl.Transaction) -> bool:
+            br = self._bridge(bridge)
+            if br is None:
+                if if_exists:
+                    return False
+                raise NotFound(f"no OVS bridge named {bridge}")
+            others = [p for p in br.ports if p.name != bridge]
+            if only_if_empty and others:
+                return False
+            br.verify("ports")
+            for p in br.ports:
+                for iface in p.interfaces:
+                    iface.delete()
+                p.delete()
+            self.session.root().delvalue("bridges", br.uuid)
+            br.delete()
+            return True
+
+        done, _ = self.session.transact(build, comment=f"ovsfab: del bridge {bridge}")
+        return done
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,223 @@
+"""A single-threaded python-ovs IDL session with deadlines everywhere.
+
+python-ovs has sharp edges that cost seconds when ignored:
+
+* ``Poller.block()`` sleeps until the socket has something or the timer
+  fires.  The condition we wait for must be checked after ``idl.run()`` and
+  *before* ``block()``; otherwise a reply already processed by ``run()`` is
+  only noticed at the next timeout.
+* ``Transaction.commit_block()`` and ``Connection.transact_block()`` have no
+  deadline; a dead ovs-vswitchd would hang them forever.  We loop ourselves.
+* A SUCCESS commit is only written to the database; ovs-vswitchd applies it
+  later.  We increment ``Open_vSwitch.next_cfg`` in every change and wait for
+  ``cur_cfg`` to reach it before reading ``ofport``/``error``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from typing import Callable, Dict, Mapping, Sequence, Tuple, TypeVar
+
+import ovs.db.idl
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+
+from ovsfab.errors import OperationFailed, PermissionDenied, Unavailable
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0
+DB_NAME = "Open_vSwitch"
+
+
+def default_remote() -> str:
+    """``OVSFAB_DB``, else ``unix:$OVS_RUNDIR/db.sock``, else the standard socket."""
+    env = os.environ.get("OVSFAB_DB")
+    if env:
+        return env
+    rundir = os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
+    return f"unix:{rundir}/db.sock"
+
+
+def _quiet_vlog() -> None:
+    # python-ovs logs reconnect chatter through its own vlog module, which
+    # goes to the root logger; keep it out of the user's terminal.
+    logging.getLogger("reconnect").setLevel(logging.WARNING)
+    logging.getLogger("jsonrpc").setLevel(logging.WARNING)
+    logging.getLogger("poller").setLevel(logging.WARNING)
+
+
+def _remaining_ms(deadline: float) -> int:
+    return max(0, int((deadline - time.monotonic()) * 1000))
+
+
+def _unreachable(remote: str, err: int) -> Unavailable:
+    if err == errno.EACCES:
+        return PermissionDenied(f"cannot open OVSDB at {remote}: permission denied",
+                                "run ovsfab as root")
+    return Unavailable(
+        f"cannot reach OVSDB at {remote}: {os.strerror(err)}",
+        "start Open vSwitch (ovs-ctl start / systemctl start openvswitch-switch) or pass --db",
+    )
+
+
+def fetch_schema(remote: str, deadline: float) -> dict:
+    """Fetch the Open_vSwitch schema from the server itself (no version skew)."""
+    err, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), _remaining_ms(deadline))
+    if err or stream is None:
+        raise _unreachable(remote, err or errno.ECONNREFUSED)
+    rpc = ovs.jsonrpc.Connection(stream)
+    try:
+        request = ovs.jsonrpc.Message.create_request("get_schema", [DB_NAME])
+        err = rpc.send(request)
+        if err:
+            raise _unreachable(remote, err)
+        while True:
+            rpc.run()
+            err, msg = rpc.recv()
+            if msg is not None:
+                if msg.type == ovs.jsonrpc.Message.T_REPLY and msg.id == request.id:
+                    return msg.result
+                if msg.type == ovs.jsonrpc.Message.T_ERROR:
+                    raise Unavailable(f"OVSDB at {remote} has no {DB_NAME} database: {msg.error}")
+                continue
+            if err and err != errno.EAGAIN:
+                raise _unreachable(remote, err)
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"OVSDB at {remote} did not answer within the deadline",
+                                  "check that ovsdb-server is running and not overloaded")
+            poller = ovs.poller.Poller()
+            rpc.wait(poller)
+            rpc.recv_wait(poller)
+            poller.timer_wait(_remaining_ms(deadline))
+            poller.block()
+    finally:
+        rpc.close()
+
+
+class IdlSession:
+    """One IDL connection, monitoring only the tables and columns asked for."""
+
+    def __init__(self, remote: str, columns: Mapping[str, Sequence[str]],
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        _quiet_vlog()
+        self.remote = remote
+        self.timeout = timeout
+        deadline = time.monotonic() + timeout
+        schema = fetch_schema(remote, deadline)
+        helper = ovs.db.idl.SchemaHelper(schema_json=schema)
+        for table, cols in columns.items():
+            if table not in schema.get("tables", {}):
+                raise Unavailable(f"OVSDB at {remote} has no table {table}",
+                                  "is this an Open_vSwitch database?")
+            helper.register_columns(table, list(cols))
+        self.idl = ovs.db.idl.Idl(remote, helper)
+        self.run_until(self.idl.has_ever_connected, deadline, "the initial OVSDB sync")
+
+    # -- waiting -------------------------------------------------------
+    def run_until(self, condition: Callable[[], bool], deadline: float, what: str) -> None:
+        """Process messages until ``condition()`` holds; raise at the deadline."""
+        while True:
+            self.idl.run()
+            # Check after run() and before block(): see the module docstring.
+            if condition():
+                return
+            if not self.idl._session.is_alive():  # noqa: SLF001 - no public accessor
+                raise Unavailable(f"lost the connection to OVSDB at {self.remote} while waiting for {what}")
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"timed out waiting for {what} from OVSDB at {self.remote}",
+                                  "check that ovsdb-server and ovs-vswitchd are running")
+            poller = ovs.poller.Poller()
+            self.idl.wait(poller)
+            poller.timer_wait(_remaining_ms(deadline))
+            poller.block()
+
+    def table(self, name: str) -> Dict[object, object]:
+        """The rows of a monitored table, by UUID."""
+        return self.idl.tables[name].rows
+
+    def root(self):  # -> ovs.db.idl.Row
+        """The single Open_vSwitch row."""
+        rows = list(self.table("Open_vSwitch").values())
+        if not rows:
+            raise OperationFailed("the OVSDB database has no Open_vSwitch row",
+                                  "initialise it with ovs-ctl start (or ovs-vsctl --no-wait init)")
+        return rows[0]
+
+    # -- transactions --------------------------------------------------
+    def transact(self, build: Callable[[ovs.db.idl.Transaction], T],
+                 wait_applied: bool = True, comment: str = "ovsfab") -> Tuple[T, bool]:
+        """Build and commit one transaction; rebuild it on TRY_AGAIN.
+
+        ``build`` gets a fresh Transaction on each try and reads the current
+        IDL state, so a concurrent change by another client is seen on the
+        retry.  Returns ``(build's result, changed)``; when ``wait_applied``,
+        returns only after ovs-vswitchd has applied the change.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            txn = ovs.db.idl.Transaction(self.idl)
+            txn.add_comment(comment)
+            try:
+                result = build(txn)
+            except BaseException:
+                txn.abort()
+                raise
+            if wait_applied:
+                self.root().increment("next_cfg")
+            status = self._commit(txn, deadline)
+            if status == ovs.db.idl.Transaction.TRY_AGAIN:
+                LOG.debug("OVSDB transaction raced another client; retrying")
+                self.idl.run()
+                continue
+            if status == ovs.db.idl.Transaction.UNCHANGED:
+                return result, False
+            if status != ovs.db.idl.Transaction.SUCCESS:
+                raise OperationFailed(f"OVSDB refused the change: {txn.get_error()}")
+            if wait_applied:
+                target = txn.get_increment_new_value()
+                self.wait_applied(target, deadline)
+            return result, True
+
+    def _commit(self, txn: ovs.db.idl.Transaction, deadline: float) -> int:
+        Txn = ovs.db.idl.Transaction
+        while True:
+            status = txn.commit()
+            if status != Txn.INCOMPLETE:
+                return status
+            self.idl.run()
+            status = txn.commit()
+            if status != Txn.INCOMPLETE:
+                return status
+            if time.monotonic() >= deadline:
+                txn.abort()
+                raise Unavailable(f"OVSDB at {self.remote} did not confirm the change in time",
+                                  "check that ovsdb-server is running; nothing was changed unless it applies later")
+            poller = ovs.poller.Poller()
+            self.idl.wait(poller)
+            txn.wait(poller)
+            poller.timer_wait(_remaining_ms(deadline))
+            poller.block()
+
+    def wait_applied(self, next_cfg: int, deadline: float) -> None:
+        """Wait until ovs-vswitchd reports ``cur_cfg >= next_cfg``."""
+        def applied() -> bool:
+            cur = self.root().cur_cfg
+            return isinstance(cur, int) and cur >= next_cfg
+
+        try:
+            self.run_until(applied, deadline, "ovs-vswitchd to apply the change")
+        except Unavailable as exc:
+            raise Unavailable(
+                "ovs-vswitchd did not apply the change in time",
+                "check that ovs-vswitchd is running (ovs-ctl status) and see its log",
+            ) from exc
+
+    def close(self) -> None:
+        self.idl.close()
+

@@ -1,0 +1,163 @@
+"""ovsfab's CLI.  Thin: parse arguments, call one operation, render the result.
+
+Heavy imports (python-ovs, pyroute2, docker) happen inside the commands, so
+``ovsfab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from ovsfab import __version__
+from ovsfab.errors import OvsfabError
+
+app = typer.Typer(
+    name="ovsfab",
+    help="Connect containers across hosts over Open vSwitch.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class State:
+    """Global options, shared by all commands."""
+
+    db: Optional[str] = None
+    debug: bool = False
+
+
+STATE = State()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ovsfab {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global(
+    db: Optional[str] = typer.Option(None, "--db", envvar="OVSFAB_DB",
+                                     help="OVSDB remote (default: unix:$OVS_RUNDIR/db.sock "
+                                          "or unix:/var/run/openvswitch/db.sock)."),
+    debug: bool = typer.Option(False, "--debug", help="Log each step; show tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Connect containers across hosts over Open vSwitch."""
+    STATE.db = db
+    STATE.debug = debug
+    # Library chatter (pyroute2, urllib3, python-ovs) stays at WARNING even
+    # with --debug: the steps ovsfab logs are what an operator needs.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
+                        format="ovsfab: %(levelname)s: %(message)s")
+    if debug:
+        logging.getLogger("ovsfab").setLevel(logging.DEBUG)
+
+
+def _ovs_factory() -> Callable[[], Any]:
+    def factory() -> Any:
+        from ovsfab.backends.factory import get_backend  # noqa: PLC0415
+
+        return get_backend("ovs", db=STATE.db)
+
+    return factory
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Run an operation; turn errors into one line and an exit code."""
+    try:
+        return fn()
+    except OvsfabError as exc:
+        if STATE.debug:
+            traceback.print_exc()
+        typer.echo(f"ovsfab: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("ovsfab: interrupted; the change was rolled back", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug: say so in one line, details with --debug
+        if STATE.debug:
+            traceback.print_exc()
+        typer.echo(f"ovsfab: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
+                   err=True)
+        raise typer.Exit(1) from None
+
+
+def _emit(data: dict, as_json: bool, text: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, sort_keys=True))
+    else:
+        typer.echo(text)
+
+
+@app.command()
+def attach(
+    bridge: str = typer.Argument(..., help="Bridge name (created if missing)."),
+    container: str = typer.Argument(..., help="Docker container name or ID, netns:NAME or pid:N."),
+    addresses: List[str] = typer.Argument(..., help="ADDR/PREFIX[@GATEWAY], IPv4 or IPv6; several allowed."),
+    ifname: str = typer.Option("eth1", "--ifname", help="Interface name inside the container."),
+    mac: Optional[str] = typer.Option(None, "--mac", help="MAC address of the container interface."),
+    mtu: Optional[str] = typer.Option(None, "--mtu", help="MTU of both veth ends (68..65535)."),
+    vlan: Optional[str] = typer.Option(None, "--vlan", help="VLAN tag of the port (0..4095)."),
+    datapath: str = typer.Option("auto", "--datapath", help="auto, system or netdev (for a new bridge)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Give a container a veth interface with addresses, plugged into BRIDGE."""
+
+    def op() -> None:
+        from ovsfab.model import AttachRequest  # noqa: PLC0415
+        from ovsfab.ops.attach import attach as do_attach  # noqa: PLC0415
+
+        req = AttachRequest.parse(bridge, container, addresses, ifname=ifname, mac=mac, mtu=mtu,
+                                  vlan=vlan, datapath=datapath)
+        result = do_attach(req, _ovs_factory())
+        for note in result.notes:
+            typer.echo(f"ovsfab: note: {note}", err=True)
+        att = result.attachment
+        addrs = ", ".join(str(a) for a in att.addresses)
+        if result.changed:
+            text = (f"attached {att.container_name} {att.ifname} ({addrs}) to {att.bridge} "
+                    f"as port {att.port} (ofport {att.ofport})")
+        else:
+            text = f"{att.container_name} {att.ifname} is already attached to {att.bridge} as port {att.port}"
+        _emit(result.to_json(), as_json, text)
+
+    _run(op)
+
+
+@app.command()
+def detach(
+    bridge: str = typer.Argument(..., help="Bridge name."),
+    container: str = typer.Argument(..., help="Docker container name or ID, netns:NAME or pid:N."),
+    ifname: str = typer.Option("eth1", "--ifname", help="Interface name inside the container."),
+    if_exists: bool = typer.Option(False, "--if-exists", help="Succeed when nothing is attached."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Remove a container's interface from BRIDGE (port and veth)."""
+
+    def op() -> None:
+        from ovsfab.ops.detach import detach as do_detach  # noqa: PLC0415
+
+        result = do_detach(bridge, container, ifname, if_exists, _ovs_factory())
+        att = result.attachment
+        if att is None:
+            text = f"{container} has no {ifname} on {bridge}; nothing to do"
+        else:
+            text = f"detached {att.container_name} {att.ifname} from {att.bridge} (port {att.port} removed)"
+        _emit(result.to_json(), as_json, text)
+
+    _run(op)
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="ovsfab")

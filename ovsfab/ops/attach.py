@@ -1,0 +1,224 @@
+"""``ovsfab attach``: a veth from a container into a bridge port.
+
+Flow (each step undone in reverse if a later one fails):
+
+1. resolve      the target to its network namespace (Docker API / netns / pid)
+2. connect      to the backend (OVSDB) and read what is recorded
+3. create_veth  one netlink request: host end in this namespace, container
+                end born inside the container with its final name, MTU, MAC
+4. configure    addresses, default route, link up (inside the container)
+5. offloads     on the netdev datapath, TX checksum offload off on both ends
+6. plug         one OVSDB transaction: bridge (if missing) + port + interface
+                with ownership in external_ids; wait for vswitchd and ofport
+7. announce     gratuitous ARP / unsolicited NA
+8. verify       the container is still running (it may stop mid-way)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from ovsfab.backends.base import Backend
+from ovsfab.errors import Conflict, OperationFailed, PermissionDenied
+from ovsfab.model import Attachment, AttachRequest, Target, host_ifname
+from ovsfab.ops.plan import Plan
+from ovsfab.plumbing import containers
+from ovsfab.plumbing.links import NetlinkHandle
+from ovsfab.plumbing.netns import Namespace
+
+LOG = logging.getLogger(__name__)
+
+ATTACH_STEPS = ("resolve", "connect", "create_veth", "configure", "offloads", "plug", "announce", "verify")
+
+BackendFactory = Callable[[], Backend]
+
+
+@dataclass
+class AttachResult:
+    """What attach did (or found already done)."""
+
+    attachment: Attachment
+    changed: bool
+    datapath: str
+    notes: List[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        out = {"action": "attach", "changed": self.changed, "datapath": self.datapath}
+        out.update(self.attachment.to_json())
+        out["notes"] = self.notes
+        return out
+
+
+def require_root() -> None:
+    """ovsfab changes links and OVSDB: it needs root."""
+    if os.geteuid() != 0:
+        raise PermissionDenied("ovsfab needs root to change links and OVSDB", "run it with sudo")
+
+
+def kernel_has_ovs_datapath() -> bool:
+    """True when the openvswitch kernel module is loaded (or built in)."""
+    return os.path.isdir("/sys/module/openvswitch")
+
+
+def choose_datapath(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "system" if kernel_has_ovs_datapath() else "netdev"
+
+
+def differences(recorded: Attachment, req: AttachRequest) -> List[str]:
+    """How a recorded attachment differs from a request (empty: the same)."""
+    diffs = []
+    if recorded.bridge != req.bridge:
+        diffs.append(f"bridge {recorded.bridge}")
+    if {str(a) for a in recorded.addresses} != {str(a) for a in req.addresses}:
+        diffs.append("addresses " + ",".join(str(a) for a in recorded.addresses))
+    if recorded.vlan != req.vlan:
+        diffs.append(f"vlan {recorded.vlan if recorded.vlan is not None else 'none'}")
+    if req.mac is not None and recorded.mac != req.mac:
+        diffs.append(f"mac {recorded.mac}")
+    if req.mtu is not None and recorded.mtu != req.mtu:
+        diffs.append(f"mtu {recorded.mtu}")
+    return diffs
+
+
+def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
+    """Attach a container to a bridge; idempotent; nothing left behind on failure."""
+    require_root()
+    with Plan("attach") as plan:
+        target: Target = plan.step("resolve", lambda: containers.resolve(req.target_spec))
+        ns = Namespace.open(target.netns_path)
+        plan.add_undo("close namespace", ns.close)
+        inode = ns.inode()
+        backend = plan.step("connect", backend_factory)
+        plan.add_undo("close backend", backend.close)
+        host = NetlinkHandle()
+        plan.add_undo("close netlink", host.close)
+        inner = NetlinkHandle(ns)
+        plan.add_undo("close netlink", inner.close)
+        port = host_ifname(target.key, req.ifname)
+
+        recorded = backend.find_attachment(target.key, req.ifname)
+        if recorded is not None:
+            diffs = differences(recorded, req)
+            if diffs:
+                raise Conflict(
+                    f"{target.name} {req.ifname} is already attached with other settings ({'; '.join(diffs)})",
+                    f"detach it first: ovsfab detach {recorded.bridge} {req.target_spec} --ifname {req.ifname}",
+                )
+            if host.index(port) is not None and inner.index(req.ifname) is not None \
+                    and recorded.ofport is not None and recorded.ofport >= 0:
+                result = AttachResult(recorded, changed=False,
+                                      datapath=backend.bridge_datapath(recorded.bridge) or "")
+                _finish(ns, backend, host, inner)
+                return result
+            # Recorded but broken (the container restarted, or a crash):
+            # clear our own leftovers and attach afresh.
+            LOG.debug("recorded attachment %s is incomplete; re-creating it", port)
+            backend.del_port(recorded.port, if_exists=True)
+            host.delete(port, if_exists=True)
+        else:
+            owner = backend.port_exists(port)
+            if owner is not None:
+                raise Conflict(f"OVS port {port} exists but is not recorded for {target.name}",
+                               f"remove it: ovs-vsctl del-port {port}")
+            leftover = host.link(port)
+            if leftover is not None:
+                if leftover["kind"] != "veth":
+                    raise Conflict(f"interface {port} exists and is not an ovsfab veth",
+                                   "remove or rename it")
+                LOG.debug("removing leftover veth %s from an interrupted attach", port)
+                host.delete(port, if_exists=True)
+
+        if inner.index(req.ifname) is not None:
+            raise Conflict(f"{target.name} already has an interface named {req.ifname}",
+                           "choose another --ifname")
+
+        existing_dp = backend.bridge_datapath(req.bridge)
+        notes: List[str] = []
+        if existing_dp is None:
+            datapath = choose_datapath(req.datapath)
+            if req.datapath == "auto" and datapath == "netdev":
+                notes.append(f"no OVS kernel datapath on this host: bridge {req.bridge} uses "
+                             "the userspace datapath (netdev)")
+        else:
+            datapath = existing_dp
+            if req.datapath != "auto" and req.datapath != existing_dp:
+                raise Conflict(f"bridge {req.bridge} exists with datapath {existing_dp}",
+                               f"use --datapath {existing_dp} or auto")
+
+        plan.step("create_veth",
+                  lambda: host.create_veth(port, req.ifname, ns, req.mtu, req.mac),
+                  undo=lambda: host.delete(port, if_exists=True))
+        info = inner.link(req.ifname)
+        if info is None:
+            raise OperationFailed(f"the container end {req.ifname} vanished after creation",
+                                  "check whether the container is stopping")
+        cidx = int(info["index"])
+        mac = str(info["mac"])
+        mtu = int(info["mtu"])
+
+        def configure() -> None:
+            if any(spec.version == 6 for spec in req.addresses):
+                inner.enable_ipv6(req.ifname)
+            for spec in req.addresses:
+                inner.add_address(cidx, spec)
+            inner.set_up(cidx)
+            for spec in req.addresses:
+                if spec.gateway is not None:
+                    inner.add_default_route(cidx, spec.gateway)
+            hidx = host.index(port)
+            if hidx is None:
+                raise OperationFailed(f"host end {port} vanished after creation")
+            host.set_up(hidx)
+
+        # Undo of everything inside the container is the veth's deletion.
+        plan.step("configure", configure)
+
+        def offloads() -> None:
+            if datapath != "netdev":
+                LOG.debug("datapath %s: kernel offloads left on", datapath)
+                return
+            # The userspace datapath reads frames whose TCP/UDP checksums the
+            # veth left for "hardware" to finish; nothing finishes them, so
+            # TCP dies while ping works.  Make the kernel finish them.
+            off_c = inner.disable_tx_checksum(req.ifname)
+            off_h = host.disable_tx_checksum(port)
+            LOG.debug("netdev datapath: TX checksum offload off on %s (%s) and %s (%s)",
+                      req.ifname, ",".join(off_c) or "already off", port, ",".join(off_h) or "already off")
+
+        plan.step("offloads", offloads)
+
+        att = Attachment(bridge=req.bridge, port=port, container_key=target.key,
+                         container_name=target.name, ifname=req.ifname, addresses=req.addresses,
+                         mac=mac, mtu=mtu, vlan=req.vlan, target=req.target_spec if target.kind != "docker"
+                         else target.key)
+        ids = att.to_external_ids()
+        res = plan.step(
+            "plug",
+            lambda: backend.add_port(req.bridge, port, external_ids=ids, tag=req.vlan, datapath=datapath),
+            undo=lambda: backend.del_port(port, if_exists=True),
+        )
+        if res.created_bridge:
+            plan.add_undo("bridge", lambda: backend.del_br(req.bridge, if_exists=True))
+        att.ofport = res.ofport
+        plan.step("announce", lambda: inner.announce(req.ifname, mac, list(req.addresses)))
+
+        def verify() -> None:
+            if not containers.still_alive(target, inode):
+                raise Conflict(f"{target.name} stopped while it was being attached",
+                               "start it and run attach again")
+
+        plan.step("verify", verify)
+        _finish(ns, backend, host, inner)
+        return AttachResult(att, changed=True, datapath=datapath, notes=notes)
+
+
+def _finish(ns: Namespace, backend: Backend, host: NetlinkHandle, inner: NetlinkHandle) -> None:
+    inner.close()
+    host.close()
+    backend.close()
+    ns.close()

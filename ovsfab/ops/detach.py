@@ -1,0 +1,99 @@
+"""``ovsfab detach``: remove an attachment's port and veth.
+
+Steps: find the recorded attachment, delete the OVS port (undo: put it back
+exactly as recorded), delete the veth (which removes both ends).  Deleting
+the veth is the last step, so a failure leaves the attachment whole.  Works
+when the container has stopped or been removed: the record in OVSDB names
+everything needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ovsfab.backends.base import Backend
+from ovsfab.errors import NotFound, OvsfabError
+from ovsfab.model import Attachment, parse_name, parse_target_spec
+from ovsfab.ops.attach import require_root
+from ovsfab.ops.plan import Plan
+from ovsfab.plumbing import containers
+from ovsfab.plumbing.links import NetlinkHandle
+
+LOG = logging.getLogger(__name__)
+
+#: Steps after which a fault can be injected (the veth deletion is last).
+DETACH_STEPS = ("find", "del_port")
+
+
+@dataclass
+class DetachResult:
+    """What detach did."""
+
+    attachment: Optional[Attachment]
+    changed: bool
+
+    def to_json(self) -> dict:
+        out: dict = {"action": "detach", "changed": self.changed}
+        if self.attachment is not None:
+            out.update(self.attachment.to_json())
+        return out
+
+
+def _find(backend: Backend, bridge: str, target_spec: str, ifname: str) -> Optional[Attachment]:
+    """The attachment of a target, even when its container is gone."""
+    kind, ref = parse_target_spec(target_spec)
+    records = [a for a in backend.list_attachments() if a.ifname == ifname]
+    if kind != "docker":
+        key = f"{kind}:{ref}"
+        matches = [a for a in records if a.container_key == key]
+    else:
+        # By name or (prefix of) ID, as docker does; no Docker round trip
+        # needed, and it works after `docker rm`.
+        matches = [a for a in records if a.container_name == ref or a.container_key == ref]
+        if not matches and len(ref) >= 4:
+            matches = [a for a in records if a.container_key.startswith(ref)]
+        if not matches:
+            try:
+                target = containers.resolve(target_spec, require_running=False)
+                matches = [a for a in records if a.container_key == target.key]
+            except OvsfabError:
+                matches = []
+    on_bridge = [a for a in matches if a.bridge == bridge]
+    if len(on_bridge) > 1:
+        raise NotFound(f"{target_spec} is ambiguous: it matches {len(on_bridge)} attachments",
+                       "give the full container ID")
+    return on_bridge[0] if on_bridge else None
+
+
+def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
+           backend_factory: Callable[[], Backend]) -> DetachResult:
+    """Detach (container, ifname) from a bridge."""
+    parse_name(bridge, "bridge name")
+    parse_name(ifname, "interface name")
+    parse_target_spec(target_spec)
+    require_root()
+    with Plan("detach") as plan:
+        backend = backend_factory()
+        plan.add_undo("close backend", backend.close)
+        att = plan.step("find", lambda: _find(backend, bridge, target_spec, ifname))
+        if att is None:
+            backend.close()
+            if if_exists:
+                return DetachResult(None, changed=False)
+            raise NotFound(f"{target_spec} has no {ifname} attached to {bridge}",
+                           "check `ovs-vsctl show`, or pass --if-exists")
+        host = NetlinkHandle()
+        plan.add_undo("close netlink", host.close)
+        ids = dict(att.external_ids)
+        plan.step(
+            "del_port",
+            lambda: backend.del_port(att.port, if_exists=True),
+            undo=lambda: backend.add_port(att.bridge, att.port, external_ids=ids, tag=att.vlan,
+                                          may_exist=True),
+        )
+        host.delete(att.port, if_exists=True)
+        host.close()
+        backend.close()
+        return DetachResult(att, changed=True)

@@ -1,0 +1,73 @@
+"""Do/undo steps, rolled back in reverse order on failure.
+
+Every operation runs its changes as named steps.  A step that changed
+something registers its undo; when a later step fails, the done steps are
+undone in reverse order, undo errors are logged (never hide the first
+error), and the first error is re-raised.
+
+Test hook: when the environment variable ``OVSFAB_INJECT_FAULT`` names a
+step, the plan raises :class:`~ovsfab.errors.InjectedFault` right after that
+step was done, so tests can prove that every step is undone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import TracebackType
+from typing import Callable, List, Optional, Tuple, Type, TypeVar
+
+from ovsfab.errors import InjectedFault
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FAULT_ENV = "OVSFAB_INJECT_FAULT"
+
+
+class Plan:
+    """A context manager collecting undo actions of done steps."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        self._undo: List[Tuple[str, Callable[[], object]]] = []
+        self._fault = os.environ.get(FAULT_ENV)
+
+    def step(self, name: str, do: Callable[[], T], undo: Optional[Callable[[], object]] = None) -> T:
+        """Run ``do``; remember ``undo`` for rollback; honour the fault hook."""
+        LOG.debug("%s: %s", self.operation, name)
+        result = do()
+        if undo is not None:
+            self._undo.append((name, undo))
+        self.checkpoint(name)
+        return result
+
+    def add_undo(self, name: str, undo: Callable[[], object]) -> None:
+        """Register an undo for a change made outside ``step``."""
+        self._undo.append((name, undo))
+
+    def checkpoint(self, name: str) -> None:
+        """Raise the injected fault if the test hook names this step."""
+        if self._fault == name:
+            raise InjectedFault(f"fault injected after step {name!r} of {self.operation}",
+                                "unset OVSFAB_INJECT_FAULT")
+
+    def rollback(self) -> None:
+        """Undo every done step in reverse order; log (never raise) undo errors."""
+        while self._undo:
+            name, undo = self._undo.pop()
+            try:
+                LOG.debug("%s: undo %s", self.operation, name)
+                undo()
+            except Exception as exc:  # keep undoing: the first error is what matters
+                LOG.error("%s: undo of %s failed: %s", self.operation, name, exc)
+
+    def __enter__(self) -> "Plan":
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        if exc is not None:
+            self.rollback()
+        else:
+            self._undo.clear()

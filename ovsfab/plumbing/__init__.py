@@ -1,0 +1,1 @@
+"""Plumbing: containers, network namespaces and links (netlink via pyroute2)."""

@@ -1,0 +1,106 @@
+"""Resolve a target (Docker container, ``netns:NAME``, ``pid:N``) to its namespace."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+from ovsfab.errors import Conflict, NotFound, PermissionDenied, Unavailable
+from ovsfab.model import Target, parse_target_spec
+from ovsfab.plumbing.netns import named_path
+
+LOG = logging.getLogger(__name__)
+
+DOCKER_TIMEOUT = 10
+
+
+def _docker_client():
+    """A low-level Docker API client (the SDK is imported only here)."""
+    import docker  # noqa: PLC0415 - lazy: ~160 ms of imports
+
+    base_url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return docker.APIClient(base_url=base_url, timeout=DOCKER_TIMEOUT)
+
+
+def _inspect_docker(ref: str) -> dict:
+    import docker.errors  # noqa: PLC0415
+    import requests.exceptions  # noqa: PLC0415
+
+    try:
+        client = _docker_client()
+        try:
+            return client.inspect_container(ref)
+        finally:
+            client.close()
+    except docker.errors.NotFound:
+        raise NotFound(f"no Docker container named {ref!r}",
+                       "check `docker ps -a`, or use netns:NAME / pid:N for non-Docker targets") from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        if isinstance(exc, PermissionError) or "Permission denied" in str(exc):
+            raise PermissionDenied("cannot talk to dockerd: permission denied", "run ovsfab as root") from None
+        raise Unavailable(f"cannot reach dockerd to look up {ref!r}: {type(exc).__name__}",
+                          "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N") from None
+
+
+def resolve(spec: str, require_running: bool = True) -> Target:
+    """Find the network namespace a target refers to.
+
+    Raises NotFound for unknown targets and Conflict for containers that are
+    not running or share the host's network namespace.
+    """
+    kind, ref = parse_target_spec(spec)
+    if kind == "netns":
+        path = named_path(ref)
+        if not os.path.exists(path):
+            raise NotFound(f"no network namespace named {ref!r} in /run/netns",
+                           "create it with `ip netns add` or check the name")
+        target = Target("netns", f"netns:{ref}", ref, None, path)
+    elif kind == "pid":
+        pid = int(ref)
+        path = f"/proc/{pid}/ns/net"
+        if not os.path.exists(path):
+            raise NotFound(f"no process with PID {pid}", "check the PID")
+        target = Target("pid", f"pid:{pid}", _comm(pid) or f"pid{pid}", pid, path)
+    else:
+        info = _inspect_docker(ref)
+        state = info.get("State") or {}
+        name = (info.get("Name") or ref).lstrip("/")
+        pid = int(state.get("Pid") or 0)
+        if require_running and (not state.get("Running") or state.get("Restarting") or pid <= 0):
+            status = state.get("Status") or "not running"
+            raise Conflict(f"container {name} is {status}", f"start it first: docker start {name}")
+        target = Target("docker", info["Id"], name, pid, f"/proc/{pid}/ns/net")
+        if not require_running:
+            return target
+    _refuse_host_namespace(target)
+    return target
+
+
+def _comm(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _refuse_host_namespace(target: Target) -> None:
+    try:
+        same = os.stat(target.netns_path).st_ino == os.stat("/proc/thread-self/ns/net").st_ino
+    except FileNotFoundError:
+        raise NotFound(f"the network namespace of {target.name} is gone",
+                       "check the container is running") from None
+    if same:
+        raise Conflict(f"{target.name} shares this host's network namespace",
+                       "attach containers that have their own (e.g. docker run --network none)")
+
+
+def still_alive(target: Target, inode: int) -> bool:
+    """True while the target's process still owns the namespace we opened."""
+    if target.pid is None:
+        return os.path.exists(target.netns_path)
+    try:
+        return os.stat(target.netns_path).st_ino == inode
+    except OSError:
+        return False

@@ -1,0 +1,262 @@
+"""Links in one network namespace, through pyroute2 (never ``ip``)."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+from typing import Dict, List, Optional
+
+from ovsfab.errors import Conflict, NotFound, OperationFailed, OvsfabError, PermissionDenied
+from ovsfab.model import AddressSpec
+from ovsfab.plumbing.netns import Namespace
+
+LOG = logging.getLogger(__name__)
+
+IFA_F_NODAD = 0x02
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+
+#: The TX checksum features a veth has; turning them off makes the kernel
+#: finish checksums in software before a frame leaves the namespace.
+TX_CSUM_FEATURES = ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6", "tx-checksum-sctp")
+
+
+def netlink_error(exc: Exception, what: str) -> OvsfabError:
+    """Map a pyroute2 NetlinkError (or OSError) to an ovsfab error by errno."""
+    code = getattr(exc, "code", None) or getattr(exc, "errno", None) or 0
+    reason = os.strerror(code) if code else str(exc)
+    if code == errno.EPERM:
+        return PermissionDenied(f"{what}: {reason}", "run ovsfab as root")
+    if code == errno.EEXIST:
+        return Conflict(f"{what}: an interface of that name exists")
+    if code in (errno.ENODEV, errno.ENOENT):
+        return NotFound(f"{what}: {reason}")
+    return OperationFailed(f"{what}: {reason}")
+
+
+
+class NetlinkHandle:
+    """An rtnetlink socket (and an ethtool socket) bound to one namespace."""
+
+    def __init__(self, ns: Optional[Namespace] = None) -> None:
+        from pyroute2 import IPRoute  # noqa: PLC0415 - lazy: ~180 ms
+
+        self.ns = ns
+        if ns is None:
+            self.ipr = IPRoute()
+        else:
+            with ns.entered():
+                self.ipr = IPRoute()
+        self._ethtool = None
+
+    def close(self) -> None:
+        self.ipr.close()
+        if self._ethtool is not None:
+            self._ethtool.close()
+
+    # -- lookup ----------------------------------------------------------
+    def index(self, name: str) -> Optional[int]:
+        """ifindex of a link by name, or None."""
+        found = self.ipr.link_lookup(ifname=name)
+        return found[0] if found else None
+
+    def link(self, name: str) -> Optional[Dict[str, object]]:
+        """A few facts about a link, or None if there is none of that name."""
+        idx = self.index(name)
+        if idx is None:
+            return None
+        msg = self.ipr.get_links(idx)[0]
+        info = msg.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        return {
+            "index": idx,
+            "name": name,
+            "kind": kind,
+            "mac": msg.get_attr("IFLA_ADDRESS"),
+            "mtu": msg.get_attr("IFLA_MTU"),
+            "peer_index": msg.get_attr("IFLA_LINK"),
+            "peer_netnsid": msg.get_attr("IFLA_LINK_NETNSID"),
+            "up": bool(msg["flags"] & 1),
+        }
+
+    def addresses(self, index: int) -> List[str]:
+        """Global addresses of a link as ADDR/PREFIX strings."""
+        out = []
+        for msg in self.ipr.get_addr(index=index):
+            if msg["scope"] != 0:  # link-local and host scope are the kernel's own
+                continue
+            out.append(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+        return out
+
+    # -- changes ---------------------------------------------------------
+    def create_veth(self, name: str, peer: str, peer_ns: Namespace, mtu: Optional[int],
+                    mac: Optional[str]) -> None:
+        """Create a veth pair with the peer end born inside ``peer_ns``.
+
+        One netlink request: the peer never appears in this namespace, and
+        it has its final name, MTU and MAC from the start.
+        """
+        peer_spec: Dict[str, object] = {"ifname": peer, "net_ns_fd": peer_ns.fd}
+        kwargs: Dict[str, object] = {}
+        if mtu is not None:
+            peer_spec["mtu"] = mtu
+            kwargs["mtu"] = mtu
+        if mac is not None:
+            peer_spec["address"] = mac
+        try:
+            self.ipr.link("add", ifname=name, kind="veth", peer=peer_spec, **kwargs)
+        except Exception as exc:  # NetlinkError
+            raise netlink_error(exc, f"cannot create veth pair {name}/{peer}") from exc
+
+    def delete(self, name: str, if_exists: bool = True) -> bool:
+        """Delete a link; deleting one veth end deletes both."""
+        idx = self.index(name)
+        if idx is None:
+            if if_exists:
+                return False
+            raise NotFound(f"no interface named {name}")
+        try:
+            self.ipr.link("del", index=idx)
+        except Exception as exc:
+            if getattr(exc, "code", None) == errno.ENODEV and if_exists:
+                return False
+            raise netlink_error(exc, f"cannot delete {name}") from exc
+        return True
+
+    def set_up(self, index: int) -> None:
+        try:
+            self.ipr.link("set", index=index, state="up")
+        except Exception as exc:
+            raise netlink_error(exc, f"cannot bring up interface {index}") from exc
+
+    def set_mtu(self, index: int, mtu: int) -> None:
+        try:
+            self.ipr.link("set", index=index, mtu=mtu)
+        except Exception as exc:
+            raise netlink_error(exc, f"cannot set MTU {mtu}") from exc
+
+    def enable_ipv6(self, name: str) -> None:
+        """Clear ``disable_ipv6`` on a link (Docker sets it in containers without IPv6).
+
+        There is no netlink attribute for it; the sysctl file belongs to the
+        namespace of the thread that opens it, hence ``entered()``.
+        """
+        path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+        try:
+            if self.ns is None:
+                fh = open(path, "w", encoding="ascii")
+            else:
+                with self.ns.entered():
+                    fh = open(path, "w", encoding="ascii")
+            with fh:
+                fh.write("0")
+        except FileNotFoundError:
+            raise OperationFailed(f"IPv6 is not available on {name}", "the kernel has IPv6 disabled") from None
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot enable IPv6 on {name}") from exc
+
+    def add_address(self, index: int, spec: AddressSpec) -> None:
+        """Add an address; IPv6 without DAD, so it is usable (and announced) at once."""
+        iface = spec.interface
+        kwargs: Dict[str, object] = {}
+        if iface.version == 6:
+            kwargs["flags"] = IFA_F_NODAD
+        elif iface.network.prefixlen < 31:
+            kwargs["broadcast"] = str(iface.network.broadcast_address)
+        try:
+            self.ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen, **kwargs)
+        except Exception as exc:
+            raise netlink_error(exc, f"cannot add address {iface}") from exc
+
+    def add_default_route(self, index: int, gateway: ipaddress._BaseAddress) -> None:
+        family = socket.AF_INET6 if gateway.version == 6 else socket.AF_INET
+        dst = "::/0" if gateway.version == 6 else "0.0.0.0/0"
+        try:
+            self.ipr.route("add", dst=dst, gateway=str(gateway), oif=index, family=family)
+        except Exception as exc:
+            if getattr(exc, "code", None) == errno.EEXIST:
+                raise Conflict(f"the container already has an IPv{gateway.version} default route",
+                               "attach without @gateway, or remove the other route") from exc
+            raise netlink_error(exc, f"cannot add default route via {gateway}") from exc
+
+    def disable_tx_checksum(self, name: str) -> List[str]:
+        """Turn off TX checksum offload (and what depends on it, like TSO).
+
+        Returns the features that were on and are now off.
+        """
+        from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: PLC0415
+
+        if self._ethtool is None:
+            if self.ns is None:
+                self._ethtool = IoctlEthtool()
+            else:
+                with self.ns.entered():
+                    self._ethtool = IoctlEthtool()
+        try:
+            self._ethtool.change_ifname(name)
+            features = self._ethtool.get_features()
+            changed = [f for f in TX_CSUM_FEATURES if f in features and features.is_active(f)]
+            if not changed:
+                return []
+            for feature in changed:
+                features[feature] = False
+            self._ethtool.set_features(features)
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot turn off TX checksum offload on {name}") from exc
+        return changed
+
+    def announce(self, ifname: str, mac: str, addresses: List[AddressSpec]) -> None:
+        """Gratuitous ARP for IPv4, unsolicited neighbour advertisement for IPv6.
+
+        Sent on a packet socket created inside this namespace.  Best effort:
+        a neighbour that misses it learns the address at the next ARP/ND.
+        """
+        if self.ns is None:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        else:
+            with self.ns.entered():
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        try:
+            sock.bind((ifname, 0))
+            src = bytes.fromhex(mac.replace(":", ""))
+            for spec in addresses:
+                if spec.version == 4:
+                    sock.send(_garp(src, spec.interface.ip.packed))
+                else:
+                    sock.send(_unsolicited_na(src, spec.interface.ip.packed))
+        except OSError as exc:
+            LOG.warning("could not announce addresses on %s: %s", ifname, exc.strerror)
+        finally:
+            sock.close()
+
+
+def _garp(mac: bytes, ip: bytes) -> bytes:
+    eth = b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
+    # Request form (opcode 1): sender and target IP are both ours.
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip
+    return eth + arp
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _unsolicited_na(mac: bytes, ip6: bytes) -> bytes:
+    all_nodes = ipaddress.IPv6Address("ff02::1").packed
+    # Type 136, code 0, checksum, flags (Override), target, option: target LL address.
+    body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6 + struct.pack("!BB", 2, 1) + mac
+    pseudo = ip6 + all_nodes + struct.pack("!I", len(body)) + b"\x00\x00\x00\x3a"
+    csum = _checksum(pseudo + body)
+    body = body[:2] + struct.pack("!H", csum) + body[4:]
+    ip_hdr = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + ip6 + all_nodes
+    eth = b"\x33\x33\x00\x00\x00\x01" + mac + struct.pack("!H", ETH_P_IPV6)
+    return eth + ip_hdr + body
