@@ -6,16 +6,14 @@ Heavy imports (python-ovs, pyroute2, docker) happen inside the commands, so
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import traceback
-from typing import Any, Callable, List, Optional
+from typing import List, Optional
 
 import typer
 
 from ovsfab import __version__
-from ovsfab.errors import OvsfabError
+from ovsfab.cli.common import STATE, emit, ovs_factory, run
 
 app = typer.Typer(
     name="ovsfab",
@@ -25,16 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class State:
-    """Global options, shared by all commands."""
-
-    db: Optional[str] = None
-    debug: bool = False
-
-
-STATE = State()
 
 
 def _version(value: bool) -> None:
@@ -63,42 +51,6 @@ def _global(
         logging.getLogger("ovsfab").setLevel(logging.DEBUG)
 
 
-def _ovs_factory() -> Callable[[], Any]:
-    def factory() -> Any:
-        from ovsfab.backends.factory import get_backend  # noqa: PLC0415
-
-        return get_backend("ovs", db=STATE.db)
-
-    return factory
-
-
-def _run(fn: Callable[[], Any]) -> Any:
-    """Run an operation; turn errors into one line and an exit code."""
-    try:
-        return fn()
-    except OvsfabError as exc:
-        if STATE.debug:
-            traceback.print_exc()
-        typer.echo(f"ovsfab: error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("ovsfab: interrupted; the change was rolled back", err=True)
-        raise typer.Exit(130) from None
-    except Exception as exc:  # a bug: say so in one line, details with --debug
-        if STATE.debug:
-            traceback.print_exc()
-        typer.echo(f"ovsfab: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
-                   err=True)
-        raise typer.Exit(1) from None
-
-
-def _emit(data: dict, as_json: bool, text: str) -> None:
-    if as_json:
-        typer.echo(json.dumps(data, sort_keys=True))
-    else:
-        typer.echo(text)
-
-
 @app.command()
 def attach(
     bridge: str = typer.Argument(..., help="Bridge name (created if missing)."),
@@ -119,7 +71,7 @@ def attach(
 
         req = AttachRequest.parse(bridge, container, addresses, ifname=ifname, mac=mac, mtu=mtu,
                                   vlan=vlan, datapath=datapath)
-        result = do_attach(req, _ovs_factory())
+        result = do_attach(req, ovs_factory())
         for note in result.notes:
             typer.echo(f"ovsfab: note: {note}", err=True)
         att = result.attachment
@@ -129,9 +81,9 @@ def attach(
                     f"as port {att.port} (ofport {att.ofport})")
         else:
             text = f"{att.container_name} {att.ifname} is already attached to {att.bridge} as port {att.port}"
-        _emit(result.to_json(), as_json, text)
+        emit(result.to_json(), as_json, text)
 
-    _run(op)
+    run(op)
 
 
 @app.command()
@@ -147,15 +99,18 @@ def detach(
     def op() -> None:
         from ovsfab.ops.detach import detach as do_detach  # noqa: PLC0415
 
-        result = do_detach(bridge, container, ifname, if_exists, _ovs_factory())
+        result = do_detach(bridge, container, ifname, if_exists, ovs_factory())
         att = result.attachment
         if att is None:
             text = f"{container} has no {ifname} on {bridge}; nothing to do"
         else:
             text = f"detached {att.container_name} {att.ifname} from {att.bridge} (port {att.port} removed)"
-        _emit(result.to_json(), as_json, text)
+        emit(result.to_json(), as_json, text)
 
-    _run(op)
+    run(op)
+
+
+# -- sub-commands from other modules are registered below (one line each) --
 
 
 def main() -> None:
