@@ -16,12 +16,13 @@ Flow (each step undone in reverse if a later one fails):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from ovsfab.backends.base import Backend
+from ovsfab.backends.base import Backend, PortResult
 from ovsfab.errors import Conflict, OperationFailed, PermissionDenied
 from ovsfab.model import Attachment, AttachRequest, Target, host_ifname
 from ovsfab.ops.plan import Plan
@@ -150,6 +151,16 @@ def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
                 raise Conflict(f"bridge {req.bridge} exists with datapath {existing_dp}",
                                f"use --datapath {existing_dp} or auto")
 
+        # -- ovsfab tunnel: --mtu auto (the default when the bridge carries tunnels) --
+        if req.mtu is None:
+            from ovsfab.ops.tunnel import auto_mtu  # noqa: PLC0415
+
+            auto = auto_mtu(backend, req.bridge)
+            if auto is not None:
+                req = dataclasses.replace(req, mtu=auto)
+                notes.append(f"bridge {req.bridge} carries tunnels: MTU {auto} (underlay MTU minus tunnel overhead)")
+        # -- end of --mtu auto --
+
         plan.step("create_veth",
                   lambda: host.create_veth(port, req.ifname, ns, req.mtu, req.mac),
                   undo=lambda: host.delete(port, if_exists=True))
@@ -197,13 +208,21 @@ def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
                          mac=mac, mtu=mtu, vlan=req.vlan, target=req.target_spec if target.kind != "docker"
                          else target.key)
         ids = att.to_external_ids()
-        res = plan.step(
-            "plug",
-            lambda: backend.add_port(req.bridge, port, external_ids=ids, tag=req.vlan, datapath=datapath),
-            undo=lambda: backend.del_port(port, if_exists=True),
-        )
-        if res.created_bridge:
-            plan.add_undo("bridge", lambda: backend.del_br(req.bridge, if_exists=True))
+        created_bridge = False
+
+        def plug() -> PortResult:
+            nonlocal created_bridge
+            result = backend.add_port(req.bridge, port, external_ids=ids, tag=req.vlan, datapath=datapath)
+            created_bridge = result.created_bridge
+            return result
+
+        def unplug() -> None:
+            # The port goes first: del_br keeps a bridge that still has ports.
+            backend.del_port(port, if_exists=True)
+            if created_bridge:
+                backend.del_br(req.bridge, if_exists=True)
+
+        res = plan.step("plug", plug, undo=unplug)
         att.ofport = res.ofport
         plan.step("announce", lambda: inner.announce(req.ifname, mac, list(req.addresses)))
 
