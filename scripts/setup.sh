@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh Debian 12 / Ubuntu 22.04+ machine (as root)
+# for developing and testing ovsfab.  Safe to run again at any time.
+#
+# It does NOT start the machine-wide Open vSwitch: the tests and the demo run
+# private ovsdb-server/ovs-vswitchd instances inside network namespaces.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.venv"
+PKGS=(openvswitch-switch docker.io busybox-static iputils-ping iproute2 iperf3
+      python3-venv ethtool util-linux tar)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (network namespaces, OVS, docker)"; exit 1
+fi
+
+# --- packages ---------------------------------------------------------------
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    # policy-rc.d-free: on systems without systemd, the postinst scripts may
+    # fail to start services; that is fine, dockerd is handled below.
+    apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    log "packages already installed"
+fi
+
+# --- python venv ------------------------------------------------------------
+PY="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import ovsfab, pytest, hypothesis, jsonschema' 2>/dev/null \
+   || [ "$REPO/pyproject.toml" -nt "$VENV/.ovsfab-installed" ]; then
+    log "installing ovsfab (editable) with test extras"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e "$REPO[test]"
+    touch "$VENV/.ovsfab-installed"
+else
+    log "venv up to date"
+fi
+
+# --- dockerd ----------------------------------------------------------------
+docker_ok() { timeout 10 docker ps -q >/dev/null 2>&1; }
+if docker_ok; then
+    log "dockerd answers"
+else
+    if [ "$(cat /proc/1/comm 2>/dev/null)" = "systemd" ]; then
+        log "starting docker via systemd"
+        systemctl start docker || true
+    fi
+    if ! docker_ok; then
+        if pgrep -x dockerd >/dev/null 2>&1; then
+            log "dockerd is running but not answering yet; waiting"
+        else
+            log "starting dockerd (log: /var/log/ovsfab-dockerd.log)"
+            nohup dockerd >/var/log/ovsfab-dockerd.log 2>&1 &
+        fi
+    fi
+    deadline=$((SECONDS + 60))
+    until docker_ok; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            log "dockerd did not answer 'docker ps' within 60s; see /var/log/ovsfab-dockerd.log"
+            exit 1
+        fi
+        sleep 1
+    done
+    log "dockerd answers"
+fi
+
+# --- sanity -----------------------------------------------------------------
+for tool in ovsdb-server ovs-vswitchd ovs-vsctl ovsdb-tool ip nsenter unshare ethtool busybox; do
+    command -v "$tool" >/dev/null || { log "missing tool after install: $tool"; exit 1; }
+done
+[ -r /usr/share/openvswitch/vswitch.ovsschema ] || { log "OVS schema missing"; exit 1; }
+log "ok"
