@@ -10,10 +10,14 @@ ovs-vsctl (``add_port``, ``del_port``) with ``may_exist`` / ``if_exists``.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 from ovsfab.model import Attachment
+
+#: external_ids key naming what an ovsfab port is for ("uplink" | "tunnel");
+#: attachments have none (they predate it).
+KEY_ROLE = "ovsfab-role"
 
 
 @dataclass
@@ -64,3 +68,47 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+    # -- uplinks and tunnels (ovsfab uplink / ovsfab tunnel) --------------
+    # Not abstract: a backend without them says so when they are used.
+    def owned_ports(self, role: str, bridge: Optional[str] = None) -> List["OwnedPort"]:
+        """Ports ovsfab owns with ``ovsfab-role=role`` (on one bridge, or all)."""
+        raise NotImplementedError(f"the {self.kind} backend has no {role}s")
+
+    def bridge_other_config(self, bridge: str) -> Dict[str, str]:
+        """A bridge's other_config (empty if the bridge does not exist)."""
+        raise NotImplementedError(f"the {self.kind} backend has no other_config")
+
+    def internal_ports(self) -> Dict[str, Tuple[str, str]]:
+        """Internal interfaces (the bridges' own ports): name -> (bridge, datapath)."""
+        raise NotImplementedError(f"the {self.kind} backend has no internal ports")
+
+    def add_uplink_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
+                        datapath: str, hwaddr: Optional[str]) -> PortResult:
+        """Plug a NIC into ``bridge`` (created if missing) and, in the same
+        change, pin the bridge's MAC to ``hwaddr``."""
+        raise NotImplementedError(f"the {self.kind} backend has no uplinks")
+
+    def del_uplink_port(self, port: str, *, hwaddr: Optional[str]) -> bool:
+        """Unplug a NIC; in the same change set the bridge's other_config:hwaddr
+        back to ``hwaddr`` (None: remove the key).  False if it was not there."""
+        raise NotImplementedError(f"the {self.kind} backend has no uplinks")
+
+    def add_tunnel_port(self, bridge: str, port: str, *, iface_type: str, options: Dict[str, str],
+                        external_ids: Dict[str, str], datapath: str = "netdev") -> PortResult:
+        """Add a tunnel port (Interface of ``iface_type`` with ``options``)."""
+        raise NotImplementedError(f"the {self.kind} backend has no tunnels")
+
+
+@dataclass
+class OwnedPort:
+    """A port ovsfab owns, as recorded (uplinks, tunnels)."""
+
+    bridge: str
+    port: str
+    datapath: str
+    external_ids: Dict[str, str]
+    iface_type: str = ""
+    options: Dict[str, str] = field(default_factory=dict)
+    ofport: Optional[int] = None
+    error: Optional[str] = None

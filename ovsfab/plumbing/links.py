@@ -260,3 +260,277 @@ def _unsolicited_na(mac: bytes, ip6: bytes) -> bytes:
     ip_hdr = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + ip6 + all_nodes
     eth = b"\x33\x33\x00\x00\x00\x01" + mac + struct.pack("!H", ETH_P_IPV6)
     return eth + ip_hdr + body
+
+
+# ---------------------------------------------------------------------------
+# Helpers for `ovsfab uplink` / `ovsfab tunnel` (moving a NIC's layer-3
+# configuration, route lookups).  Additions only: nothing above depends on them.
+# ---------------------------------------------------------------------------
+
+#: rtnetlink constants (linux/rtnetlink.h, linux/if_addr.h).
+RTPROT_KERNEL = 2
+RT_TABLE_LOCAL = 255
+RT_SCOPE_LINK = 253
+IFA_F_PERMANENT = 0x80
+#: Address flags worth carrying over when an address moves (the others are
+#: state the kernel computes: tentative, permanent, deprecated, ...).
+IFA_KEEP_FLAGS = 0x02 | 0x10 | 0x100 | 0x200  # nodad, homeaddress, mngtmpaddr, noprefixroute
+
+
+def _family_of(text: str) -> int:
+    return socket.AF_INET6 if ":" in text else socket.AF_INET
+
+
+class L3Config:
+    """A link's IP addresses and routes as plain JSON-ready dicts.
+
+    Recorded in OVSDB (external_ids) by ``uplink add`` so ``uplink del`` can
+    put back exactly what was there, even from another process.
+    """
+
+    def __init__(self, addresses: List[Dict[str, object]], routes: List[Dict[str, object]]) -> None:
+        self.addresses = addresses
+        self.routes = routes
+
+    def default_routes(self) -> List[Dict[str, object]]:
+        """The default routes among the recorded ones."""
+        return [r for r in self.routes if r.get("dst_len") == 0]
+
+
+def _addr_record(msg) -> Dict[str, object]:  # noqa: ANN001 - pyroute2 message
+    flags = msg.get_attr("IFA_FLAGS")
+    if flags is None:
+        flags = msg["flags"]
+    rec: Dict[str, object] = {
+        "family": 6 if msg["family"] == socket.AF_INET6 else 4,
+        "address": msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"),
+        "prefixlen": msg["prefixlen"],
+        "flags": int(flags) & IFA_KEEP_FLAGS,
+    }
+    brd = msg.get_attr("IFA_BROADCAST")
+    if brd:
+        rec["broadcast"] = brd
+    return rec
+
+
+def _route_record(msg) -> Dict[str, object]:  # noqa: ANN001 - pyroute2 message
+    fam = 6 if msg["family"] == socket.AF_INET6 else 4
+    rec: Dict[str, object] = {
+        "family": fam,
+        "dst": msg.get_attr("RTA_DST") or ("::" if fam == 6 else "0.0.0.0"),
+        "dst_len": msg["dst_len"],
+        "table": msg.get_attr("RTA_TABLE") or msg["table"],
+        "proto": msg["proto"],
+        "scope": msg["scope"],
+        "type": msg["type"],
+        "flags": msg["flags"],
+    }
+    for key, attr in (("gateway", "RTA_GATEWAY"), ("prefsrc", "RTA_PREFSRC"),
+                      ("priority", "RTA_PRIORITY"), ("pref", "RTA_PREF")):
+        value = msg.get_attr(attr)
+        if value is not None:
+            rec[key] = value
+    return rec
+
+
+class L3Handle(NetlinkHandle):
+    """A NetlinkHandle that can also move a link's addresses and routes,
+    look up routes and restore offloads (used by uplink and tunnel)."""
+
+    def l3_config(self, index: int) -> L3Config:
+        """Global addresses and the non-kernel routes that leave through a link.
+
+        Link-local addresses and kernel-made routes (prefix routes, local
+        table) are left out: the kernel recreates them with the addresses.
+        """
+        addrs = [_addr_record(m) for m in self.ipr.get_addr(index=index) if m["scope"] != RT_SCOPE_LINK]
+        routes = []
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            for msg in self.ipr.get_routes(family=fam, oif=index):
+                if msg.get_attr("RTA_OIF") != index:  # older kernels ignore the filter
+                    continue
+                rec = _route_record(msg)
+                if rec["proto"] == RTPROT_KERNEL or rec["table"] == RT_TABLE_LOCAL:
+                    continue
+                routes.append(rec)
+        # Link-scope routes first: a gateway route needs its gateway reachable.
+        routes.sort(key=lambda r: -int(r["scope"]))  # type: ignore[arg-type]
+        return L3Config(addrs, routes)
+
+    def multipath_routes_via(self, index: int) -> List[str]:
+        """Multipath routes with a next hop through a link (ovsfab does not move those)."""
+        out = []
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            for msg in self.ipr.get_routes(family=fam):
+                hops = msg.get_attr("RTA_MULTIPATH") or []
+                if any(h["oif"] == index for h in hops):
+                    dst = msg.get_attr("RTA_DST") or "default"
+                    out.append(f"{dst}/{msg['dst_len']}")
+        return out
+
+    def _addr_kwargs(self, rec: Dict[str, object]) -> Dict[str, object]:
+        kwargs: Dict[str, object] = {"address": rec["address"], "prefixlen": rec["prefixlen"]}
+        if rec.get("broadcast"):
+            kwargs["broadcast"] = rec["broadcast"]
+        return kwargs
+
+    def put_address(self, index: int, rec: Dict[str, object], extra_flags: int = 0) -> bool:
+        """Add a recorded address; False if it is there already."""
+        kwargs = self._addr_kwargs(rec)
+        flags = int(rec.get("flags", 0)) | extra_flags  # type: ignore[arg-type]
+        if flags:
+            kwargs["flags"] = flags
+        try:
+            self.ipr.addr("add", index=index, **kwargs)
+        except Exception as exc:
+            if getattr(exc, "code", None) == errno.EEXIST:
+                return False
+            raise netlink_error(exc, f"cannot add address {rec['address']}/{rec['prefixlen']}") from exc
+        return True
+
+    def drop_address(self, index: int, rec: Dict[str, object]) -> bool:
+        """Remove a recorded address; False if it was not there."""
+        try:
+            self.ipr.addr("del", index=index, address=rec["address"], prefixlen=rec["prefixlen"])
+        except Exception as exc:
+            if getattr(exc, "code", None) in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH, errno.ENODEV):
+                return False
+            raise netlink_error(exc, f"cannot remove address {rec['address']}/{rec['prefixlen']}") from exc
+        return True
+
+    def _route_kwargs(self, index: int, rec: Dict[str, object]) -> Dict[str, object]:
+        fam = socket.AF_INET6 if rec["family"] == 6 else socket.AF_INET
+        kwargs: Dict[str, object] = {
+            "family": fam, "dst": f"{rec['dst']}/{rec['dst_len']}", "oif": index,
+            "table": rec["table"], "proto": rec["proto"], "scope": rec["scope"],
+            "type": rec["type"], "flags": rec.get("flags", 0),
+        }
+        for key in ("gateway", "prefsrc", "priority"):
+            if key in rec:
+                kwargs[key] = rec[key]
+        return kwargs
+
+    def put_route(self, index: int, rec: Dict[str, object]) -> bool:
+        """Add a recorded route through a link; False if it is there already."""
+        kwargs = self._route_kwargs(index, rec)
+        try:
+            self.ipr.route("add", **kwargs)
+        except Exception as exc:
+            if getattr(exc, "code", None) == errno.EEXIST:
+                return False
+            raise netlink_error(exc, f"cannot add route {rec['dst']}/{rec['dst_len']}") from exc
+        return True
+
+    def drop_route(self, index: int, rec: Dict[str, object]) -> bool:
+        """Remove a recorded route through a link; False if it was not there."""
+        kwargs = self._route_kwargs(index, rec)
+        # Matching on scope/type/flags makes deletes miss for no good reason.
+        for key in ("scope", "type", "flags", "proto"):
+            kwargs.pop(key, None)
+        try:
+            self.ipr.route("del", **kwargs)
+        except Exception as exc:
+            if getattr(exc, "code", None) in (errno.ESRCH, errno.ENOENT, errno.ENODEV, errno.EADDRNOTAVAIL):
+                return False
+            raise netlink_error(exc, f"cannot remove route {rec['dst']}/{rec['dst_len']}") from exc
+        return True
+
+    def move_l3(self, src: int, dst: int, cfg: L3Config) -> None:
+        """Move addresses and routes from link ``src`` to link ``dst`` as one step.
+
+        Idempotent (what is already in place is skipped), and on failure it
+        puts everything back on ``src`` before raising, so a caller never
+        sees a half-moved host.  IPv6 addresses skip DAD on ``dst``: the
+        address was already in use and verified on ``src``.
+        """
+        try:
+            self._place_l3(src, dst, cfg, extra_flags=IFA_F_NODAD)
+        except BaseException:
+            try:
+                self._place_l3(dst, src, cfg, extra_flags=0)
+            except Exception as exc:  # keep the first error: it says what went wrong
+                LOG.error("could not put addresses and routes back on link %s: %s", src, exc)
+            raise
+
+    def _place_l3(self, src: int, dst: int, cfg: L3Config, extra_flags: int) -> None:
+        # Routes first: deleting the last IPv4 address would drop them
+        # anyway, but IPv6 gateway routes survive and would be duplicated.
+        for rec in reversed(cfg.routes):
+            self.drop_route(src, rec)
+        for rec in cfg.addresses:
+            self.drop_address(src, rec)
+        for rec in cfg.addresses:
+            self.put_address(dst, rec, extra_flags if rec["family"] == 6 else 0)
+        for rec in cfg.routes:
+            self.put_route(dst, rec)
+
+    def wait_link(self, name: str, deadline: float, mac: Optional[str] = None) -> int:
+        """Wait until link ``name`` exists (and has ``mac``); returns its index."""
+        import time  # noqa: PLC0415
+
+        while True:
+            info = self.link(name)
+            if info is not None and (mac is None or str(info["mac"]).lower() == mac.lower()):
+                return int(info["index"])
+            if time.monotonic() >= deadline:
+                state = "does not exist" if info is None else f"has MAC {info['mac']}, not {mac}"
+                raise OperationFailed(f"interface {name} {state} after ovs-vswitchd applied the change",
+                                      "check ovs-vswitchd.log")
+            time.sleep(0.02)
+
+    def enable_features(self, name: str, features: List[str]) -> None:
+        """Turn offload features back on (undo of ``disable_tx_checksum``)."""
+        if not features:
+            return
+        from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: PLC0415
+
+        if self._ethtool is None:
+            if self.ns is None:
+                self._ethtool = IoctlEthtool()
+            else:
+                with self.ns.entered():
+                    self._ethtool = IoctlEthtool()
+        try:
+            self._ethtool.change_ifname(name)
+            current = self._ethtool.get_features()
+            for feature in features:
+                if feature in current:
+                    current[feature] = True
+            self._ethtool.set_features(current)
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot turn offloads back on for {name}") from exc
+
+    def route_to(self, dst: str) -> Optional[Dict[str, object]]:
+        """The kernel's route to ``dst``: {"oif", "ifname", "prefsrc", "mtu"}, or None."""
+        try:
+            msgs = self.ipr.route("get", dst=dst, family=_family_of(dst))
+        except Exception as exc:
+            if getattr(exc, "code", None) in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH):
+                return None
+            raise netlink_error(exc, f"cannot look up the route to {dst}") from exc
+        if not msgs:
+            return None
+        msg = msgs[0]
+        if msg["type"] != 1:  # RTN_UNICAST; local/unreachable/... are not a way out
+            return {"oif": msg.get_attr("RTA_OIF"), "ifname": None, "prefsrc": None, "mtu": None,
+                    "type": msg["type"]}
+        oif = msg.get_attr("RTA_OIF")
+        ifname = mtu = None
+        if oif is not None:
+            links = self.ipr.get_links(oif)
+            if links:
+                ifname = links[0].get_attr("IFLA_IFNAME")
+                mtu = links[0].get_attr("IFLA_MTU")
+        return {"oif": oif, "ifname": ifname, "prefsrc": msg.get_attr("RTA_PREFSRC"), "mtu": mtu,
+                "type": msg["type"]}
+
+    def address_owners(self) -> Dict[str, str]:
+        """Every address of this namespace (link-local too) -> the link holding it."""
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self.ipr.get_links()}
+        out = {}
+        for msg in self.ipr.get_addr():
+            addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if addr:
+                out[str(ipaddress.ip_address(addr))] = names.get(msg["index"], "")
+        return out
+

@@ -7,7 +7,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
-from ovsfab.backends.base import Backend, PortResult
+from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort, PortResult
 from ovsfab.backends.ovs.idl import IdlSession, default_remote
 from ovsfab.errors import Conflict, NotFound, OperationFailed
 from ovsfab.model import (KEY_CONTAINER_ID, KEY_IFNAME, OWNER_KEY, OWNER_VALUE,
@@ -19,9 +19,9 @@ LOG = logging.getLogger(__name__)
 #: ports should not ship their statistics to every CLI call.
 COLUMNS: Dict[str, List[str]] = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
-    "Bridge": ["name", "ports", "datapath_type", "external_ids"],
-    "Port": ["name", "interfaces", "tag", "external_ids"],
-    "Interface": ["name", "type", "ofport", "error", "external_ids"],
+    "Bridge": ["name", "ports", "datapath_type", "external_ids", "other_config"],
+    "Port": ["name", "interfaces", "tag", "external_ids", "protected"],
+    "Interface": ["name", "type", "ofport", "error", "external_ids", "options"],
 }
 
 
@@ -193,6 +193,140 @@ class OvsBackend(Backend):
 
         done, _ = self.session.transact(build, comment=f"ovsfab: del bridge {bridge}")
         return done
+
+    # -- uplinks and tunnels (ovsfab uplink / ovsfab tunnel) --------------
+    def owned_ports(self, role: str, bridge: Optional[str] = None) -> List[OwnedPort]:
+        """Ports tagged ``ovsfab-owner=ovsfab`` and ``ovsfab-role=role``."""
+        out = []
+        for br, port in self._port_bridges():
+            ids = dict(port.external_ids)
+            if ids.get(OWNER_KEY) != OWNER_VALUE or ids.get(KEY_ROLE) != role:
+                continue
+            if bridge is not None and br.name != bridge:
+                continue
+            rec = OwnedPort(bridge=br.name, port=port.name, datapath=br.datapath_type or "system",
+                            external_ids=ids)
+            for iface in port.interfaces:
+                if iface.name == port.name:
+                    rec.iface_type = iface.type or ""
+                    rec.options = dict(iface.options)
+                    ofport = _opt(iface.ofport)
+                    rec.ofport = ofport if isinstance(ofport, int) else None
+                    rec.error = _opt(iface.error) or None
+            out.append(rec)
+        return sorted(out, key=lambda r: (r.bridge, r.port))
+
+    def bridge_other_config(self, bridge: str) -> Dict[str, str]:
+        row = self._bridge(bridge)
+        return dict(row.other_config) if row is not None else {}
+
+    def internal_ports(self) -> Dict[str, Tuple[str, str]]:
+        out = {}
+        for br, port in self._port_bridges():
+            for iface in port.interfaces:
+                if iface.type == "internal":
+                    out[iface.name] = (br.name, br.datapath_type or "system")
+        return out
+
+    def _insert_port(self, txn: ovs.db.idl.Transaction, bridge: str, port: str,
+                     external_ids: Dict[str, str], datapath: str, iface_type: str = "",
+                     options: Optional[Dict[str, str]] = None) -> Tuple[object, bool]:
+        """Insert Port+Interface into ``bridge`` (created if missing); returns (bridge row, created)."""
+        tables = self.session.idl.tables
+        if self._port(port) is not None:
+            raise Conflict(f"OVS already has a port named {port}",
+                           f"remove it (ovs-vsctl del-port {port}) or choose another name")
+        br = self._bridge(bridge)
+        created = br is None
+        if created:
+            root = self.session.root()
+            root.verify("bridges")  # concurrent creation -> TRY_AGAIN, not a duplicate
+            br = txn.insert(tables["Bridge"])
+            br.name = bridge
+            br.datapath_type = datapath
+            br.external_ids = {OWNER_KEY: OWNER_VALUE}
+            local_if = txn.insert(tables["Interface"])
+            local_if.name = bridge
+            local_if.type = "internal"
+            local_port = txn.insert(tables["Port"])
+            local_port.name = bridge
+            local_port.interfaces = [local_if.uuid]
+            root.addvalue("bridges", br.uuid)
+            br.ports = [local_port.uuid]
+        iface = txn.insert(tables["Interface"])
+        iface.name = port
+        if iface_type:
+            iface.type = iface_type
+        if options:
+            iface.options = options
+        iface.external_ids = external_ids
+        prow = txn.insert(tables["Port"])
+        prow.name = port
+        prow.interfaces = [iface.uuid]
+        prow.external_ids = external_ids
+        if iface_type:
+            # Split horizon for full-mesh overlays: traffic between protected
+            # ports is blocked at L2, so a frame from one tunnel never goes
+            # out another (no broadcast loop through three hosts).
+            prow.protected = True
+        br.addvalue("ports", prow.uuid)
+        return br, created
+
+    def _applied_port(self, bridge: str, port: str, created: bool, datapath: str) -> PortResult:
+        row = self._port(port)
+        ofport: Optional[int] = None
+        if row is not None:
+            for iface in row.interfaces:
+                if iface.name == port:
+                    error = _opt(iface.error)
+                    value = _opt(iface.ofport)
+                    if error or not isinstance(value, int) or value < 0:
+                        raise OperationFailed(
+                            f"ovs-vswitchd could not add {port} to {bridge}: {error or 'no OpenFlow port number'}",
+                            "see ovs-vswitchd.log",
+                        )
+                    ofport = value
+        return PortResult(ofport=ofport, created_bridge=created, datapath=datapath)
+
+    def add_uplink_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
+                        datapath: str, hwaddr: Optional[str]) -> PortResult:
+        def build(txn: ovs.db.idl.Transaction) -> Tuple[bool, str]:
+            br, created = self._insert_port(txn, bridge, port, external_ids, datapath)
+            if hwaddr:
+                # Same MAC as the NIC: neighbours' ARP/ND caches stay valid.
+                br.setkey("other_config", "hwaddr", hwaddr)
+            return created, br.datapath_type or "system"
+
+        (created, dp), _ = self.session.transact(build, comment=f"ovsfab: uplink {port} into {bridge}")
+        return self._applied_port(bridge, port, created, dp)
+
+    def del_uplink_port(self, port: str, *, hwaddr: Optional[str]) -> bool:
+        def build(txn: ovs.db.idl.Transaction) -> bool:
+            for br, row in self._port_bridges():
+                if row.name == port:
+                    br.delvalue("ports", row.uuid)
+                    for iface in row.interfaces:
+                        iface.delete()
+                    row.delete()
+                    if hwaddr:
+                        br.setkey("other_config", "hwaddr", hwaddr)
+                    elif "hwaddr" in br.other_config:
+                        br.delkey("other_config", "hwaddr")
+                    return True
+            return False
+
+        found, _ = self.session.transact(build, comment=f"ovsfab: remove uplink {port}")
+        return found
+
+    def add_tunnel_port(self, bridge: str, port: str, *, iface_type: str, options: Dict[str, str],
+                        external_ids: Dict[str, str], datapath: str = "netdev") -> PortResult:
+        def build(txn: ovs.db.idl.Transaction) -> Tuple[bool, str]:
+            br, created = self._insert_port(txn, bridge, port, external_ids, datapath,
+                                            iface_type=iface_type, options=options)
+            return created, br.datapath_type or "system"
+
+        (created, dp), _ = self.session.transact(build, comment=f"ovsfab: tunnel {port} on {bridge}")
+        return self._applied_port(bridge, port, created, dp)
 
     def close(self) -> None:
         self.session.close()
