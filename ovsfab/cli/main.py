@@ -58,7 +58,8 @@ def attach(
     addresses: List[str] = typer.Argument(..., help="ADDR/PREFIX[@GATEWAY], IPv4 or IPv6; several allowed."),
     ifname: str = typer.Option("eth1", "--ifname", help="Interface name inside the container."),
     mac: Optional[str] = typer.Option(None, "--mac", help="MAC address of the container interface."),
-    mtu: Optional[str] = typer.Option(None, "--mtu", help="MTU of both veth ends (68..65535)."),
+    mtu: Optional[str] = typer.Option(None, "--mtu", help="MTU of both veth ends (68..65535), or auto "
+                                      "(the default: on a bridge with tunnels, underlay MTU minus tunnel overhead)."),
     vlan: Optional[str] = typer.Option(None, "--vlan", help="VLAN tag of the port (0..4095)."),
     datapath: str = typer.Option("auto", "--datapath", help="auto, system or netdev (for a new bridge)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -69,7 +70,8 @@ def attach(
         from ovsfab.model import AttachRequest  # noqa: PLC0415
         from ovsfab.ops.attach import attach as do_attach  # noqa: PLC0415
 
-        req = AttachRequest.parse(bridge, container, addresses, ifname=ifname, mac=mac, mtu=mtu,
+        req = AttachRequest.parse(bridge, container, addresses, ifname=ifname, mac=mac,
+                                  mtu=None if mtu == "auto" else mtu,  # auto == unset: see ops/attach.py
                                   vlan=vlan, datapath=datapath)
         result = do_attach(req, ovs_factory())
         for note in result.notes:
@@ -111,6 +113,12 @@ def detach(
 
 
 # -- sub-commands from other modules are registered below (one line each) --
+from ovsfab.cli import crosshost_cmd, inspect_cmd, lab_cmd  # noqa: E402
+
+app.add_typer(crosshost_cmd.uplink_app, name="uplink")
+app.add_typer(crosshost_cmd.tunnel_app, name="tunnel")
+inspect_cmd.register(app)
+app.add_typer(lab_cmd.lab_app, name="lab")
 
 
 def main() -> None:

@@ -1,0 +1,371 @@
+"""``ovsfab lab``: the walkthrough's two hosts, simulated on this machine.
+
+Topology (``--hosts N``, default 2)::
+
+    [switch netns: Linux bridge "wire"] ── veth ── eth1 [host netns docker-test1: private OVS] ── container
+                                        ── veth ── eth1 [host netns docker-test2: private OVS] ── container
+
+Hosts get the walkthrough's underlay addresses (192.168.77.5, .6, …) on eth1.
+``--mode uplink``: eth1 becomes br0's uplink and the containers get
+192.168.77.10, .20, … on the same L2 segment.  ``--mode vxlan``: eth1 is the
+uplink of ``br-ul`` (which holds the underlay address, as the userspace
+datapath needs), br0 carries a VXLAN mesh, containers get 10.77.0.10, .20, …
+with the MTU left for the tunnel.  Every address lives inside the lab's
+namespaces only.
+
+What ``up`` creates is recorded, resource by resource, in a state file, so
+``down`` removes exactly that, even after an interrupted ``up``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tarfile
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, NoReturn, Optional
+
+from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError
+from ovsfab.lab.daemons import OvsDaemons
+from ovsfab.plumbing.netns import Namespace, named_path
+
+LOG = logging.getLogger(__name__)
+
+LAB_DIR = os.environ.get("OVSFAB_LAB_DIR", "/run/ovsfab-lab")
+SWITCH_NS = "ovsfab-lab-switch"
+WIRE = "wire"
+IMAGE = "ovsfab-lab:busybox"
+LABEL = "ovsfab-lab"
+MODES = ("uplink", "vxlan")
+VNI = 5001
+
+
+def _state_path() -> str:
+    return os.path.join(LAB_DIR, "lab.json")
+
+
+@dataclass
+class LabHost:
+    """One simulated host."""
+
+    name: str
+    netns: str
+    rundir: str
+    underlay: str
+    container: str = ""      # target spec: Docker name or netns:NAME
+    address: str = ""        # the container's address
+
+    @property
+    def remote(self) -> str:
+        return f"unix:{os.path.join(self.rundir, 'db.sock')}"
+
+
+@dataclass
+class LabState:
+    """What the lab consists of; written after every created resource."""
+
+    mode: str
+    hosts: List[LabHost] = field(default_factory=list)
+    namespaces: List[str] = field(default_factory=list)
+    rundirs: List[str] = field(default_factory=list)
+    containers: List[str] = field(default_factory=list)
+    results: Dict[str, object] = field(default_factory=dict)
+
+    def save(self) -> None:
+        os.makedirs(LAB_DIR, mode=0o750, exist_ok=True)
+        tmp = _state_path() + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(asdict(self), fh, indent=2)
+        os.replace(tmp, _state_path())
+
+    @classmethod
+    def load(cls) -> Optional["LabState"]:
+        try:
+            with open(_state_path(), encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except FileNotFoundError:
+            return None
+        hosts = [LabHost(**h) for h in raw.pop("hosts", [])]
+        return cls(hosts=hosts, **raw)
+
+
+# -- building blocks ----------------------------------------------------------
+def _create_netns(state: LabState, name: str) -> Namespace:
+    from pyroute2 import netns as pr_netns  # noqa: PLC0415
+
+    if os.path.exists(named_path(name)):
+        raise Conflict(f"network namespace {name} exists already", f"remove it or run ovsfab lab down")
+    pr_netns.create(name)
+    state.namespaces.append(name)
+    state.save()
+    ns = Namespace.open(named_path(name))
+    from ovsfab.plumbing.links import NetlinkHandle  # noqa: PLC0415
+
+    handle = NetlinkHandle(ns)
+    try:
+        lo = handle.index("lo")
+        if lo is not None:
+            handle.set_up(lo)
+    finally:
+        handle.close()
+    return ns
+
+
+def _docker_client():  # -> docker.APIClient or None
+    try:
+        import docker  # noqa: PLC0415
+
+        client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+                                  timeout=10)
+        client.ping()
+        return client
+    except Exception as exc:  # no dockerd: the lab uses plain namespaces
+        LOG.debug("dockerd not reachable (%s): containers will be plain namespaces", exc)
+        return None
+
+
+def _ensure_image(client) -> None:
+    if client.images(name=IMAGE):
+        return
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        raise NotFound("busybox is not installed (needed for the lab's container image)",
+                       "apt-get install busybox-static")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "sleep", "ip", "ping", "ping6", "nc", "ifconfig", "cat"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+    client.import_image_from_data(buf.getvalue(), repository=IMAGE.split(":")[0], tag=IMAGE.split(":")[1])
+
+
+def _start_container(state: LabState, client, host: LabHost) -> str:
+    name = f"ovsfab-lab-{host.name}"
+    cfg = client.create_host_config(network_mode="none")
+    created = client.create_container(IMAGE, ["/bin/sleep", "1000000000"], name=name, host_config=cfg,
+                                      labels={LABEL: host.name}, hostname=f"{host.name}-c1")
+    state.containers.append(name)
+    state.save()
+    client.start(created["Id"])
+    return name
+
+
+# -- the verbs ----------------------------------------------------------------
+def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = lambda s: None) -> LabState:
+    """Build the lab, connect it, ping across; roll everything back on failure."""
+    from ovsfab.ops.attach import require_root  # noqa: PLC0415
+
+    if mode not in MODES:
+        raise InvalidInput(f"lab mode {mode!r} is unknown", "use uplink or vxlan")
+    if not 2 <= hosts <= 9:
+        raise InvalidInput(f"--hosts {hosts} is outside 2..9")
+    require_root()
+    if LabState.load() is not None:
+        raise Conflict("a lab is up already", "run ovsfab lab down first (ovsfab lab status shows it)")
+    state = LabState(mode=mode)
+    state.save()
+    try:
+        _build(state, hosts, progress)
+    except BaseException:
+        progress("failed: removing what was built")
+        down(quiet=True)
+        raise
+    return state
+
+
+def _build(state: LabState, count: int, progress: Callable[[str], None]) -> None:
+    from ovsfab.plumbing.links import NetlinkHandle  # noqa: PLC0415
+
+    switch = _create_netns(state, SWITCH_NS)
+    sw = NetlinkHandle(switch)
+    try:
+        sw.ipr.link("add", ifname=WIRE, kind="bridge")
+        sw.set_up(sw.index(WIRE))
+        for i in range(1, count + 1):
+            name = f"docker-test{i}"
+            host = LabHost(name=name, netns=name, rundir=os.path.join(LAB_DIR, name),
+                           underlay=f"192.168.77.{4 + i}/24")
+            progress(f"host {name}: namespace, eth1 {host.underlay} on the wire, private OVS")
+            ns = _create_netns(state, name)
+            sw.create_veth(f"wire{i}", "eth1", ns, None, None)
+            sw.ipr.link("set", index=sw.index(f"wire{i}"), master=sw.index(WIRE))
+            sw.set_up(sw.index(f"wire{i}"))
+            inner = NetlinkHandle(ns)
+            try:
+                from ovsfab.model import parse_address  # noqa: PLC0415
+
+                idx = inner.index("eth1")
+                inner.add_address(idx, parse_address(host.underlay))
+                inner.set_up(idx)
+            finally:
+                inner.close()
+            state.rundirs.append(host.rundir)
+            state.hosts.append(host)
+            state.save()
+            OvsDaemons(host.rundir).start(ns)
+            ns.close()
+    finally:
+        sw.close()
+        switch.close()
+
+    client = _docker_client()
+    if client is not None:
+        _ensure_image(client)
+    for i, host in enumerate(state.hosts, start=1):
+        if client is not None:
+            host.container = _start_container(state, client, host)
+        else:
+            tname = f"{host.name}-c1"
+            _create_netns(state, tname).close()
+            host.container = f"netns:{tname}"
+        host.address = (f"192.168.77.{10 * i}/24" if state.mode == "uplink" else f"10.77.0.{10 * i}/24")
+        state.save()
+    for host in state.hosts:
+        _connect(state, host, progress)
+    state.results = _ping_all(state, progress)
+    state.save()
+
+
+def _connect(state: LabState, host: LabHost, progress: Callable[[str], None]) -> None:
+    """Uplink/tunnels and the attachment, with ovsfab's own operations, as that host."""
+    from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
+    from ovsfab.model import AttachRequest  # noqa: PLC0415
+    from ovsfab.ops.attach import attach  # noqa: PLC0415
+    from ovsfab.ops.tunnel import TunnelRequest, tunnel_add  # noqa: PLC0415
+    from ovsfab.ops.uplink import uplink_add  # noqa: PLC0415
+
+    factory = lambda: OvsBackend(host.remote)  # noqa: E731
+    with Namespace.open(named_path(host.netns)) as ns, ns.entered():
+        if state.mode == "uplink":
+            progress(f"{host.name}: ovsfab uplink add br0 eth1")
+            uplink_add("br0", "eth1", False, "auto", factory)
+        else:
+            progress(f"{host.name}: ovsfab uplink add br-ul eth1")
+            uplink_add("br-ul", "eth1", False, "auto", factory)
+            for other in state.hosts:
+                if other is not host:
+                    remote = other.underlay.split("/")[0]
+                    progress(f"{host.name}: ovsfab tunnel add br0 {remote} --key {VNI}")
+                    tunnel_add(TunnelRequest.parse("br0", remote, "vxlan", str(VNI)), factory)
+        progress(f"{host.name}: ovsfab attach br0 {host.container} {host.address}")
+        attach(AttachRequest.parse("br0", host.container, [host.address]), factory)
+
+
+def _target_ns(host: LabHost) -> Namespace:
+    from ovsfab.plumbing import containers  # noqa: PLC0415
+
+    return Namespace.open(containers.resolve(host.container).netns_path)
+
+
+def _ping_all(state: LabState, progress: Callable[[str], None]) -> Dict[str, object]:
+    from ovsfab.plumbing.probe import ping  # noqa: PLC0415
+
+    results: Dict[str, object] = {}
+    for src in state.hosts:
+        with _target_ns(src) as ns:
+            for dst in state.hosts:
+                if dst is src:
+                    continue
+                addr = dst.address.split("/")[0]
+                rtt = ping(ns, addr, count=5, timeout=1.0)
+                key = f"{src.name}->{dst.name}"
+                results[key] = None if rtt is None else round(rtt * 1000, 3)
+                progress(f"ping {src.container} -> {addr}: "
+                         + ("no reply" if rtt is None else f"{rtt * 1000:.2f} ms"))
+    return results
+
+
+def down(quiet: bool = False) -> List[str]:
+    """Remove everything the state file records, newest first."""
+    from pyroute2 import netns as pr_netns  # noqa: PLC0415
+
+    state = LabState.load()
+    if state is None:
+        return []
+    removed: List[str] = []
+    if state.containers:
+        client = _docker_client()
+        for name in reversed(state.containers):
+            if client is None:
+                LOG.warning("cannot remove container %s: dockerd is not reachable", name)
+                continue
+            try:
+                # One at a time: dockerd 20.10 deadlocks on parallel removal.
+                client.remove_container(name, force=True)
+                removed.append(f"container {name}")
+            except Exception as exc:  # gone already is fine
+                if "No such container" not in str(exc):
+                    LOG.warning("cannot remove container %s: %s", name, exc)
+    for rundir in reversed(state.rundirs):
+        OvsDaemons(rundir).remove()
+        removed.append(f"OVS of {os.path.basename(rundir)}")
+    for name in reversed(state.namespaces):
+        if os.path.exists(named_path(name)):
+            try:
+                pr_netns.remove(name)
+                removed.append(f"netns {name}")
+            except OSError as exc:
+                LOG.warning("cannot remove netns %s: %s", name, exc)
+    os.unlink(_state_path())
+    try:
+        os.rmdir(LAB_DIR)
+    except OSError:
+        pass
+    return removed
+
+
+def status() -> Optional[Dict[str, object]]:
+    """The lab as recorded, with what is alive now."""
+    state = LabState.load()
+    if state is None:
+        return None
+    hosts = []
+    for host in state.hosts:
+        daemons = OvsDaemons(host.rundir)
+        hosts.append({
+            "name": host.name,
+            "netns": host.netns,
+            "netns_present": os.path.exists(named_path(host.netns)),
+            "underlay": host.underlay,
+            "ovsdb_server_pid": daemons.pid("ovsdb-server"),
+            "ovs_vswitchd_pid": daemons.pid("ovs-vswitchd"),
+            "db": host.remote,
+            "container": host.container,
+            "address": host.address,
+        })
+    return {"mode": state.mode, "hosts": hosts, "ping": state.results}
+
+
+def exec_as(host_name: str, argv: List[str]) -> NoReturn:
+    """Replace this process with ``argv`` running as a lab host (its netns and OVS)."""
+    state = LabState.load()
+    if state is None:
+        raise NotFound("no lab is up", "run ovsfab lab up")
+    host = next((h for h in state.hosts if h.name == host_name), None)
+    if host is None:
+        raise NotFound(f"the lab has no host {host_name!r}",
+                       "hosts: " + ", ".join(h.name for h in state.hosts))
+    if not argv:
+        raise InvalidInput("no command given", f"e.g. ovsfab lab exec {host_name} -- ovsfab show")
+    if argv[0] == "ovsfab":
+        argv = [sys.executable, "-m", "ovsfab"] + argv[1:]
+    env = dict(os.environ, OVS_RUNDIR=host.rundir)
+    env.pop("OVSFAB_DB", None)
+    ns = Namespace.open(named_path(host.netns))
+    from ovsfab.plumbing.netns import _setns  # noqa: PLC0415
+
+    _setns(ns.fd)  # for good: this process becomes the command
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        raise OperationFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
+
+
+__all__ = ["up", "down", "status", "exec_as", "LabState", "LabHost", "OvsfabError"]

@@ -1,0 +1,64 @@
+"""ICMP echo from inside a namespace (the lab's "ping across"), via raw sockets."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import socket
+import struct
+import time
+from typing import Optional
+
+from ovsfab.plumbing.netns import Namespace
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ping(ns: Namespace, address: str, count: int = 3, timeout: float = 1.0) -> Optional[float]:
+    """Send ICMP echo requests from ``ns``; return the first round-trip time in
+    seconds, or None if no reply came back."""
+    dst = ipaddress.ip_address(address)
+    v6 = dst.version == 6
+    with ns.entered():
+        if v6:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    ident = os.getpid() & 0xFFFF
+    try:
+        for seq in range(1, count + 1):
+            payload = struct.pack("!d", time.monotonic()) + b"ovsfab-lab"
+            kind = 128 if v6 else 8
+            header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
+            # The kernel fills in the ICMPv6 checksum (it needs the pseudo-header).
+            csum = 0 if v6 else _checksum(header + payload)
+            packet = struct.pack("!BBHHH", kind, 0, csum, ident, seq) + payload
+            sent = time.monotonic()
+            try:
+                sock.sendto(packet, (str(dst), 0))
+            except OSError:
+                time.sleep(timeout)
+                continue
+            deadline = sent + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([sock], [], [], left)[0]:
+                    break
+                data = sock.recv(2048)
+                icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
+                if len(icmp) < 8:
+                    continue
+                rtype, _, _, rid, rseq = struct.unpack("!BBHHH", icmp[:8])
+                if rtype == (129 if v6 else 0) and rid == ident and rseq == seq:
+                    return time.monotonic() - sent
+        return None
+    finally:
+        sock.close()
