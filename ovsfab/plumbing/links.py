@@ -183,28 +183,33 @@ class NetlinkHandle:
                                "attach without @gateway, or remove the other route") from exc
             raise netlink_error(exc, f"cannot add default route via {gateway}") from exc
 
-    def disable_tx_checksum(self, name: str) -> List[str]:
-        """Turn off TX checksum offload (and what depends on it, like TSO).
-
-        Returns the features that were on and are now off.
-        """
-        from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: PLC0415
-
+    def ethtool(self):  # -> pyroute2.ethtool.ioctl.IoctlEthtool
+        """The ethtool ioctl socket of this namespace (created on first use, inside it)."""
         if self._ethtool is None:
+            from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: PLC0415
+
             if self.ns is None:
                 self._ethtool = IoctlEthtool()
             else:
                 with self.ns.entered():
                     self._ethtool = IoctlEthtool()
+        return self._ethtool
+
+    def disable_tx_checksum(self, name: str) -> List[str]:
+        """Turn off TX checksum offload (and what depends on it, like TSO).
+
+        Returns the features that were on and are now off.
+        """
+        ethtool = self.ethtool()
         try:
-            self._ethtool.change_ifname(name)
-            features = self._ethtool.get_features()
+            ethtool.change_ifname(name)
+            features = ethtool.get_features()
             changed = [f for f in TX_CSUM_FEATURES if f in features and features.is_active(f)]
             if not changed:
                 return []
             for feature in changed:
                 features[feature] = False
-            self._ethtool.set_features(features)
+            ethtool.set_features(features)
         except OSError as exc:
             raise netlink_error(exc, f"cannot turn off TX checksum offload on {name}") from exc
         return changed
@@ -241,7 +246,8 @@ def _garp(mac: bytes, ip: bytes) -> bytes:
     return eth + arp
 
 
-def _checksum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
     if len(data) % 2:
         data += b"\x00"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -255,7 +261,7 @@ def _unsolicited_na(mac: bytes, ip6: bytes) -> bytes:
     # Type 136, code 0, checksum, flags (Override), target, option: target LL address.
     body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6 + struct.pack("!BB", 2, 1) + mac
     pseudo = ip6 + all_nodes + struct.pack("!I", len(body)) + b"\x00\x00\x00\x3a"
-    csum = _checksum(pseudo + body)
+    csum = inet_checksum(pseudo + body)
     body = body[:2] + struct.pack("!H", csum) + body[4:]
     ip_hdr = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + ip6 + all_nodes
     eth = b"\x33\x33\x00\x00\x00\x01" + mac + struct.pack("!H", ETH_P_IPV6)
@@ -482,21 +488,14 @@ class L3Handle(NetlinkHandle):
         """Turn offload features back on (undo of ``disable_tx_checksum``)."""
         if not features:
             return
-        from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: PLC0415
-
-        if self._ethtool is None:
-            if self.ns is None:
-                self._ethtool = IoctlEthtool()
-            else:
-                with self.ns.entered():
-                    self._ethtool = IoctlEthtool()
+        ethtool = self.ethtool()
         try:
-            self._ethtool.change_ifname(name)
-            current = self._ethtool.get_features()
+            ethtool.change_ifname(name)
+            current = ethtool.get_features()
             for feature in features:
                 if feature in current:
                     current[feature] = True
-            self._ethtool.set_features(current)
+            ethtool.set_features(current)
         except OSError as exc:
             raise netlink_error(exc, f"cannot turn offloads back on for {name}") from exc
 

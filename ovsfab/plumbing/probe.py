@@ -10,16 +10,8 @@ import struct
 import time
 from typing import Optional
 
+from ovsfab.plumbing.links import inet_checksum
 from ovsfab.plumbing.netns import Namespace
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ping(ns: Namespace, address: str, count: int = 3, timeout: float = 1.0) -> Optional[float]:
@@ -39,7 +31,7 @@ def ping(ns: Namespace, address: str, count: int = 3, timeout: float = 1.0) -> O
             kind = 128 if v6 else 8
             header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
             # The kernel fills in the ICMPv6 checksum (it needs the pseudo-header).
-            csum = 0 if v6 else _checksum(header + payload)
+            csum = 0 if v6 else inet_checksum(header + payload)
             packet = struct.pack("!BBHHH", kind, 0, csum, ident, seq) + payload
             sent = time.monotonic()
             try:

@@ -99,71 +99,22 @@ class OvsBackend(Backend):
     def add_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
                  tag: Optional[int] = None, datapath: str = "netdev",
                  may_exist: bool = False) -> PortResult:
-        tables = self.session.idl.tables
-
         def build(txn: ovs.db.idl.Transaction) -> Tuple[bool, str]:
-            existing = self._port(port)
-            if existing is not None:
-                if may_exist:
-                    return False, self.bridge_datapath(bridge) or datapath
-                raise Conflict(f"OVS already has a port named {port}",
-                               "detach it first, or remove it with ovs-vsctl del-port")
-            br = self._bridge(bridge)
-            created = br is None
-            if created:
-                root = self.session.root()
-                # verify() turns a concurrent bridge creation by another
-                # client into TRY_AGAIN instead of a duplicate-name error.
-                root.verify("bridges")
-                br = txn.insert(tables["Bridge"])
-                br.name = bridge
-                br.datapath_type = datapath
-                br.external_ids = {OWNER_KEY: OWNER_VALUE}
-                local_if = txn.insert(tables["Interface"])
-                local_if.name = bridge
-                local_if.type = "internal"
-                local_port = txn.insert(tables["Port"])
-                local_port.name = bridge
-                local_port.interfaces = [local_if.uuid]
-                root.addvalue("bridges", br.uuid)
-                br.ports = [local_port.uuid]
-            iface = txn.insert(tables["Interface"])
-            iface.name = port
-            iface.external_ids = external_ids
-            prow = txn.insert(tables["Port"])
-            prow.name = port
-            prow.interfaces = [iface.uuid]
-            prow.external_ids = external_ids
-            if tag is not None:
-                prow.tag = [tag]
-            br.addvalue("ports", prow.uuid)
+            if may_exist and self._port(port) is not None:
+                return False, self.bridge_datapath(bridge) or datapath
+            br, created = self._insert_port(txn, bridge, port, external_ids, datapath, tag=tag)
             return created, br.datapath_type or "system"
 
         (created, dp), _ = self.session.transact(build, comment=f"ovsfab: add port {port} to {bridge}")
-        row = self._port(port)
-        ofport: Optional[int] = None
-        if row is not None:
-            for iface in row.interfaces:
-                if iface.name == port:
-                    error = _opt(iface.error)
-                    value = _opt(iface.ofport)
-                    if error or not isinstance(value, int) or value < 0:
-                        raise OperationFailed(
-                            f"ovs-vswitchd could not add {port} to {bridge}: {error or 'no OpenFlow port number'}",
-                            "see ovs-vswitchd.log",
-                        )
-                    ofport = value
-        LOG.debug("port %s on %s: ofport %s (bridge created: %s)", port, bridge, ofport, created)
-        return PortResult(ofport=ofport, created_bridge=created, datapath=dp)
+        result = self._applied_port(bridge, port, created, dp)
+        LOG.debug("port %s on %s: ofport %s (bridge created: %s)", port, bridge, result.ofport, created)
+        return result
 
     def del_port(self, port: str, *, if_exists: bool = False) -> bool:
         def build(txn: ovs.db.idl.Transaction) -> bool:
             for br, row in self._port_bridges():
                 if row.name == port:
-                    br.delvalue("ports", row.uuid)
-                    for iface in row.interfaces:
-                        iface.delete()
-                    row.delete()
+                    self._remove_port(br, row)
                     return True
             if if_exists:
                 return False
@@ -230,7 +181,8 @@ class OvsBackend(Backend):
 
     def _insert_port(self, txn: ovs.db.idl.Transaction, bridge: str, port: str,
                      external_ids: Dict[str, str], datapath: str, iface_type: str = "",
-                     options: Optional[Dict[str, str]] = None) -> Tuple[object, bool]:
+                     options: Optional[Dict[str, str]] = None,
+                     tag: Optional[int] = None) -> Tuple[object, bool]:
         """Insert Port+Interface into ``bridge`` (created if missing); returns (bridge row, created)."""
         tables = self.session.idl.tables
         if self._port(port) is not None:
@@ -264,6 +216,8 @@ class OvsBackend(Backend):
         prow.name = port
         prow.interfaces = [iface.uuid]
         prow.external_ids = external_ids
+        if tag is not None:
+            prow.tag = [tag]
         if iface_type:
             # Split horizon for full-mesh overlays: traffic between protected
             # ports is blocked at L2, so a frame from one tunnel never goes
@@ -271,6 +225,14 @@ class OvsBackend(Backend):
             prow.protected = True
         br.addvalue("ports", prow.uuid)
         return br, created
+
+    @staticmethod
+    def _remove_port(br, row) -> None:
+        """Detach a Port row from its bridge and delete it with its interfaces."""
+        br.delvalue("ports", row.uuid)
+        for iface in row.interfaces:
+            iface.delete()
+        row.delete()
 
     def _applied_port(self, bridge: str, port: str, created: bool, datapath: str) -> PortResult:
         row = self._port(port)
@@ -304,10 +266,7 @@ class OvsBackend(Backend):
         def build(txn: ovs.db.idl.Transaction) -> bool:
             for br, row in self._port_bridges():
                 if row.name == port:
-                    br.delvalue("ports", row.uuid)
-                    for iface in row.interfaces:
-                        iface.delete()
-                    row.delete()
+                    self._remove_port(br, row)
                     if hwaddr:
                         br.setkey("other_config", "hwaddr", hwaddr)
                     elif "hwaddr" in br.other_config:
