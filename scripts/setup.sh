@@ -9,7 +9,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 PKGS=(openvswitch-switch docker.io busybox-static iputils-ping iproute2 iperf3
-      python3-venv ethtool util-linux tar)
+      python3-venv ethtool util-linux tar
+      ruby shellcheck)   # ruby -c Vagrantfile and shellcheck run in tests/test_packaging.py
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -43,7 +44,7 @@ if ! "$VENV/bin/python" -c 'import ovsfab, pytest, hypothesis, jsonschema' 2>/de
    || [ "$REPO/pyproject.toml" -nt "$VENV/.ovsfab-installed" ]; then
     log "installing ovsfab (editable) with test extras"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$REPO[test]"
+    "$VENV/bin/python" -m pip install --quiet -e "${REPO}[test]"
     touch "$VENV/.ovsfab-installed"
 else
     log "venv up to date"

@@ -21,6 +21,7 @@ def _say(line: str) -> None:
 def up(
     hosts: int = typer.Option(2, "--hosts", help="How many simulated hosts (2..9)."),
     mode: str = typer.Option("uplink", "--mode", help="uplink (one L2 segment) or vxlan (overlay)."),
+    bare: bool = typer.Option(False, "--bare", help="Only hosts, their OVS and containers: connect them yourself."),
     as_json: bool = typer.Option(False, "--json", help="Print the lab's status as JSON."),
 ) -> None:
     """Build hosts, start a container on each, connect them, ping across, show the tree."""
@@ -32,8 +33,12 @@ def up(
         from ovsfab.ops.inspect import inspect as do_inspect  # noqa: PLC0415
         from ovsfab.plumbing.netns import Namespace, named_path  # noqa: PLC0415
 
-        state = lab.up(hosts=hosts, mode=mode, progress=None if as_json else _say)
-        if not as_json:
+        state = lab.up(hosts=hosts, mode=mode, progress=(lambda s: None) if as_json else _say, bare=bare)
+        if bare and not as_json:
+            for h in state.hosts:
+                typer.echo(f"{h.name}: container {h.container}, suggested address {h.address}")
+            typer.echo("next: ovsfab lab exec docker-test1 -- ovsfab attach br0 ... (docs/walkthrough.md)")
+        elif not as_json:
             first = state.hosts[0]
             with Namespace.open(named_path(first.netns)) as ns, ns.entered():
                 data = do_inspect(first.container, remote=first.remote).to_json()

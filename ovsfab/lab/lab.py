@@ -158,8 +158,13 @@ def _start_container(state: LabState, client, host: LabHost) -> str:
 
 
 # -- the verbs ----------------------------------------------------------------
-def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = lambda s: None) -> LabState:
-    """Build the lab, connect it, ping across; roll everything back on failure."""
+def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = lambda s: None,
+       bare: bool = False) -> LabState:
+    """Build the lab, connect it, ping across; roll everything back on failure.
+
+    ``bare``: hosts, their OVS and containers only — connecting them is left
+    to the user (docs/walkthrough.md does it step by step).
+    """
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
 
     if mode not in MODES:
@@ -172,7 +177,7 @@ def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = l
     state = LabState(mode=mode)
     state.save()
     try:
-        _build(state, hosts, progress)
+        _build(state, hosts, progress, bare)
     except BaseException:
         progress("failed: removing what was built")
         down(quiet=True)
@@ -180,7 +185,7 @@ def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = l
     return state
 
 
-def _build(state: LabState, count: int, progress: Callable[[str], None]) -> None:
+def _build(state: LabState, count: int, progress: Callable[[str], None], bare: bool) -> None:
     from ovsfab.plumbing.links import NetlinkHandle  # noqa: PLC0415
 
     switch = _create_netns(state, SWITCH_NS)
@@ -227,6 +232,8 @@ def _build(state: LabState, count: int, progress: Callable[[str], None]) -> None
             host.container = f"netns:{tname}"
         host.address = (f"192.168.77.{10 * i}/24" if state.mode == "uplink" else f"10.77.0.{10 * i}/24")
         state.save()
+    if bare:
+        return
     for host in state.hosts:
         _connect(state, host, progress)
     state.results = _ping_all(state, progress)
