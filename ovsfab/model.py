@@ -39,6 +39,8 @@ KEY_MAC = "ovsfab-mac"
 KEY_MTU = "ovsfab-mtu"
 KEY_VLAN = "ovsfab-vlan"
 KEY_TARGET = "ovsfab-target"
+#: "false" marks a one-shot attachment (attach --no-persist): reconcile never restores it.
+KEY_PERSIST = "ovsfab-persist"
 OVS_DOCKER_CONTAINER_ID = "container_id"
 OVS_DOCKER_CONTAINER_IFACE = "container_iface"
 
@@ -215,6 +217,7 @@ class AttachRequest:
     mtu: Optional[int] = None
     vlan: Optional[int] = None
     datapath: str = "auto"
+    persist: bool = True  # False: attach --no-persist (never restored by reconcile)
 
     @classmethod
     def parse(
@@ -227,6 +230,7 @@ class AttachRequest:
         mtu: Optional[Union[int, str]] = None,
         vlan: Optional[Union[int, str]] = None,
         datapath: str = "auto",
+        persist: bool = True,
     ) -> "AttachRequest":
         """Validate every argument; raises InvalidInput before anything changes."""
         if datapath not in ("auto", "system", "netdev"):
@@ -241,6 +245,7 @@ class AttachRequest:
             mtu=parse_mtu(mtu) if mtu is not None else None,
             vlan=parse_vlan(vlan) if vlan is not None else None,
             datapath=datapath,
+            persist=persist,
         )
 
 
@@ -283,6 +288,7 @@ class Attachment:
     ofport: Optional[int] = None
     error: Optional[str] = None
     external_ids: Dict[str, str] = field(default_factory=dict)
+    persist: bool = True  # False: recorded as ovsfab-persist=false, never restored
 
     def to_external_ids(self) -> Dict[str, str]:
         """The external_ids that record this attachment."""
@@ -302,6 +308,8 @@ class Attachment:
             ids[KEY_MTU] = str(self.mtu)
         if self.vlan is not None:
             ids[KEY_VLAN] = str(self.vlan)
+        if not self.persist:
+            ids[KEY_PERSIST] = "false"
         return ids
 
     @classmethod
@@ -320,6 +328,7 @@ class Attachment:
             vlan=int(ids[KEY_VLAN]) if ids.get(KEY_VLAN, "").isdigit() else None,
             target=ids.get(KEY_TARGET, ""),
             external_ids=dict(ids),
+            persist=ids.get(KEY_PERSIST) != "false",
         )
 
     def to_json(self) -> Dict[str, object]:

@@ -10,6 +10,7 @@ ovs-vsctl (``add_port``, ``del_port``) with ``may_exist`` / ``if_exists``.
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -27,6 +28,9 @@ class PortResult:
     ofport: Optional[int]
     created_bridge: bool
     datapath: str
+    #: The port actually used, when the backend chose it (a Linux VXLAN
+    #: device is shared by every remote of one key); None: the one asked for.
+    port: Optional[str] = None
 
 
 class Backend(abc.ABC):
@@ -69,6 +73,31 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release connections."""
 
+    # -- datapath and offloads (the operations stay backend-neutral) ------
+    def new_bridge_datapath(self, bridge: str, requested: str) -> Tuple[str, Optional[str]]:
+        """The datapath for a bridge about to be created, and a note for the user (or None).
+
+        OVS: ``auto`` is the kernel datapath (``system``) when the openvswitch
+        module is loaded, else the userspace one (``netdev``), said once.
+        """
+        if requested != "auto":
+            return requested, None
+        if os.path.isdir("/sys/module/openvswitch"):
+            return "system", None
+        return "netdev", (f"no OVS kernel datapath on this host: bridge {bridge} uses "
+                          "the userspace datapath (netdev)")
+
+    def traffic_notes(self, bridge: str) -> List[str]:
+        """Warnings about host settings that would silently drop traffic on ``bridge``."""
+        return []
+
+    def needs_tx_csum_off(self, datapath: str) -> bool:
+        """True when veth/NIC TX checksum offload must be off for ``datapath``.
+
+        OVS's userspace datapath forwards partial checksums nobody finishes.
+        """
+        return datapath == "netdev"
+
     # -- uplinks and tunnels (ovsfab uplink / ovsfab tunnel) --------------
     # Not abstract: a backend without them says so when they are used.
     def owned_ports(self, role: str, bridge: Optional[str] = None) -> List["OwnedPort"]:
@@ -98,6 +127,10 @@ class Backend(abc.ABC):
                         external_ids: Dict[str, str], datapath: str = "netdev") -> PortResult:
         """Add a tunnel port (Interface of ``iface_type`` with ``options``)."""
         raise NotImplementedError(f"the {self.kind} backend has no tunnels")
+
+    def del_tunnel_port(self, port: str, *, remote: Optional[str] = None) -> bool:
+        """Remove one tunnel (the one to ``remote`` when a port carries several)."""
+        return self.del_port(port, if_exists=True)
 
 
 @dataclass

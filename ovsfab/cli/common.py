@@ -16,18 +16,31 @@ class State:
 
     db: Optional[str] = None
     debug: bool = False
+    #: --backend (None: OVSFAB_BACKEND, the config file, or "ovs").
+    backend: Optional[str] = None
 
 
 STATE = State()
 
 
-def ovs_factory() -> Callable[[], Any]:
-    def factory() -> Any:
-        from ovsfab.backends.factory import get_backend  # noqa: PLC0415
+def ovs_factory(bridge: Optional[str] = None) -> Callable[[], Any]:
+    """The backend factory of the chosen kind (name kept: it predates --backend).
 
-        return get_backend("ovs", db=STATE.db)
+    ``bridge`` lets ``--backend auto`` follow the kind of an existing bridge.
+    """
+
+    def factory() -> Any:
+        from ovsfab.backends.factory import choose, configured_kind  # noqa: PLC0415
+
+        backend, note = choose(configured_kind(STATE.backend), db=STATE.db, bridge=bridge)
+        if note:
+            typer.echo(f"ovsfab: note: {note}", err=True)
+        return backend
 
     return factory
+
+
+backend_factory = ovs_factory
 
 
 def run(fn: Callable[[], Any]) -> Any:

@@ -36,7 +36,7 @@ def uplink_add_cmd(
     def op() -> None:
         from ovsfab.ops.uplink import uplink_add  # noqa: PLC0415
 
-        res = uplink_add(bridge, nic, force, datapath, ovs_factory())
+        res = uplink_add(bridge, nic, force, datapath, ovs_factory(bridge))
         _notes(res.notes)
         up = res.uplink
         assert up is not None
@@ -62,7 +62,7 @@ def uplink_del_cmd(
     def op() -> None:
         from ovsfab.ops.uplink import uplink_del  # noqa: PLC0415
 
-        res = uplink_del(bridge, nic, if_exists, ovs_factory())
+        res = uplink_del(bridge, nic, if_exists, ovs_factory(bridge))
         if res.uplink is None:
             text = f"{nic} is not an uplink of {bridge}; nothing to do"
         else:
@@ -82,7 +82,7 @@ def uplink_list_cmd(
     def op() -> None:
         from ovsfab.ops.uplink import uplink_list  # noqa: PLC0415
 
-        ups = uplink_list(bridge, ovs_factory())
+        ups = uplink_list(bridge, ovs_factory(bridge))
         lines = [f"{u.bridge}\t{u.nic}\t{u.mac}\t{','.join(u.to_json()['addresses']) or '-'}" for u in ups]
         emit({"uplinks": [u.to_json() for u in ups]}, as_json, "\n".join(lines) if lines else "no uplinks")
 
@@ -109,7 +109,7 @@ def tunnel_add_cmd(
         from ovsfab.ops.tunnel import TunnelRequest, tunnel_add  # noqa: PLC0415
 
         req = TunnelRequest.parse(bridge, remote, tun_type, key, name, dstport, local_ip, csum, datapath)
-        res = tunnel_add(req, ovs_factory())
+        res = tunnel_add(req, ovs_factory(bridge))
         _notes(res.notes)
         tun = res.tunnel
         assert tun is not None
@@ -137,7 +137,7 @@ def tunnel_del_cmd(
     def op() -> None:
         from ovsfab.ops.tunnel import tunnel_del  # noqa: PLC0415
 
-        res = tunnel_del(bridge, remote, name, key, tun_type, if_exists, ovs_factory())
+        res = tunnel_del(bridge, remote, name, key, tun_type, if_exists, ovs_factory(bridge))
         tun = res.tunnel
         text = (f"removed {tun.tun_type} tunnel {tun.name} from {bridge}" if tun is not None
                 else f"no such tunnel on {bridge}; nothing to do")
@@ -156,7 +156,7 @@ def tunnel_list_cmd(
     def op() -> None:
         from ovsfab.ops.tunnel import tunnel_list  # noqa: PLC0415
 
-        tuns = tunnel_list(bridge, ovs_factory())
+        tuns = tunnel_list(bridge, ovs_factory(bridge))
         lines = [f"{t.bridge}\t{t.name}\t{t.tun_type}\t{t.remote}\tkey={t.key}"
                  + (f"\terror: {t.error}" if t.error else "") for t in tuns]
         emit({"tunnels": [t.to_json() for t in tuns]}, as_json, "\n".join(lines) if lines else "no tunnels")

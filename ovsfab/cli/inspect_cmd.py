@@ -235,7 +235,9 @@ def show(
     def op() -> None:
         from ovsfab.ops.inspect import show as do_show  # noqa: PLC0415
 
-        data = do_show(bridge, remote=STATE.db).to_json()
+        from ovsfab.backends.factory import configured_kind  # noqa: PLC0415
+
+        data = do_show(bridge, remote=STATE.db, with_ovs=configured_kind(STATE.backend) != "linux").to_json()
         text = "" if as_json else render_show(data, Painter(use_colour()))
         if not as_json:
             _notes(data["notes"])

@@ -36,6 +36,9 @@ def _global(
     db: Optional[str] = typer.Option(None, "--db", envvar="OVSFAB_DB",
                                      help="OVSDB remote (default: unix:$OVS_RUNDIR/db.sock "
                                           "or unix:/var/run/openvswitch/db.sock)."),
+    backend: Optional[str] = typer.Option(None, "--backend", envvar="OVSFAB_BACKEND",
+                                          help="ovs, linux or auto (default: backend in "
+                                               "/etc/ovsfab/config.toml, else ovs)."),
     debug: bool = typer.Option(False, "--debug", help="Log each step; show tracebacks."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
@@ -43,6 +46,10 @@ def _global(
     """Connect containers across hosts over Open vSwitch."""
     STATE.db = db
     STATE.debug = debug
+    if backend is not None and backend not in ("ovs", "linux", "auto"):
+        typer.echo(f"ovsfab: error: backend {backend!r} is unknown; use --backend ovs, linux or auto", err=True)
+        raise typer.Exit(2)
+    STATE.backend = backend
     # Library chatter (pyroute2, urllib3, python-ovs) stays at WARNING even
     # with --debug: the steps ovsfab logs are what an operator needs.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
@@ -62,6 +69,8 @@ def attach(
                                       "(the default: on a bridge with tunnels, underlay MTU minus tunnel overhead)."),
     vlan: Optional[str] = typer.Option(None, "--vlan", help="VLAN tag of the port (0..4095)."),
     datapath: str = typer.Option("auto", "--datapath", help="auto, system or netdev (for a new bridge)."),
+    no_persist: bool = typer.Option(False, "--no-persist", help="One-shot: never restored by "
+                                    "`ovsfab reconcile` / `ovsfab agent` after a restart."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Give a container a veth interface with addresses, plugged into BRIDGE."""
@@ -72,8 +81,8 @@ def attach(
 
         req = AttachRequest.parse(bridge, container, addresses, ifname=ifname, mac=mac,
                                   mtu=None if mtu == "auto" else mtu,  # auto == unset: see ops/attach.py
-                                  vlan=vlan, datapath=datapath)
-        result = do_attach(req, ovs_factory())
+                                  vlan=vlan, datapath=datapath, persist=not no_persist)
+        result = do_attach(req, ovs_factory(bridge))
         for note in result.notes:
             typer.echo(f"ovsfab: note: {note}", err=True)
         att = result.attachment
@@ -101,7 +110,7 @@ def detach(
     def op() -> None:
         from ovsfab.ops.detach import detach as do_detach  # noqa: PLC0415
 
-        result = do_detach(bridge, container, ifname, if_exists, ovs_factory())
+        result = do_detach(bridge, container, ifname, if_exists, ovs_factory(bridge))
         att = result.attachment
         if att is None:
             text = f"{container} has no {ifname} on {bridge}; nothing to do"
@@ -119,6 +128,10 @@ app.add_typer(crosshost_cmd.uplink_app, name="uplink")
 app.add_typer(crosshost_cmd.tunnel_app, name="tunnel")
 inspect_cmd.register(app)
 app.add_typer(lab_cmd.lab_app, name="lab")
+from ovsfab.cli import agent_cmd  # noqa: E402
+
+app.command("reconcile")(agent_cmd.reconcile)
+app.command("agent")(agent_cmd.agent)
 
 
 def main() -> None:

@@ -86,11 +86,16 @@ def differences(recorded: Attachment, req: AttachRequest) -> List[str]:
     return diffs
 
 
-def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
-    """Attach a container to a bridge; idempotent; nothing left behind on failure."""
+def attach(req: AttachRequest, backend_factory: BackendFactory,
+           resolved: Optional[Target] = None) -> AttachResult:
+    """Attach a container to a bridge; idempotent; nothing left behind on failure.
+
+    ``resolved``: the target, already resolved by the caller (ovsfab reconcile
+    looks many containers up at once instead of one Docker call each).
+    """
     require_root()
     with Plan("attach") as plan:
-        target: Target = plan.step("resolve", lambda: containers.resolve(req.target_spec))
+        target: Target = plan.step("resolve", lambda: resolved or containers.resolve(req.target_spec))
         ns = Namespace.open(target.netns_path)
         plan.add_undo("close namespace", ns.close)
         inode = ns.inode()
@@ -124,6 +129,9 @@ def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
         else:
             owner = backend.port_exists(port)
             if owner is not None:
+                if backend.kind == "linux":
+                    raise Conflict(f"{port} is a port of Linux bridge {owner} but is not recorded for "
+                                   f"{target.name}", f"remove it: ip link del {port}")
                 raise Conflict(f"OVS port {port} exists but is not recorded for {target.name}",
                                f"remove it: ovs-vsctl del-port {port}")
             leftover = host.link(port)
@@ -141,10 +149,10 @@ def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
         existing_dp = backend.bridge_datapath(req.bridge)
         notes: List[str] = []
         if existing_dp is None:
-            datapath = choose_datapath(req.datapath)
-            if req.datapath == "auto" and datapath == "netdev":
-                notes.append(f"no OVS kernel datapath on this host: bridge {req.bridge} uses "
-                             "the userspace datapath (netdev)")
+            # The backend knows its datapaths (OVS: system/netdev; Linux: one).
+            datapath, dp_note = backend.new_bridge_datapath(req.bridge, req.datapath)
+            if dp_note:
+                notes.append(dp_note)
         else:
             datapath = existing_dp
             if req.datapath != "auto" and req.datapath != existing_dp:
@@ -190,7 +198,7 @@ def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
         plan.step("configure", configure)
 
         def offloads() -> None:
-            if datapath != "netdev":
+            if not backend.needs_tx_csum_off(datapath):
                 LOG.debug("datapath %s: kernel offloads left on", datapath)
                 return
             # The userspace datapath reads frames whose TCP/UDP checksums the
@@ -206,7 +214,7 @@ def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
         att = Attachment(bridge=req.bridge, port=port, container_key=target.key,
                          container_name=target.name, ifname=req.ifname, addresses=req.addresses,
                          mac=mac, mtu=mtu, vlan=req.vlan, target=req.target_spec if target.kind != "docker"
-                         else target.key)
+                         else target.key, persist=req.persist)
         ids = att.to_external_ids()
         created_bridge = False
 
@@ -224,6 +232,7 @@ def attach(req: AttachRequest, backend_factory: BackendFactory) -> AttachResult:
 
         res = plan.step("plug", plug, undo=unplug)
         att.ofport = res.ofport
+        notes.extend(backend.traffic_notes(req.bridge))
         plan.step("announce", lambda: inner.announce(req.ifname, mac, list(req.addresses)))
 
         def verify() -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ovsfab.errors import NotFound, OvsfabError, Unavailable
-from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, KEY_TARGET,
+from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, KEY_TARGET, KEY_VLAN,
                           OVS_DOCKER_CONTAINER_ID, OVS_DOCKER_CONTAINER_IFACE, OWNER_KEY,
                           OWNER_VALUE, parse_target_spec)
 
@@ -97,6 +97,8 @@ class LinkFacts:
     link_netnsid: Optional[int]
     master: Optional[int]
     tunnel: Optional[Dict[str, Any]] = None
+    #: IFLA_IFALIAS: where the Linux-bridge backend records ownership.
+    alias: Optional[str] = None
 
     @property
     def state(self) -> str:
@@ -332,6 +334,7 @@ def parse_link(msg: Any) -> LinkFacts:
         link_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
         master=msg.get_attr("IFLA_MASTER"),
         tunnel=_linux_tunnel(kind, data),
+        alias=msg.get_attr("IFLA_IFALIAS"),
     )
 
 
@@ -491,7 +494,8 @@ def ovs_bridges(session: Any, links_by_name: Mapping[str, LinkFacts],
 
 
 def linux_bridges(links: Mapping[int, LinkFacts]) -> List[BridgeFacts]:
-    """Every Linux bridge in this namespace, members classified by link kind."""
+    """Every Linux bridge in this namespace, members classified by link kind (and ovsfab's alias record)."""
+    from ovsfab.backends.linux import decode_record  # noqa: PLC0415 - no pyroute2/ovs import
     out = []
     for br in links.values():
         if br.kind != "bridge":
@@ -505,10 +509,22 @@ def linux_bridges(links: Mapping[int, LinkFacts]) -> List[BridgeFacts]:
                 cls = "tunnel"
             elif _is_uplink_link(ln):
                 cls = "uplink"
+            # -- Linux-bridge backend: ownership recorded in the interface alias --
+            ids = decode_record(ln.alias) or {}
+            owner = _owner(ids, {}) if ids else None
+            role = ids.get(KEY_ROLE)
+            if role in ("uplink", "tunnel"):
+                cls = role
+            elif owner is not None:
+                cls = "attachment"
+            vlan = ids.get(KEY_VLAN)
             ports.append(PortFacts(name=ln.name, cls=cls, interface_type=ln.kind or "system",
-                                   ifindex=ln.index, link_state=ln.oper_state, tunnel=ln.tunnel))
-        # Linux bridges record no owner: what is plugged into them is foreign to ovsfab.
-        out.append(BridgeFacts(name=br.name, kind="linux", datapath=None, owned=False,
+                                   ifindex=ln.index, link_state=ln.oper_state, tunnel=ln.tunnel,
+                                   owner=owner, vlan=int(vlan) if vlan and vlan.isdigit() else None))
+        # A bridge the Linux backend created carries its record in its alias;
+        # any other Linux bridge (and what is plugged into it untagged) is foreign.
+        owned = (decode_record(br.alias) or {}).get(KEY_ROLE) == "bridge"
+        out.append(BridgeFacts(name=br.name, kind="linux", datapath=None, owned=owned,
                                ports=sorted(ports, key=lambda p: p.name)))
     return sorted(out, key=lambda b: b.name)
 
@@ -608,7 +624,7 @@ def mark_stale(bridges: Iterable[BridgeFacts],
 
 
 def show(bridge: Optional[str] = None, remote: Optional[str] = None,
-         timeout: float = 10.0) -> ShowResult:
+         timeout: float = 10.0, with_ovs: bool = True) -> ShowResult:
     """Every bridge on this host (or ``bridge``), its ports classified.
 
     Reads OVSDB once, dumps this namespace's links once and, only if some
@@ -624,11 +640,15 @@ def show(bridge: Optional[str] = None, remote: Optional[str] = None,
     finally:
         ipr.close()
     by_name = {ln.name: ln for ln in links.values()}
-    session = open_ovsdb(remote, timeout)
-    try:
-        bridges = ovs_bridges(session, by_name)
-    finally:
-        session.close()
+    bridges: List[BridgeFacts] = []
+    ovs_status = ServiceStatus("not-needed")
+    if with_ovs:  # False with --backend linux: a host without OVS
+        session = open_ovsdb(remote, timeout)
+        try:
+            bridges = ovs_bridges(session, by_name)
+        finally:
+            session.close()
+        ovs_status = ServiceStatus("ok")
     bridges += linux_bridges(links)
     if bridge is not None:
         bridges = [b for b in bridges if b.name == bridge]
@@ -649,7 +669,7 @@ def show(bridge: Optional[str] = None, remote: Optional[str] = None,
             docker_status = ServiceStatus("unavailable", str(exc))
             notes.append(f"{exc}: Docker containers not checked for staleness")
     mark_stale(bridges, listing)
-    return ShowResult(bridges, ServiceStatus("ok"), docker_status, notes)
+    return ShowResult(bridges, ovs_status, docker_status, notes)
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort
+from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort, PortResult
 from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed
 from ovsfab.model import MAX_MTU, MIN_MTU, OWNER_KEY, OWNER_VALUE, parse_name
 from ovsfab.ops.plan import Plan
@@ -306,7 +306,7 @@ def _differences(found: Tunnel, req: TunnelRequest) -> List[str]:
 # ---------------------------------------------------------------------------
 def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelResult:
     """Add a tunnel port; idempotent; nothing left behind on failure."""
-    from ovsfab.ops.attach import choose_datapath, require_root  # noqa: PLC0415
+    from ovsfab.ops.attach import require_root  # noqa: PLC0415
     from ovsfab.plumbing.links import L3Handle  # noqa: PLC0415
 
     require_root()
@@ -334,7 +334,7 @@ def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelRes
                            "choose another --name")
 
         existing_dp = backend.bridge_datapath(req.bridge)
-        dp = existing_dp or choose_datapath(req.datapath)
+        dp = existing_dp or backend.new_bridge_datapath(req.bridge, req.datapath)[0]
         notes: List[str] = []
 
         def check() -> None:
@@ -349,19 +349,26 @@ def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelRes
         plan.step("check", check)
         ids = {OWNER_KEY: OWNER_VALUE, KEY_ROLE: ROLE_TUNNEL, KEY_REMOTE: req.remote,
                KEY_TYPE: req.tun_type, KEY_KEY: str(req.key)}
+        # The port the backend used: a Linux VXLAN device is shared by all
+        # remotes of one key, so it may not be ``name``.
+        used = {"port": name}
+
+        def plug() -> PortResult:
+            result = backend.add_tunnel_port(req.bridge, name, iface_type=req.tun_type, options=req.options(),
+                                             external_ids=ids, datapath=dp)
+            used["port"] = result.port or name
+            return result
+
         def unplug() -> None:
-            backend.del_port(name, if_exists=True)
+            backend.del_tunnel_port(used["port"], remote=req.remote)
             if existing_dp is None:  # this add created the bridge: it goes too
                 backend.del_br(req.bridge, if_exists=True)
 
         # The undo covers the bridge as well: a fault right after this step
         # must not leave a bridge behind.
-        res = plan.step(
-            "plug",
-            lambda: backend.add_tunnel_port(req.bridge, name, iface_type=req.tun_type, options=req.options(),
-                                            external_ids=ids, datapath=dp),
-            undo=unplug,
-        )
+        res = plan.step("plug", plug, undo=unplug)
+        name = used["port"]
+        notes.extend(backend.traffic_notes(req.bridge))
         tun = Tunnel(bridge=req.bridge, name=name, tun_type=req.tun_type, remote=req.remote, key=req.key,
                      datapath=res.datapath, options=req.options(), ofport=res.ofport)
         nl.close()
@@ -400,7 +407,7 @@ def tunnel_del(bridge: str, remote: Optional[str], name: Optional[str], key: Opt
             names = ", ".join(f"{t.name} ({t.tun_type} key {t.key})" for t in hits)
             raise Conflict(f"{len(hits)} tunnels match: {names}", "pick one with --key, --type or --name")
         tun = hits[0]
-        backend.del_port(tun.name, if_exists=True)
+        backend.del_tunnel_port(tun.name, remote=tun.remote)
         return TunnelResult("tunnel-del", tun, changed=True)
     finally:
         backend.close()

@@ -135,7 +135,7 @@ def find_uplink(backend: Backend, nic: str) -> Optional[OwnedPort]:
 def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
                backend_factory: BackendFactory) -> UplinkResult:
     """Make ``nic`` a port of ``bridge`` and move its L3 configuration onto the bridge."""
-    from ovsfab.ops.attach import choose_datapath, require_root  # noqa: PLC0415
+    from ovsfab.ops.attach import require_root  # noqa: PLC0415
     from ovsfab.plumbing.links import L3Handle, L3Config  # noqa: PLC0415
 
     _check_names(bridge, nic)
@@ -191,7 +191,7 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
 
         existing_dp = backend.bridge_datapath(bridge)
         if existing_dp is None:
-            dp = choose_datapath(datapath)
+            dp = backend.new_bridge_datapath(bridge, datapath)[0]
         else:
             dp = existing_dp
             if datapath not in ("auto", existing_dp):
@@ -203,7 +203,7 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
         disabled: List[str] = []
 
         def offloads() -> None:
-            if dp != "netdev":
+            if not backend.needs_tx_csum_off(dp):
                 return
             # OVS reads the NIC with AF_PACKET: frames the kernel sends out
             # of it with partial checksums would be forwarded unfinished.
@@ -251,6 +251,7 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
         notes = []
         if defaults:
             notes.append(f"moved the default route from {nic} to {bridge} (--force)")
+        notes.extend(backend.traffic_notes(bridge))
         nl.close()
         backend.close()
         return UplinkResult("uplink-add", up, changed=True, notes=notes)

@@ -12,7 +12,6 @@ never with O_CREAT, so a typo cannot conjure an empty namespace (pyroute2's
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from contextlib import contextmanager
@@ -32,7 +31,9 @@ def _setns(fd: int) -> None:
         os.setns(fd, CLONE_NEWNET)
         return
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The C library the interpreter already has loaded; find_library()
+        # would run ldconfig in a subprocess.
+        _libc = ctypes.CDLL(None, use_errno=True)
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

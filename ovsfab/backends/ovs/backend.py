@@ -287,5 +287,57 @@ class OvsBackend(Backend):
         (created, dp), _ = self.session.transact(build, comment=f"ovsfab: tunnel {port} on {bridge}")
         return self._applied_port(bridge, port, created, dp)
 
+    # -- ovsfab reconcile: many ports per transaction (additive) ----------
+    # Restoring 100 containers one port at a time costs 200 transactions,
+    # each waiting for ovs-vswitchd; these do it in two.
+    def del_ports(self, ports: List[str]) -> int:
+        """Remove several ports in one transaction; returns how many were there."""
+        wanted = set(ports)
+
+        def build(txn: ovs.db.idl.Transaction) -> int:
+            found = 0
+            for br, row in list(self._port_bridges()):
+                if row.name in wanted:
+                    self._remove_port(br, row)
+                    found += 1
+            return found
+
+        if not wanted:
+            return 0
+        found, _ = self.session.transact(build, comment=f"ovsfab: del {len(wanted)} ports")
+        return found
+
+    def add_ports(self, specs: List[Tuple[str, str, Dict[str, str], Optional[int], str]]
+                  ) -> Dict[str, Tuple[Optional[int], Optional[str]]]:
+        """Add several ports in one transaction: (bridge, port, external_ids, tag, datapath) each.
+
+        A missing bridge is created (with that datapath); a port that exists
+        already is left alone.  Returns {port: (ofport, error)} as ovs-vswitchd
+        reported them: unlike add_port, an interface without a device is not
+        an exception here (reconcile re-records attachments of stopped targets).
+        """
+        def build(txn: ovs.db.idl.Transaction) -> None:
+            for bridge, port, ids, tag, datapath in specs:
+                if self._port(port) is not None:
+                    continue
+                self._insert_port(txn, bridge, port, ids, datapath, tag=tag)
+
+        if specs:
+            self.session.transact(build, comment=f"ovsfab: add {len(specs)} ports")
+        out: Dict[str, Tuple[Optional[int], Optional[str]]] = {}
+        for _bridge, port, _ids, _tag, _dp in specs:
+            row = self._port(port)
+            ofport, error = None, "not added"
+            if row is not None:
+                error = None
+                for iface in row.interfaces:
+                    if iface.name == port:
+                        value = _opt(iface.ofport)
+                        ofport = value if isinstance(value, int) and value >= 0 else None
+                        error = _opt(iface.error) or (None if ofport is not None else "no OpenFlow port number")
+            out[port] = (ofport, error)
+        return out
+
+    # -- ovsfab apply: many ports, one transaction (additive) ---------------
     def close(self) -> None:
         self.session.close()

@@ -1,0 +1,691 @@
+"""``ovsfab reconcile``: make every recorded attachment true again.
+
+The record of an attachment (external_ids on its port, see
+:class:`ovsfab.model.Attachment`) is its desired state; the live state is the
+veth, the addresses inside the container and the OVS interface.  After
+``docker restart`` or a reboot the container has a new network namespace, the
+old veth died with the old one, and OVS keeps a port whose interface has an
+error and ofport -1.  For each record:
+
+=====================  =========================================================
+target                 what reconcile does
+=====================  =========================================================
+running, link healthy  nothing ("ok")
+running, link missing  re-create it exactly ("restored"): the attach flow with
+                       the recorded request -- same ifname, addresses, gateway,
+                       MAC, MTU, VLAN, bridge
+stopped                keep the record ("stopped"); the host end of the veth
+                       died with the container's namespace, and if something
+                       still holds that namespace open, the host end is set
+                       down.  The OVS row stays as it is (error / ofport -1):
+                       it *is* the record, and is restored on the next start
+removed / netns gone   delete the port and its record, and the veth if any
+/ process gone         ("removed"): such a target cannot come back
+=====================  =========================================================
+
+One-shot attachments (``attach --no-persist``, ``ovsfab-persist=false``) are
+never restored: once their link is gone (the container restarted, stopped or
+was removed) their dead port is removed instead.
+
+Cost: a full pass reads the IDL (no round trip), dumps this namespace's links
+once, and lists Docker containers once -- never one Docker call per
+attachment.  Only attachments that need restoring cost more (one ``inspect``
+for the PID, then the attach flow).  The cheap health check of a running
+target is: the host end of the veth exists, its peer lives in a live
+namespace (``IFLA_LINK_NETNSID`` >= 0; a dying namespace has none), and the
+OVS interface has an ofport and no error.  The event path
+(:meth:`Reconciler.containers`, used by the agent on a Docker event) checks
+deeper: it opens the container's namespace and looks for the interface
+itself, through attach's own "already attached" check.
+
+Nothing here prints: results are returned as :class:`ReconcileResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from ovsfab.backends.base import KEY_ROLE, Backend, PortResult
+from ovsfab.errors import OperationFailed, OvsfabError, Unavailable
+from ovsfab.model import Attachment, AttachRequest, Target, parse_target_spec
+
+LOG = logging.getLogger(__name__)
+
+# Results (the ``result`` field of each entry; documented in docs/agent.md).
+OK = "ok"
+RESTORED = "restored"
+REMOVED = "removed"
+STOPPED = "stopped"
+SKIPPED = "skipped"
+FAILED = "failed"
+RESULTS = (OK, RESTORED, REMOVED, STOPPED, SKIPPED, FAILED)
+
+# Target states.
+RUNNING, GONE, HALTED, UNKNOWN = "running", "gone", "stopped", "unknown"
+
+#: Docker states whose network namespace is usable ("paused" only freezes
+#: the processes; netlink into the namespace still works).
+_DOCKER_UP = ("running", "paused")
+
+IFF_UP = 0x1
+
+
+@dataclass
+class Action:
+    """What reconcile did (or, with dry_run, would do) for one attachment."""
+
+    result: str
+    attachment: Attachment
+    reason: str = ""
+    changed: bool = False
+    error: Optional[OvsfabError] = None
+
+    def text(self, dry_run: bool) -> str:
+        """One line for people (and the agent's log)."""
+        a = self.attachment
+        who = f"{a.container_name or a.container_key[:12]} {a.ifname} on {a.bridge}"
+        addrs = ", ".join(str(x) for x in a.addresses)
+        if self.result == RESTORED:
+            if dry_run:
+                return f"would restore {who} ({addrs}): {self.reason}"
+            return f"restored {who} ({addrs}) as port {a.port} (ofport {a.ofport}): {self.reason}"
+        if self.result == REMOVED:
+            verb = "would remove" if dry_run else "removed"
+            return f"{verb} {who} (port {a.port}): {self.reason}"
+        if self.result == STOPPED:
+            return f"kept {who} (port {a.port}): {self.reason}; restored when it starts"
+        if self.result == SKIPPED:
+            return f"skipped {who}: {self.reason}"
+        if self.result == FAILED:
+            return f"could not reconcile {who}: {self.error}"
+        return f"{who}: ok"
+
+    def to_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = dict(self.attachment.to_json())
+        out.update({"result": self.result, "reason": self.reason, "changed": self.changed,
+                    "persist": self.attachment.persist,
+                    "error": str(self.error) if self.error is not None else None})
+        return out
+
+
+@dataclass
+class ReconcileResult:
+    """Every attachment looked at, and what happened to it."""
+
+    actions: List[Action] = field(default_factory=list)
+    dry_run: bool = False
+    #: "ok", "unavailable" or "not-needed" (no Docker attachment looked at).
+    docker: str = "not-needed"
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(a.changed for a in self.actions)
+
+    def failures(self) -> List[Action]:
+        return [a for a in self.actions if a.result == FAILED]
+
+    def summary(self) -> Dict[str, int]:
+        counts = {r: 0 for r in RESULTS}
+        for a in self.actions:
+            counts[a.result] += 1
+        return counts
+
+    def extend(self, other: "ReconcileResult") -> None:
+        self.actions.extend(other.actions)
+        self.notes.extend(other.notes)
+        if other.docker != "not-needed":
+            self.docker = other.docker
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"action": "reconcile", "dry_run": self.dry_run, "changed": self.changed,
+                "docker": self.docker, "summary": self.summary(),
+                "attachments": [a.to_json() for a in self.actions], "notes": list(self.notes)}
+
+
+# ---------------------------------------------------------------------------
+# Docker: one client, list once, inspect only what must be restored
+# ---------------------------------------------------------------------------
+class DockerView:
+    """A reusable Docker API client (the agent keeps one for its lifetime).
+
+    The SDK is imported on first use; any transport error becomes
+    :class:`Unavailable` and drops the client, so the next call reconnects.
+    """
+
+    def __init__(self) -> None:
+        self._client: Any = None
+
+    def _call(self, fn: Callable[[Any], Any], what: str) -> Any:
+        import docker.errors  # noqa: PLC0415 - lazy: ~160 ms
+        import requests.exceptions  # noqa: PLC0415
+
+        from ovsfab.plumbing.containers import _docker_client  # noqa: PLC0415 - knows DOCKER_HOST
+
+        try:
+            if self._client is None:
+                self._client = _docker_client()
+            return fn(self._client)
+        except docker.errors.NotFound:
+            raise
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            self.close()
+            raise Unavailable(f"cannot reach dockerd to {what}: {type(exc).__name__}",
+                              "start dockerd (or set DOCKER_HOST); Docker attachments were left as they are"
+                              ) from None
+
+    def states(self) -> Dict[str, str]:
+        """{full container ID: state} for every container dockerd knows (one call)."""
+        listing = self._call(lambda c: c.containers(all=True), "list containers")
+        return {c["Id"]: str(c.get("State") or "") for c in listing}
+
+    def inspect(self, container_id: str) -> Optional[Dict[str, Any]]:
+        """The container's inspect data, or None if dockerd does not know it."""
+        import docker.errors  # noqa: PLC0415
+
+        try:
+            return self._call(lambda c: c.inspect_container(container_id), "inspect a container")
+        except docker.errors.NotFound:
+            return None
+
+    def inspect_many(self, container_ids: Iterable[str]) -> Dict[str, Optional[Dict[str, Any]]]:
+        """Inspect several containers, a few at a time (dockerd answers them in parallel)."""
+        ids = sorted(set(container_ids))
+        if len(ids) <= 1:
+            return {i: self.inspect(i) for i in ids}
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        if self._client is None:  # connect once, before the threads share the client
+            self.states()
+        with ThreadPoolExecutor(max_workers=min(8, len(ids)), thread_name_prefix="inspect") as pool:
+            return dict(zip(ids, pool.map(self.inspect, ids)))
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # closing a broken client: nothing to save
+                pass
+            self._client = None
+
+
+def docker_target(info: Dict[str, Any]) -> Optional[Target]:
+    """The Target of a running container from its inspect data (None if not running)."""
+    state = info.get("State") or {}
+    pid = int(state.get("Pid") or 0)
+    if not state.get("Running") or state.get("Restarting") or pid <= 0:
+        return None
+    name = str(info.get("Name") or info["Id"]).lstrip("/")
+    return Target("docker", info["Id"], name, pid, f"/proc/{pid}/ns/net")
+
+
+# ---------------------------------------------------------------------------
+# The reconciler
+# ---------------------------------------------------------------------------
+class _Borrowed:
+    """A backend lent to attach(): its close() must not end our session."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def close(self) -> None:
+        """The owner closes the backend, not attach()."""
+
+
+class _Deferred(_Borrowed):
+    """A borrowed backend whose add_port only collects the port for one later transaction.
+
+    attach() plugs the port last but for announce/verify, so deferring the
+    insertion changes nothing it relies on; the MAC is the recorded one, so
+    neighbours' caches stay valid without the announcement reaching them.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend)
+        self.specs: List[Tuple[str, str, Dict[str, str], Optional[int], str]] = []
+
+    def add_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
+                 tag: Optional[int] = None, datapath: str = "netdev", may_exist: bool = False) -> PortResult:
+        self.specs.append((bridge, port, dict(external_ids), tag, datapath))
+        return PortResult(ofport=None, created_bridge=False, datapath=datapath)
+
+    def record(self, att: Attachment) -> None:
+        """Put an attachment's record back (a port row with no device yet)."""
+        self.specs = [s for s in self.specs if s[1] != att.port]  # a failed attach's own, if any
+        self.specs.append((att.bridge, att.port, dict(att.external_ids), att.vlan,
+                           self._backend.bridge_datapath(att.bridge) or "netdev"))
+
+
+def request_of(att: Attachment) -> AttachRequest:
+    """The attach request that re-creates a recorded attachment exactly.
+
+    MAC and MTU come from the record (attach recorded the values the link
+    really had), so a restored interface is indistinguishable from the first.
+    """
+    return AttachRequest(bridge=att.bridge, target_spec=att.target or att.container_key,
+                         addresses=att.addresses, ifname=att.ifname, mac=att.mac, mtu=att.mtu,
+                         vlan=att.vlan, datapath="auto", persist=att.persist)
+
+
+def target_kind(att: Attachment) -> Tuple[str, str]:
+    """(kind, reference) of a recorded attachment's target."""
+    try:
+        return parse_target_spec(att.target or att.container_key)
+    except OvsfabError:
+        return "docker", att.container_key
+
+
+def is_attachment(att: Attachment) -> bool:
+    """True for container attachments (not uplinks or tunnels, which also carry the owner tag)."""
+    return KEY_ROLE not in att.external_ids and bool(att.container_key) and bool(att.ifname)
+
+
+class Reconciler:
+    """Reconciles recorded attachments through one backend session.
+
+    The CLI makes one per run; the agent keeps one (with its IDL session and
+    Docker client) for as long as both services stay reachable.
+    ``should_stop`` is checked between attachments, so a stopping agent
+    finishes the action it is in and no more.
+    """
+
+    def __init__(self, backend: Backend, docker: Optional[DockerView] = None,
+                 should_stop: Optional[Callable[[], bool]] = None) -> None:
+        self.backend = backend
+        self.docker = docker if docker is not None else DockerView()
+        self.should_stop = should_stop or (lambda: False)
+        self._nl: Any = None
+
+    def _netlink(self) -> Any:
+        """This namespace's NetlinkHandle, opened once per pass."""
+        if self._nl is None:
+            from ovsfab.plumbing.links import NetlinkHandle  # noqa: PLC0415
+
+            self._nl = NetlinkHandle()
+        return self._nl
+
+    def _end_pass(self) -> None:
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
+
+    # -- passes ----------------------------------------------------------
+    def all(self, dry_run: bool = False, deep: bool = True) -> ReconcileResult:
+        try:
+            return self._all(dry_run, deep)
+        finally:
+            self._end_pass()
+
+    def containers(self, keys: Iterable[str], dry_run: bool = False) -> ReconcileResult:
+        """Reconcile the attachments of some Docker containers (by full ID), checked deeply.
+
+        Costs nothing but an IDL scan when none of them has an attachment.
+        """
+        try:
+            return self._containers(keys, dry_run)
+        finally:
+            self._end_pass()
+
+    def _all(self, dry_run: bool, deep: bool) -> ReconcileResult:
+        """Reconcile every recorded attachment.
+
+        ``deep``: also look up the PID of each running Docker container with
+        an attachment (one ``inspect`` each) to confirm its veth's peer is in
+        the container's *current* namespace.  Without it a container
+        restarted a moment ago can look healthy: its old veth outlives the
+        old namespace for a few hundred milliseconds.  The agent's periodic
+        passes skip it (Docker events trigger a deep check of each restart).
+        """
+        result = ReconcileResult(dry_run=dry_run)
+        atts = [a for a in self.backend.list_attachments() if is_attachment(a)]
+        states: Optional[Dict[str, str]] = None
+        if any(target_kind(a)[0] == "docker" for a in atts):
+            try:
+                states = self.docker.states()
+                result.docker = "ok"
+            except Unavailable as exc:
+                result.docker = "unavailable"
+                result.notes.append(str(exc))
+        links = self._host_links()
+        infos: Dict[str, Optional[Dict[str, Any]]] = {}
+        if deep:
+            infos = self.docker.inspect_many(
+                {a.container_key for a in atts if target_kind(a)[0] == "docker"
+                 and self._state(a, states) == RUNNING and self._healthy(a, links)})
+        to_restore: List[Tuple[Attachment, str, Optional[Dict[str, Any]]]] = []
+        for att in sorted(atts, key=lambda a: (a.bridge, a.port)):
+            if self.should_stop():
+                break
+            state = self._state(att, states)
+            info: Optional[Dict[str, Any]] = None
+            kind, ref = target_kind(att)
+            healthy = self._healthy(att, links)
+            if healthy and state == RUNNING:
+                if kind == "docker" and deep:
+                    info = infos.get(att.container_key)
+                    target = docker_target(info) if info is not None else None
+                    if target is None:
+                        state = GONE if info is None else HALTED
+                    else:
+                        healthy = self._same_netns(links[att.port][0], pid=target.pid)
+                elif kind == "pid":
+                    healthy = self._same_netns(links[att.port][0], pid=int(ref))
+                elif kind == "netns":
+                    from ovsfab.plumbing.netns import named_path  # noqa: PLC0415
+
+                    healthy = self._same_netns(links[att.port][0], path=named_path(ref))
+            if state == RUNNING and not healthy and att.persist and not dry_run:
+                to_restore.append((att, kind, info))  # together, below: batched
+                continue
+            result.actions.append(self._act(att, state, healthy, links, dry_run, deep=False, info=info))
+        result.actions.extend(self._restore_many(to_restore))
+        return result
+
+    def _containers(self, keys: Iterable[str], dry_run: bool) -> ReconcileResult:
+        wanted = set(keys)
+        result = ReconcileResult(dry_run=dry_run)
+        atts = [a for a in self.backend.list_attachments()
+                if is_attachment(a) and a.container_key in wanted and target_kind(a)[0] == "docker"]
+        if not atts:
+            return result
+        infos: Dict[str, Optional[Dict[str, Any]]] = {}
+        try:
+            for key in sorted({a.container_key for a in atts}):
+                infos[key] = self.docker.inspect(key)
+            result.docker = "ok"
+        except Unavailable:
+            result.docker = "unavailable"
+            raise
+        links = self._host_links()
+        for att in sorted(atts, key=lambda a: (a.bridge, a.port)):
+            if self.should_stop():
+                break
+            info = infos.get(att.container_key)
+            if info is None:
+                state = GONE
+            else:
+                st = info.get("State") or {}
+                state = RUNNING if st.get("Running") and not st.get("Restarting") else HALTED
+            result.actions.append(self._act(att, state, False, links, dry_run, deep=True, info=info))
+        return result
+
+    # -- facts -----------------------------------------------------------
+    def _host_links(self) -> Dict[str, Tuple[Optional[int], bool]]:
+        """{name: (IFLA_LINK_NETNSID, up)} of this namespace's links, from one dump."""
+        from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
+
+        out = {}
+        try:
+            msgs = self._netlink().ipr.get_links()
+        except Exception as exc:  # NetlinkError
+            raise netlink_error(exc, "cannot list links") from exc
+        for msg in msgs:
+            name = msg.get_attr("IFLA_IFNAME")
+            if name:
+                out[name] = (msg.get_attr("IFLA_LINK_NETNSID"), bool(msg["flags"] & IFF_UP))
+        return out
+
+    def _same_netns(self, nsid: Optional[int], pid: Optional[int] = None, path: Optional[str] = None) -> bool:
+        """True when ``nsid`` (a veth peer's namespace, numbered here) is the target's namespace."""
+        host = self._netlink()
+        fd = -1
+        try:
+            if path is not None:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                reply = host.ipr.get_netnsid(fd=fd)
+            else:
+                reply = host.ipr.get_netnsid(pid=pid)
+        except Exception:  # the target vanished meanwhile: not the same
+            return False
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        their = (reply or {}).get("nsid")
+        return their is not None and their >= 0 and their == nsid
+
+    def _healthy(self, att: Attachment, links: Dict[str, Tuple[Optional[int], bool]]) -> bool:
+        link = links.get(att.port)
+        if link is None:
+            return False
+        netnsid, _ = link
+        # The peer's namespace as numbered here; a dying namespace (the old
+        # one of a restarted container, its veth not yet reaped) has none.
+        if netnsid is None or netnsid < 0:
+            return False
+        if att.error:
+            return False
+        if self.backend.kind == "ovs" and (att.ofport is None or att.ofport < 0):
+            return False
+        return True
+
+    @staticmethod
+    def _state(att: Attachment, docker_states: Optional[Dict[str, str]]) -> str:
+        kind, ref = target_kind(att)
+        if kind == "netns":
+            from ovsfab.plumbing.netns import named_path  # noqa: PLC0415
+
+            return RUNNING if os.path.exists(named_path(ref)) else GONE
+        if kind == "pid":
+            return RUNNING if os.path.exists(f"/proc/{ref}/ns/net") else GONE
+        if docker_states is None:
+            return UNKNOWN
+        st = docker_states.get(att.container_key)
+        if st is None:
+            return GONE
+        return RUNNING if st in _DOCKER_UP else HALTED
+
+    # -- one attachment ----------------------------------------------------
+    def _act(self, att: Attachment, state: str, healthy: bool,
+             links: Dict[str, Tuple[Optional[int], bool]], dry_run: bool, deep: bool,
+             info: Optional[Dict[str, Any]] = None) -> Action:
+        kind, _ = target_kind(att)
+        try:
+            if state == UNKNOWN:
+                return Action(SKIPPED, att, "dockerd unreachable")
+            if state == GONE:
+                reason = {"netns": "network namespace gone", "pid": "process gone"}.get(kind, "container removed")
+                return self._remove(att, reason, dry_run)
+            if state == HALTED:
+                if not att.persist:
+                    return self._remove(att, "container stopped; one-shot attachment (--no-persist)", dry_run)
+                return self._stopped(att, links, dry_run)
+            # Running.
+            if healthy and not deep:
+                return Action(OK, att)
+            if not att.persist:
+                if deep and self._deep_ok(att, info):
+                    return Action(OK, att)
+                return self._remove(att, "link gone; one-shot attachment (--no-persist)", dry_run)
+            if dry_run:
+                if deep and self._deep_ok(att, info):
+                    return Action(OK, att)
+                return Action(RESTORED, att, "link missing")
+            return self._restore(att, kind, info)
+        except OvsfabError as exc:
+            if isinstance(exc, Unavailable):
+                raise  # a service went away: the whole pass is void, the caller retries
+            return Action(FAILED, att, "", error=exc)
+
+    def _deep_ok(self, att: Attachment, info: Optional[Dict[str, Any]]) -> bool:
+        """True when the container really has the interface (dry-run of the event path)."""
+        from ovsfab.plumbing.links import NetlinkHandle  # noqa: PLC0415
+        from ovsfab.plumbing.netns import Namespace  # noqa: PLC0415
+
+        target = docker_target(info) if info is not None else None
+        if target is None:
+            return False
+        try:
+            with Namespace.open(target.netns_path) as ns:
+                inner = NetlinkHandle(ns)
+                try:
+                    return inner.index(att.ifname) is not None
+                finally:
+                    inner.close()
+        except OvsfabError:
+            return False
+
+    def _remove(self, att: Attachment, reason: str, dry_run: bool) -> Action:
+        if dry_run:
+            return Action(REMOVED, att, reason)
+        # Port first, veth last, as detach does: a failure in between leaves
+        # nothing ovsfab would not clear on the next pass.
+        self.backend.del_port(att.port, if_exists=True)
+        self._netlink().delete(att.port, if_exists=True)
+        return Action(REMOVED, att, reason, changed=True)
+
+    def _stopped(self, att: Attachment, links: Dict[str, Tuple[Optional[int], bool]],
+                 dry_run: bool) -> Action:
+        link = links.get(att.port)
+        if link is None or not link[1]:
+            return Action(STOPPED, att, "container stopped")
+        if dry_run:
+            return Action(STOPPED, att, "container stopped; host end would be set down")
+        from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
+
+        # Something still holds the stopped container's namespace open, so
+        # the veth lives on: take the port down rather than leave it forwarding.
+        host = self._netlink()
+        idx = host.index(att.port)
+        if idx is not None:
+            try:
+                host.ipr.link("set", index=idx, state="down")
+            except Exception as exc:  # NetlinkError
+                raise netlink_error(exc, f"cannot set {att.port} down") from exc
+        return Action(STOPPED, att, "container stopped; host end set down", changed=True)
+
+    def _restore(self, att: Attachment, kind: str, info: Optional[Dict[str, Any]]) -> Action:
+        from ovsfab.ops.attach import attach  # noqa: PLC0415
+        from ovsfab.plumbing import containers  # noqa: PLC0415
+
+        if kind == "docker":
+            if info is None:
+                info = self.docker.inspect(att.container_key)
+            if info is None:
+                return self._remove(att, "container removed", dry_run=False)
+            target = docker_target(info)
+            if target is None:
+                return self._stopped(att, {}, dry_run=False)
+        else:
+            target = containers.resolve(att.target)
+        try:
+            res = attach(request_of(att), lambda: _Borrowed(self.backend), resolved=target)
+        except OvsfabError:
+            # attach cleared the broken record before it failed; put the
+            # record back so that the next pass tries again.
+            self._rerecord(att)
+            raise
+        if not res.changed:
+            return Action(OK, res.attachment)
+        return Action(RESTORED, res.attachment, "link was missing", changed=True)
+
+    def _restore_many(self, items: List[Tuple[Attachment, str, Optional[Dict[str, Any]]]]) -> List[Action]:
+        """Restore several attachments with two OVSDB transactions in all.
+
+        One transaction removes the broken ports, each attachment's links are
+        re-created by the attach flow (its port insertion deferred), and one
+        transaction adds every port back -- instead of two transactions per
+        attachment, each waiting for ovs-vswitchd.  Attachments whose re-creation
+        failed get their record back in that same transaction, so nothing
+        recorded is lost.
+        """
+        if not items:
+            return []
+        if len(items) == 1 or not hasattr(self.backend, "add_ports"):
+            return [self._act_restore(att, kind, info) for att, kind, info in items]
+        from ovsfab.ops.attach import attach  # noqa: PLC0415
+        from ovsfab.plumbing import containers  # noqa: PLC0415
+
+        actions: List[Action] = []
+        need = [att.container_key for att, kind, info in items if kind == "docker" and info is None]
+        infos = self.docker.inspect_many(need) if need else {}
+        ready: List[Tuple[Attachment, Target]] = []
+        for att, kind, info in items:
+            try:
+                if kind == "docker":
+                    info = info if info is not None else infos.get(att.container_key)
+                    if info is None:
+                        actions.append(self._remove(att, "container removed", dry_run=False))
+                        continue
+                    target = docker_target(info)
+                    if target is None:
+                        actions.append(self._stopped(att, {}, dry_run=False))
+                        continue
+                else:
+                    target = containers.resolve(att.target)
+                ready.append((att, target))
+            except OvsfabError as exc:
+                if isinstance(exc, Unavailable):
+                    raise
+                actions.append(Action(FAILED, att, "", error=exc))
+        if not ready:
+            return actions
+        self.backend.del_ports([att.port for att, _ in ready])  # type: ignore[attr-defined]
+        deferred = _Deferred(self.backend)
+        done: List[Tuple[Attachment, Any]] = []
+        for att, target in ready:
+            if self.should_stop():
+                deferred.record(att)  # not restored now: keep its record
+                continue
+            try:
+                res = attach(request_of(att), lambda: deferred, resolved=target)
+                done.append((att, res))
+            except OvsfabError as exc:
+                if isinstance(exc, Unavailable):
+                    deferred.record(att)
+                    self._flush(deferred)
+                    raise
+                deferred.record(att)
+                actions.append(Action(FAILED, att, "", error=exc))
+        applied = self._flush(deferred)
+        for att, res in done:
+            ofport, error = applied.get(att.port, (None, "not added"))
+            restored = res.attachment
+            restored.ofport = ofport
+            if error:
+                actions.append(Action(FAILED, restored, "", error=OperationFailed(
+                    f"ovs-vswitchd could not add {att.port} to {att.bridge}: {error}", "see ovs-vswitchd.log")))
+            else:
+                actions.append(Action(RESTORED, restored, "link was missing", changed=True))
+        return actions
+
+    def _flush(self, deferred: "_Deferred") -> Dict[str, Tuple[Optional[int], Optional[str]]]:
+        return self.backend.add_ports(deferred.specs)  # type: ignore[attr-defined]
+
+    def _act_restore(self, att: Attachment, kind: str, info: Optional[Dict[str, Any]]) -> Action:
+        try:
+            return self._restore(att, kind, info)
+        except OvsfabError as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            return Action(FAILED, att, "", error=exc)
+
+    def _rerecord(self, att: Attachment) -> None:
+        if self.backend.find_attachment(att.container_key, att.ifname) is not None:
+            return
+        try:
+            self.backend.add_port(att.bridge, att.port, external_ids=dict(att.external_ids),
+                                  tag=att.vlan, may_exist=True)
+        except OperationFailed:
+            pass  # expected: the row is back, its interface has no device yet
+        except OvsfabError as exc:
+            LOG.error("could not put back the record of %s %s: %s", att.container_name, att.ifname, exc)
+
+
+def reconcile(backend_factory: Callable[[], Backend], dry_run: bool = False) -> ReconcileResult:
+    """One full pass with a fresh backend (``ovsfab reconcile``)."""
+    from ovsfab.ops.attach import require_root  # noqa: PLC0415
+
+    require_root()
+    backend = backend_factory()
+    docker = DockerView()
+    try:
+        return Reconciler(backend, docker).all(dry_run=dry_run)
+    finally:
+        docker.close()
+        backend.close()
