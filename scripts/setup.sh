@@ -78,6 +78,15 @@ else
     log "dockerd answers"
 fi
 
+# --- kernel-datapath VM tests (tests/vm) -------------------------------------
+# qemu-system-x86 and Debian's current cloud kernel (openvswitch.ko), unpacked
+# into ~/.cache/ovsfab-vm; idempotent (a cached kernel is only re-checked).
+# OVSFAB_SKIP_VM_DEPS=1 leaves them out (the VM tests then skip, or fail in CI).
+if [ "${OVSFAB_SKIP_VM_DEPS:-0}" != "1" ]; then
+    "$REPO/scripts/vm-deps.sh"
+fi
+# --- end of kernel-datapath VM tests -----------------------------------------
+
 # --- sanity -----------------------------------------------------------------
 for tool in ovsdb-server ovs-vswitchd ovs-vsctl ovsdb-tool ip nsenter unshare ethtool busybox; do
     command -v "$tool" >/dev/null || { log "missing tool after install: $tool"; exit 1; }

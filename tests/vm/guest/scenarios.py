@@ -1,0 +1,607 @@
+"""The kernel-datapath scenarios, run inside a guest by /init (python3, stdlib only).
+
+    scenarios.py ROLE MY_IP PEER_IP [ONLY]     ROLE is a (192.168.77.5) or b (.6)
+
+ovsfab is driven only through its CLI: every command runs in a fresh process
+forked from this (warm) interpreter, calling ``ovsfab.cli.main.main()`` with
+the command's argv -- what ``python3 -m ovsfab`` runs, minus ~10 s of imports
+under TCG (see :func:`ovsfab`).  Oracles are ``/usr/bin/ip``, ``ovs-vsctl``,
+``ovs-dpctl`` (the kernel's own view of the datapath) and ping.
+Each scenario prints ``OVSFAB-RESULT <name> PASS|FAIL <detail>``.  The two
+guests meet at barriers: a TCP exchange over eth0 (a listens, b connects),
+each bounded by a timeout, so a dead peer costs time, not a hang.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+IP = "/usr/bin/ip"
+PY = sys.executable
+BARRIER_PORT = 7777
+BARRIER_TIMEOUT = 90.0
+TCP_BYTES = 1_000_000
+
+
+class Fail(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"OVSFAB-LOG {ROLE} {uptime():.1f} {msg}", flush=True)
+
+
+def uptime() -> float:
+    with open("/proc/uptime") as fh:
+        return float(fh.read().split()[0])
+
+
+def run(*cmd: str, check: bool = True, timeout: float = 60, quiet: bool = False) -> subprocess.CompletedProcess:
+    t0 = time.monotonic()
+    try:
+        cp = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"$ {' '.join(cmd)} -> TIMEOUT after {timeout}s")
+        raise Fail(f"timed out: {' '.join(cmd)}") from None
+    _report(cp, time.monotonic() - t0, quiet)
+    if check and cp.returncode != 0:
+        raise Fail(f"{' '.join(cmd)} exited {cp.returncode}: {cp.stderr.strip()[:300]}")
+    return cp
+
+
+def _report(cp: subprocess.CompletedProcess, secs: float, quiet: bool) -> None:
+    if quiet and cp.returncode == 0:
+        return
+    out = (cp.stdout.strip() + ("\n" + cp.stderr.strip() if cp.stderr.strip() else "")).strip()
+    if len(out) > 1500:
+        out = out[:1500] + " ..."
+    log(f"$ {' '.join(cp.args)} -> rc={cp.returncode} ({secs:.1f}s)" + (f"\n{out}" if out else ""))
+
+
+def ovsfab(*args: str, check: bool = True, env: dict = None) -> subprocess.CompletedProcess:
+    """``ovsfab ARGS`` in a fresh process forked from this warm interpreter.
+
+    The child runs exactly what ``python3 -m ovsfab ARGS`` runs
+    (``ovsfab.cli.main.main()`` with that argv); only the imports were done
+    once, before the fork.  Under TCG a cold ``python3 -m ovsfab`` costs
+    ~10 s of imports (measured: a cold attach 15-23 s, a forked one 3-5 s).
+    """
+    t0 = time.monotonic()
+    out_f, err_f = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.dup2(out_f.fileno(), 1)
+            os.dup2(err_f.fileno(), 2)
+            sys.argv = ["ovsfab", *args]
+            os.environ.update(env or {})
+            try:
+                from ovsfab.cli.main import main as cli_main
+                cli_main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # noqa: BLE001
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise Fail(f"timed out: ovsfab {' '.join(args)}")
+        time.sleep(0.05)
+    rc = os.waitstatus_to_exitcode(status)
+    out_f.seek(0)
+    err_f.seek(0)
+    label = [f"{k}={v}" for k, v in (env or {}).items()] + ["ovsfab", *args]
+    cp = subprocess.CompletedProcess(label, rc, out_f.read().decode(), err_f.read().decode())
+    _report(cp, time.monotonic() - t0, False)
+    if check and rc != 0:
+        raise Fail(f"ovsfab {' '.join(args)} exited {rc}: {cp.stderr.strip()[:300]}")
+    return cp
+
+
+def fault(step: str, *args: str) -> None:
+    """``ovsfab ARGS`` with a fault injected after ``step``: exit 6 naming the step."""
+    cp = ovsfab(*args, check=False, env={"OVSFAB_INJECT_FAULT": step})
+    expect(cp.returncode == 6 and step in cp.stderr,
+           f"fault after {step}: rc={cp.returncode} {cp.stderr.strip()[:200]}")
+
+
+def same(before: dict, after: dict, what: str) -> None:
+    diffs = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
+    expect(not diffs, f"{what} changed the host: {diffs}")
+
+
+def warm_up() -> None:
+    """Import what every ovsfab command imports (forked children inherit it)."""
+    t0 = time.monotonic()
+    import ovsfab.cli.main  # noqa: F401
+    import ovs.db.idl  # noqa: F401
+    import pyroute2  # noqa: F401
+    from pyroute2 import IPRoute  # noqa: F401
+    from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: F401
+    import ovsfab.backends.factory, ovsfab.ops.attach, ovsfab.ops.detach  # noqa: E401,F401
+    import ovsfab.ops.tunnel, ovsfab.ops.uplink, ovsfab.plumbing.links  # noqa: E401,F401
+    import ovsfab.ops.inspect, ovsfab.cli.inspect_cmd  # noqa: E401,F401
+    try:
+        import ovsfab.backends.linux  # noqa: F401 - show reads Linux bridges' records through it
+    except ImportError:
+        pass
+    log(f"warm-up imports: {time.monotonic() - t0:.1f}s")
+
+
+def ovsfab_json(*args: str) -> dict:
+    return json.loads(ovsfab(*args, "--json").stdout)
+
+
+def vsctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run("ovs-vsctl", "--timeout=10", *args, check=check, quiet=True)
+
+
+def nsrun(ns: str, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    return run(IP, "netns", "exec", ns, *cmd, check=check, timeout=timeout)
+
+
+def expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise Fail(what)
+
+
+# ------------------------------------------------------------------ oracles
+def links(ns: str = "") -> dict:
+    pre = [IP, "netns", "exec", ns] if ns else []
+    cp = run(*pre, IP, "-j", "-d", "link", "show", quiet=True)
+    return {l["ifname"]: l for l in json.loads(cp.stdout or "[]")}
+
+
+def ovs_ports() -> dict:
+    """{bridge: sorted ports} from ovs-vsctl."""
+    out = {}
+    for br in vsctl("list-br").stdout.split():
+        out[br] = sorted(vsctl("list-ports", br).stdout.split())
+    return out
+
+
+def owned_ports() -> list:
+    cp = vsctl("--format=json", "--columns=name,external_ids", "list", "Port")
+    rows = json.loads(cp.stdout)["data"]
+    return [r[0] for r in rows if ["ovsfab-owner", "ovsfab"] in r[1][1]]
+
+
+def dp_ports() -> list:
+    """Ports of the kernel datapath (ovs-dpctl show: the kernel's view)."""
+    cp = run("ovs-dpctl", "show", quiet=True)
+    ports = []
+    for line in cp.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("port "):
+            ports.append(line.split(":", 1)[1].split()[0])
+    return ports
+
+
+def l3_state(dev: str) -> dict:
+    """`ip -j` addresses of one link and every IPv4/IPv6 route (raw; link-local multicast left out)."""
+    addrs = json.loads(run(IP, "-j", "addr", "show", "dev", dev, quiet=True).stdout or "[]")
+    for a in addrs:  # counters that move on their own
+        a.pop("stats64", None)
+    r4 = json.loads(run(IP, "-j", "-4", "route", "show", "table", "all", quiet=True).stdout or "[]")
+    r6 = [r for r in json.loads(run(IP, "-j", "-6", "route", "show", "table", "all", quiet=True).stdout or "[]")
+          if not str(r.get("dst", "")).startswith(("fe80", "ff00", "multicast"))]
+    return {"addr": addrs, "route4": r4, "route6": r6}
+
+
+def snapshot() -> dict:
+    return {"links": sorted((n, (l.get("linkinfo") or {}).get("info_kind", "")) for n, l in links().items()),
+            "ports": ovs_ports(), "owned": owned_ports(), "dp": sorted(dp_ports()),
+            "netns": sorted(os.listdir("/run/netns"))}
+
+
+def ping(ns: str, addr: str, count: int = 3) -> bool:
+    return nsrun(ns, "ping", "-n", "-c", str(count), "-i", "0.3", "-W", "3", addr,
+                 check=False, timeout=30).returncode == 0
+
+
+def ping_df(ns: str, addr: str, size: int) -> subprocess.CompletedProcess:
+    return nsrun(ns, "ping", "-4", "-n", "-M", "do", "-s", str(size), "-c", "2", "-i", "0.3", "-W", "3",
+                 addr, check=False, timeout=30)
+
+
+def new_netns(name: str) -> str:
+    run(IP, "netns", "add", name)
+    nsrun(name, IP, "link", "set", "lo", "up")
+    return name
+
+
+_libc = None
+CLONE_NEWNET = 0x40000000
+
+
+class in_netns:
+    """Switch this (single) thread into a named netns; sockets made inside stay there."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+
+    def __enter__(self) -> None:
+        global _libc
+        if _libc is None:
+            import ctypes  # noqa: PLC0415
+            _libc = ctypes.CDLL(None, use_errno=True)
+        self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        fd = os.open(f"/run/netns/{self.ns}", os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                raise Fail(f"setns {self.ns} failed")
+        finally:
+            os.close(fd)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if _libc.setns(self.home, CLONE_NEWNET) != 0:
+                raise SystemExit("cannot return to the host netns")
+        finally:
+            os.close(self.home)
+
+
+def payload(n: int) -> bytes:
+    block = hashlib.sha256(b"ovsfab").digest() * 2048  # 64 KiB
+    return (block * (n // len(block) + 1))[:n]
+
+
+class TcpSink:
+    """A one-shot TCP sink listening inside ``ns``: counts and hashes what it receives."""
+
+    def __init__(self, ns: str, addr: str, port: int) -> None:
+        with in_netns(ns):
+            self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind((addr, port))
+        self.srv.listen(1)
+        self.srv.settimeout(90)
+        self.result = "nothing received"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.srv.accept()
+            conn.settimeout(30)
+            h, n = hashlib.sha256(), 0
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                h.update(data)
+                n += len(data)
+            self.result = f"{n} {h.hexdigest()}"
+            conn.sendall(self.result.encode())
+            conn.close()
+        except OSError as exc:
+            self.result = f"error {exc}"
+        finally:
+            self.srv.close()
+
+    def wait(self, timeout: float = 60) -> str:
+        self.thread.join(timeout)
+        log(f"tcp sink: {self.result}")
+        return self.result
+
+
+def tcp_send(ns: str, addr: str, port: int, nbytes: int = TCP_BYTES) -> None:
+    """Send ``nbytes`` from inside ``ns``; the sink must echo the count and sha256."""
+    data = payload(nbytes)
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t0 = time.monotonic()
+    try:
+        s.settimeout(30)
+        s.connect((addr, port))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    except OSError as exc:
+        raise Fail(f"TCP to {addr}:{port} from {ns}: {exc}") from None
+    finally:
+        s.close()
+    want = f"{nbytes} {hashlib.sha256(data).hexdigest()}"
+    log(f"tcp {ns} -> {addr}:{port}: {reply.decode()!r} in {time.monotonic() - t0:.2f}s")
+    expect(reply.decode() == want, f"TCP transfer {ns} -> {addr}: sink saw {reply.decode()!r}, want {want!r}")
+
+
+# ------------------------------------------------------------------ barriers
+def barrier(tag: str, data: object = None, timeout: float = BARRIER_TIMEOUT) -> object:
+    """Meet the other guest; exchange a small JSON value.  Raises Fail on timeout."""
+    mine = json.dumps({"tag": tag, "data": data}).encode()
+    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    if ROLE == "a":
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("0.0.0.0", BARRIER_PORT))
+        srv.listen(4)
+        try:
+            while True:
+                srv.settimeout(max(0.1, deadline - time.monotonic()))
+                try:
+                    conn, _ = srv.accept()
+                except socket.timeout:
+                    raise Fail(f"barrier {tag}: peer did not come within {timeout:.0f}s") from None
+                with conn:
+                    conn.settimeout(10)
+                    theirs = json.loads(_recv_all(conn))
+                    if theirs["tag"] != tag:
+                        conn.sendall(json.dumps({"tag": "mismatch", "data": tag}).encode())
+                        raise Fail(f"barrier {tag}: peer is at {theirs['tag']}")
+                    conn.sendall(mine)
+                    break
+        finally:
+            srv.close()
+    else:
+        while True:
+            try:
+                with socket.create_connection((PEER, BARRIER_PORT), timeout=3) as conn:
+                    conn.settimeout(10)
+                    conn.sendall(mine)
+                    conn.shutdown(socket.SHUT_WR)
+                    theirs = json.loads(_recv_all(conn))
+                    if theirs["tag"] != tag:
+                        raise Fail(f"barrier {tag}: peer is at {theirs['data']}")
+                    break
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise Fail(f"barrier {tag}: peer unreachable for {timeout:.0f}s") from None
+                time.sleep(0.3)
+    log(f"barrier {tag} passed ({time.monotonic() - t0:.1f}s)")
+    return theirs["data"]
+
+
+def _recv_all(conn: socket.socket) -> bytes:
+    buf = b""
+    while True:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return buf
+        buf += chunk
+        try:
+            json.loads(buf)
+            return buf
+        except ValueError:
+            continue
+
+
+# ------------------------------------------------------------------ scenarios
+def scenario_attach() -> str:
+    """One host: two netns on br0 (kernel datapath) -> ping, TCP; detach leaves nothing."""
+    before = snapshot()
+    n1, n2 = new_netns("s1a"), new_netns("s1b")
+    # a fresh netns has lo plus the fallback devices of loaded tunnel modules (gre0, ...)
+    ns_before = {n: sorted(links(n)) for n in (n1, n2)}
+    r1 = ovsfab_json("attach", "br0", f"netns:{n1}", "10.1.0.1/24", "2001:db8:1::1/64")
+    r2 = ovsfab_json("attach", "br0", f"netns:{n2}", "10.1.0.2/24", "2001:db8:1::2/64")
+    expect(r1["datapath"] == "system" and r2["datapath"] == "system",
+           f"datapath auto chose {r1['datapath']!r}, not system")
+    dpt = vsctl("get", "Bridge", "br0", "datapath_type").stdout.strip()
+    expect(dpt in ('""', "system"), f"br0 datapath_type is {dpt} (want system)")
+    kports = dp_ports()
+    expect(r1["port"] in kports and r2["port"] in kports, f"ports not in the kernel datapath: {kports}")
+    expect(ping(n1, "10.1.0.2"), "ping 10.1.0.1 -> 10.1.0.2 failed")
+    expect(ping(n2, "2001:db8:1::1"), "ping 2001:db8:1::2 -> 2001:db8:1::1 failed")
+    flows = run("ovs-dpctl", "dump-flows", quiet=True).stdout
+    expect("in_port" in flows or "recirc" in flows or "actions" in flows,
+           "no flow in the kernel datapath after ping")
+    sink = TcpSink(n2, "10.1.0.2", 5001)
+    tcp_send(n1, "10.1.0.2", 5001)
+    sink.wait()
+    # offloads are left on for system (on netdev ovsfab turns TX checksum off)
+    feats = run(IP, "netns", "exec", n1, "ethtool", "-k", "eth1", quiet=True)
+    expect("tx-checksum-ip-generic: on" in feats.stdout, "TX checksum offload was turned off on system")
+    ovsfab("detach", "br0", f"netns:{n1}")
+    ovsfab("detach", "br0", f"netns:{n2}")
+    after = snapshot()
+    left = [n for n, _ in after["links"] if n.startswith("ovf")]
+    expect(not left, f"veths left behind: {left}")
+    expect(not after["owned"], f"ovsfab Port rows left: {after['owned']}")
+    expect(not [p for p in after["dp"] if p.startswith("ovf")], f"kernel datapath ports left: {after['dp']}")
+    expect(all(p == [] for p in after["ports"].values()), f"ports left: {after['ports']}")
+    for n in (n1, n2):
+        expect(sorted(links(n)) == ns_before[n], f"{n} has {sorted(links(n))}, had {ns_before[n]}")
+    # br0 stays (detach removes ports, not bridges): nothing else changed
+    new_links = sorted(set(after["links"]) - set(before["links"]))
+    expect(set(new_links) <= {("br0", "openvswitch"), ("ovs-system", "openvswitch")},
+           f"links left behind: {new_links}")
+    # faults after a step of attach on a new bridge: the undo must clear the
+    # kernel datapath too (bridge, its ports, the datapath itself)
+    # (one step per guest: every ovsfab command costs seconds under TCG)
+    steps = ("verify",) if ROLE == "a" else ("plug",)
+    snap = snapshot()
+    snap["netns_links"] = sorted(links(n1))
+    for step in steps:
+        fault(step, "attach", "brf", f"netns:{n1}", "10.1.0.1/24")
+        after = snapshot()
+        after["netns_links"] = sorted(links(n1))
+        same(snap, after, f"attach with a fault after {step}")
+    # leave a fresh host: uplink add must create br0 (and uplink del remove it)
+    vsctl("del-br", "br0")
+    return (f"ping v4/v6 + TCP {TCP_BYTES}B on the kernel datapath, ports {r1['port']},{r2['port']}; "
+            f"detach clean; faults after {'/'.join(steps)} undone")
+
+
+def scenario_uplink() -> str:
+    """Two hosts, eth0 as uplink of br0: netns talk across; uplink del restores eth0 exactly."""
+    me, peer = (".10", ".20") if ROLE == "a" else (".20", ".10")
+    barrier("uplink-start")
+    before = l3_state("eth0")
+    snap = snapshot()
+    step = "internal_port" if ROLE == "a" else "move"
+    fault(step, "uplink", "add", "br0", "eth0")
+    same(before, l3_state("eth0"), f"uplink add with a fault after {step} (eth0)")
+    same(snap, snapshot(), f"uplink add with a fault after {step}")
+    r = ovsfab_json("uplink", "add", "br0", "eth0")
+    expect(r["datapath"] == "system", f"uplink datapath {r['datapath']}")
+    expect("eth0" in dp_ports(), f"eth0 not in the kernel datapath: {dp_ports()}")
+    addrs = json.loads(run(IP, "-j", "addr", "show", "dev", "br0").stdout)[0]["addr_info"]
+    expect(any(a["local"] == MY_IP for a in addrs), f"{MY_IP} not moved to br0: {addrs}")
+    ns = new_netns("s2")
+    ovsfab_json("attach", "br0", f"netns:{ns}", f"192.168.77{me}/24")
+    sink = TcpSink(ns, f"192.168.77{me}", 5002)
+    barrier("uplink-ready")
+    expect(ping(ns, f"192.168.77{peer}"), f"netns ping to peer's netns 192.168.77{peer} failed")
+    expect(ping(ns, PEER), f"netns ping to the peer host {PEER} failed")
+    tcp_send(ns, f"192.168.77{peer}", 5002)
+    got = sink.wait()
+    expect(got.startswith(f"{TCP_BYTES} "), f"own TCP sink got {got!r}")
+    barrier("uplink-traffic-done")
+    ovsfab("detach", "br0", f"netns:{ns}")
+    ovsfab("uplink", "del", "br0", "eth0")
+    time.sleep(0.5)
+    after = l3_state("eth0")
+    for k in ("addr", "route4", "route6"):
+        expect(after[k] == before[k], f"uplink del did not restore {k}:\nbefore {before[k]}\nafter  {after[k]}")
+    snap2 = snapshot()
+    snap2["netns"] = snap["netns"]  # s2 is the test's own
+    same(snap, snap2, "uplink add + del (it created br0, so br0 must be gone)")
+    barrier("uplink-end")
+    return (f"fault after {step} undone; ping+TCP across hosts through the eth0 uplink on the kernel "
+            "datapath; uplink del restored eth0 exactly and removed br0")
+
+
+def scenario_tunnel() -> str:
+    """Two hosts, VXLAN routed by the kernel via eth0: auto MTU 1450, DF 1422 ok / 1423 too long, TCP."""
+    me, peer = ("10.10.0.10", "10.10.0.20") if ROLE == "a" else ("10.10.0.20", "10.10.0.10")
+    barrier("tunnel-start")
+    snap = snapshot()
+    t = ovsfab_json("tunnel", "add", "br1", PEER, "--key", "5001")
+    expect(t["datapath"] == "system", f"tunnel datapath {t['datapath']}")
+    expect(not t.get("notes"), f"unexpected notes: {t.get('notes')}")
+    kports = dp_ports()
+    expect(any(p.startswith("vxlan_sys") for p in kports), f"no vxlan vport in the kernel datapath: {kports}")
+    ns = new_netns("s3")
+    a = ovsfab_json("attach", "br1", f"netns:{ns}", f"{me}/24")
+    expect(a["mtu"] == 1450, f"auto MTU {a['mtu']}, want 1450")
+    mtu = links(ns)["eth1"]["mtu"]
+    expect(mtu == 1450, f"eth1 MTU in the netns is {mtu}")
+    # what show/inspect see on the kernel datapath (vxlan_sys_4789, ovs-system, no OVS-named tunnel link)
+    shown = ovsfab_json("show", "br1")["bridges"]
+    expect(len(shown) == 1 and shown[0]["datapath"] == "system", f"show br1: {shown}")
+    classes = {p["name"]: p["class"] for p in shown[0]["ports"]}
+    expect(classes == {"br1": "internal", a["port"]: "attachment", t["name"]: "tunnel"},
+           f"show br1 classes: {classes}")
+    stale = {p["name"]: p["stale_reasons"] for p in shown[0]["ports"] if p["stale"]}
+    expect(not stale, f"show br1 calls ports stale: {stale}")
+    seen = ovsfab_json("inspect", f"netns:{ns}")
+    # (the fallback devices gre0, gretap0, erspan0 of ip_gre are listed too)
+    hp = next((i["peer"] for i in seen["interfaces"] if i["name"] == "eth1"), None)
+    expect(hp is not None and hp["name"] == a["port"] and (hp["bridge"] or {}).get("name") == "br1",
+           f"inspect netns:{ns}: peer {hp}")
+    expect([x["name"] for x in hp["bridge"]["tunnels"]] == [t["name"]]
+           and hp["bridge"]["port"]["class"] == "attachment", f"inspect netns:{ns}: bridge {hp['bridge']}")
+    sink = TcpSink(ns, me, 5003)
+    barrier("tunnel-ready")
+    expect(ping(ns, peer), f"ping {me} -> {peer} over VXLAN failed")
+    ok = ping_df(ns, peer, 1422)
+    expect(ok.returncode == 0, "DF ping with 1422 bytes (fills MTU 1450) failed")
+    big = ping_df(ns, peer, 1423)
+    expect(big.returncode != 0 and "message too long" in (big.stdout + big.stderr).lower(),
+           f"DF ping with 1423 bytes: rc={big.returncode} {big.stdout[-200:]} {big.stderr[-200:]}")
+    tcp_send(ns, peer, 5003)
+    got = sink.wait()
+    expect(got.startswith(f"{TCP_BYTES} "), f"own TCP sink got {got!r}")
+    barrier("tunnel-traffic-done")
+    ovsfab("detach", "br1", f"netns:{ns}")
+    ovsfab("tunnel", "del", "br1", PEER, "--key", "5001")
+    snap2 = snapshot()
+    expect(snap2["owned"] == [], f"ovsfab ports left: {snap2['owned']}")
+    expect(not [p for p in snap2["dp"] if p.startswith(("vxlan", "ovf"))], f"kernel vports left: {snap2['dp']}")
+    expect(not [n for n, _ in snap2["links"] if n.startswith("ovf")], "veth left")
+    barrier("tunnel-end")
+    return ("VXLAN key 5001 via kernel-routed eth0: MTU 1450, DF 1422 ok, 1423 'message too long', TCP ok; "
+            "show/inspect classify it")
+
+
+SCENARIOS = [("attach", scenario_attach), ("uplink", scenario_uplink), ("tunnel", scenario_tunnel)]
+
+
+def main() -> int:
+    only = set(filter(None, ONLY.split(","))) or {n for n, _ in SCENARIOS}
+    try:
+        warm_up()
+        # /init starts OVS while this process imports; it writes the flag when vswitchd answers
+        deadline = time.monotonic() + 120
+        while not os.path.exists("/run/ovs-ready"):
+            if os.path.exists("/run/ovs-failed") or time.monotonic() > deadline:
+                raise Fail("OVS did not start (see the log above)")
+            time.sleep(0.2)
+    except Exception as exc:  # noqa: BLE001
+        log(traceback.format_exc())
+        for name, _ in SCENARIOS:
+            if name in only:
+                print(f"OVSFAB-RESULT {name} FAIL not run: {exc}", flush=True)
+        return 1
+    failed = 0
+    peer_lost = False
+    for name, fn in SCENARIOS:
+        if name not in only:
+            continue
+        if peer_lost and name != "attach":
+            print(f"OVSFAB-RESULT {name} FAIL not run: the other guest was lost earlier", flush=True)
+            failed += 1
+            continue
+        t0 = time.monotonic()
+        try:
+            detail = fn()
+            print(f"OVSFAB-RESULT {name} PASS {detail} ({time.monotonic() - t0:.1f}s)", flush=True)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            failed += 1
+            log(traceback.format_exc())
+            msg = str(exc).replace("\n", " | ")
+            print(f"OVSFAB-RESULT {name} FAIL {msg} ({time.monotonic() - t0:.1f}s)", flush=True)
+            if "barrier" in msg:
+                peer_lost = True
+            _cleanup()
+    return 1 if failed else 0
+
+
+def _cleanup() -> None:
+    """After a failure: make the next scenario start from a clean host."""
+    for br in vsctl("list-br", check=False).stdout.split():
+        vsctl("--if-exists", "del-br", br, check=False)
+    for n in os.listdir("/run/netns"):
+        run(IP, "netns", "del", n, check=False, quiet=True)
+    for name in links():
+        if name.startswith("ovf"):
+            run(IP, "link", "del", name, check=False, quiet=True)
+    st = json.loads(run(IP, "-j", "addr", "show", "dev", "eth0", quiet=True).stdout)[0]
+    if not any(a.get("local") == MY_IP for a in st.get("addr_info", [])):
+        run(IP, "addr", "add", f"{MY_IP}/24", "dev", "eth0", check=False)
+
+
+if __name__ == "__main__":
+    ROLE, MY_IP, PEER = sys.argv[1], sys.argv[2], sys.argv[3]
+    ONLY = sys.argv[4] if len(sys.argv) > 4 else ""
+    sys.exit(main())
