@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ovsfab.model import Attachment
 
@@ -132,6 +132,60 @@ class Backend(abc.ABC):
         """Remove one tunnel (the one to ``remote`` when a port carries several)."""
         return self.del_port(port, if_exists=True)
 
+    # -- ovsfab apply: many ports in one change ---------------------------
+    def bridge_external_ids(self, bridge: str) -> Dict[str, str]:
+        """A bridge's external_ids (empty if it has none or does not exist)."""
+        return {}
+
+    def bridge_ports(self, bridge: str) -> List[str]:
+        """The names of a bridge's ports (its own local port included)."""
+        return []
+
+    def port_names(self) -> "Optional[set[str]]":
+        """Every port name, in one pass; None: unknown (ask port_exists for each)."""
+        return None
+
+    def add_many(self, ports: List["NewPort"], *,
+                 set_ids: Optional[Dict[str, Dict[str, str]]] = None,
+                 may_exist: bool = False,
+                 ) -> Dict[str, Tuple[Optional[int], Optional[str]]]:
+        """Add many ports (attachments and tunnels) and merge ``set_ids`` into
+        existing ports' external_ids, as one change where the backend can.
+
+        Returns {port: (ofport, error)} for the added ports.  This fallback
+        makes one change per port; the OVS backend overrides it with one
+        OVSDB transaction and one wait for ovs-vswitchd.
+        """
+        out: Dict[str, Tuple[Optional[int], Optional[str]]] = {}
+        for p in ports:
+            if p.iface_type:
+                res = self.add_tunnel_port(p.bridge, p.port, iface_type=p.iface_type, options=p.options,
+                                           external_ids=p.external_ids, datapath=p.datapath)
+            else:
+                res = self.add_port(p.bridge, p.port, external_ids=p.external_ids, tag=p.tag,
+                                    datapath=p.datapath, may_exist=may_exist)
+            out[p.port] = (res.ofport, None)
+        if set_ids:
+            raise NotImplementedError(f"the {self.kind} backend cannot re-tag ports")
+        return out
+
+
+class Borrowed:
+    """A backend lent to another operation: its close() must not end the owner's session.
+
+    reconcile and apply run attach/uplink (which close the backend they are
+    given) many times over one shared OVSDB session.
+    """
+
+    def __init__(self, backend: "Backend") -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def close(self) -> None:
+        """The owner closes the backend."""
+
 
 @dataclass
 class OwnedPort:
@@ -145,3 +199,17 @@ class OwnedPort:
     options: Dict[str, str] = field(default_factory=dict)
     ofport: Optional[int] = None
     error: Optional[str] = None
+
+
+@dataclass
+class NewPort:
+    """A port for :meth:`Backend.add_many`: an attachment's veth end or a tunnel."""
+
+    bridge: str
+    port: str
+    external_ids: Dict[str, str]
+    datapath: str = "netdev"
+    tag: Optional[int] = None
+    #: "" for a veth end; "vxlan", "gre", "geneve" for a tunnel.
+    iface_type: str = ""
+    options: Dict[str, str] = field(default_factory=dict)

@@ -132,6 +132,7 @@ from ovsfab.cli import agent_cmd  # noqa: E402
 
 app.command("reconcile")(agent_cmd.reconcile)
 app.command("agent")(agent_cmd.agent)
+from ovsfab.cli import apply_cmd; apply_cmd.register(app)  # noqa: E402,E702 - ovsfab apply FILE
 
 
 def main() -> None:

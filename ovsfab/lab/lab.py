@@ -98,7 +98,7 @@ def _create_netns(state: LabState, name: str) -> Namespace:
     from pyroute2 import netns as pr_netns  # noqa: PLC0415
 
     if os.path.exists(named_path(name)):
-        raise Conflict(f"network namespace {name} exists already", f"remove it or run ovsfab lab down")
+        raise Conflict(f"network namespace {name} exists already", "remove it or run ovsfab lab down")
     pr_netns.create(name)
     state.namespaces.append(name)
     state.save()

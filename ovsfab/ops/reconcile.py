@@ -48,7 +48,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from ovsfab.backends.base import KEY_ROLE, Backend, PortResult
+from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort, PortResult
 from ovsfab.errors import OperationFailed, OvsfabError, Unavailable
 from ovsfab.model import Attachment, AttachRequest, Target, parse_target_spec
 
@@ -225,20 +225,7 @@ def docker_target(info: Dict[str, Any]) -> Optional[Target]:
 # ---------------------------------------------------------------------------
 # The reconciler
 # ---------------------------------------------------------------------------
-class _Borrowed:
-    """A backend lent to attach(): its close() must not end our session."""
-
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
-
-    def close(self) -> None:
-        """The owner closes the backend, not attach()."""
-
-
-class _Deferred(_Borrowed):
+class _Deferred(Borrowed):
     """A borrowed backend whose add_port only collects the port for one later transaction.
 
     attach() plugs the port last but for announce/verify, so deferring the
@@ -248,18 +235,18 @@ class _Deferred(_Borrowed):
 
     def __init__(self, backend: Backend) -> None:
         super().__init__(backend)
-        self.specs: List[Tuple[str, str, Dict[str, str], Optional[int], str]] = []
+        self.specs: List[NewPort] = []
 
     def add_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
                  tag: Optional[int] = None, datapath: str = "netdev", may_exist: bool = False) -> PortResult:
-        self.specs.append((bridge, port, dict(external_ids), tag, datapath))
+        self.specs.append(NewPort(bridge, port, dict(external_ids), datapath=datapath, tag=tag))
         return PortResult(ofport=None, created_bridge=False, datapath=datapath)
 
     def record(self, att: Attachment) -> None:
         """Put an attachment's record back (a port row with no device yet)."""
-        self.specs = [s for s in self.specs if s[1] != att.port]  # a failed attach's own, if any
-        self.specs.append((att.bridge, att.port, dict(att.external_ids), att.vlan,
-                           self._backend.bridge_datapath(att.bridge) or "netdev"))
+        self.specs = [s for s in self.specs if s.port != att.port]  # a failed attach's own, if any
+        self.specs.append(NewPort(att.bridge, att.port, dict(att.external_ids),
+                                  datapath=self._backend.bridge_datapath(att.bridge) or "netdev", tag=att.vlan))
 
 
 def request_of(att: Attachment) -> AttachRequest:
@@ -574,7 +561,7 @@ class Reconciler:
         else:
             target = containers.resolve(att.target)
         try:
-            res = attach(request_of(att), lambda: _Borrowed(self.backend), resolved=target)
+            res = attach(request_of(att), lambda: Borrowed(self.backend), resolved=target)
         except OvsfabError:
             # attach cleared the broken record before it failed; put the
             # record back so that the next pass tries again.
@@ -596,7 +583,7 @@ class Reconciler:
         """
         if not items:
             return []
-        if len(items) == 1 or not hasattr(self.backend, "add_ports"):
+        if len(items) == 1 or not hasattr(self.backend, "del_ports"):
             return [self._act_restore(att, kind, info) for att, kind, info in items]
         from ovsfab.ops.attach import attach  # noqa: PLC0415
         from ovsfab.plumbing import containers  # noqa: PLC0415
@@ -655,7 +642,7 @@ class Reconciler:
         return actions
 
     def _flush(self, deferred: "_Deferred") -> Dict[str, Tuple[Optional[int], Optional[str]]]:
-        return self.backend.add_ports(deferred.specs)  # type: ignore[attr-defined]
+        return self.backend.add_many(deferred.specs, may_exist=True)
 
     def _act_restore(self, att: Attachment, kind: str, info: Optional[Dict[str, Any]]) -> Action:
         try:

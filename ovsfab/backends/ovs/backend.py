@@ -7,7 +7,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
-from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort, PortResult
+from ovsfab.backends.base import KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
 from ovsfab.backends.ovs.idl import IdlSession, default_remote
 from ovsfab.errors import Conflict, NotFound, OperationFailed
 from ovsfab.model import (KEY_CONTAINER_ID, KEY_IFNAME, OWNER_KEY, OWNER_VALUE,
@@ -307,37 +307,92 @@ class OvsBackend(Backend):
         found, _ = self.session.transact(build, comment=f"ovsfab: del {len(wanted)} ports")
         return found
 
-    def add_ports(self, specs: List[Tuple[str, str, Dict[str, str], Optional[int], str]]
-                  ) -> Dict[str, Tuple[Optional[int], Optional[str]]]:
-        """Add several ports in one transaction: (bridge, port, external_ids, tag, datapath) each.
+    # -- ovsfab apply: many ports, one transaction (additive) ---------------
+    def bridge_external_ids(self, bridge: str) -> Dict[str, str]:
+        row = self._bridge(bridge)
+        return dict(row.external_ids) if row is not None else {}
 
-        A missing bridge is created (with that datapath); a port that exists
-        already is left alone.  Returns {port: (ofport, error)} as ovs-vswitchd
-        reported them: unlike add_port, an interface without a device is not
-        an exception here (reconcile re-records attachments of stopped targets).
+    def bridge_ports(self, bridge: str) -> List[str]:
+        row = self._bridge(bridge)
+        return [p.name for p in row.ports] if row is not None else []
+
+    def port_names(self) -> "set[str]":
+        return {row.name for row in self.session.table("Port").values()}
+
+    def add_many(self, ports: List[NewPort], *,
+                 set_ids: Optional[Dict[str, Dict[str, str]]] = None,
+                 may_exist: bool = False,
+                 ) -> Dict[str, Tuple[Optional[int], Optional[str]]]:
+        """Add many ports (veth ends and tunnels) in ONE transaction and wait once.
+
+        ovs-vswitchd then reconfigures once for the whole batch instead of
+        once per port (each reconfiguration walks every port of the bridge,
+        which is what makes port-by-port attaching slow down as a bridge
+        fills).  Lookups use one name index per build, not a table scan per
+        port, for the same reason.  A missing bridge is created in the same
+        transaction.  ``set_ids`` merges keys into existing ports'
+        external_ids.  ``may_exist``: a port that exists already is left
+        alone (reconcile re-records attachments).  Returns {port: (ofport,
+        error)} as ovs-vswitchd reported them; the caller decides what an
+        error means.
         """
-        def build(txn: ovs.db.idl.Transaction) -> None:
-            for bridge, port, ids, tag, datapath in specs:
-                if self._port(port) is not None:
-                    continue
-                self._insert_port(txn, bridge, port, ids, datapath, tag=tag)
+        set_ids = set_ids or {}
+        tables = self.session.idl.tables
 
-        if specs:
-            self.session.transact(build, comment=f"ovsfab: add {len(specs)} ports")
+        def build(txn: ovs.db.idl.Transaction) -> None:
+            existing = {row.name: row for row in self.session.table("Port").values()}
+            bridges = {row.name: row for row in self.session.table("Bridge").values()}
+            for p in ports:
+                if p.port in existing:
+                    if may_exist:
+                        continue
+                    raise Conflict(f"OVS already has a port named {p.port}",
+                                   f"remove it (ovs-vsctl del-port {p.port}) or choose another name")
+                br = bridges.get(p.bridge)
+                if br is None:  # the first port of a new bridge creates it (verified, as in add_port)
+                    br, _ = self._insert_port(txn, p.bridge, p.port, p.external_ids, p.datapath,
+                                              iface_type=p.iface_type, options=p.options or None, tag=p.tag)
+                    bridges[p.bridge] = br
+                    continue
+                iface = txn.insert(tables["Interface"])
+                iface.name = p.port
+                if p.iface_type:
+                    iface.type = p.iface_type
+                if p.options:
+                    iface.options = p.options
+                iface.external_ids = p.external_ids
+                prow = txn.insert(tables["Port"])
+                prow.name = p.port
+                prow.interfaces = [iface.uuid]
+                prow.external_ids = p.external_ids
+                if p.tag is not None:
+                    prow.tag = [p.tag]
+                if p.iface_type:
+                    prow.protected = True  # split horizon, as _insert_port does for tunnels
+                br.addvalue("ports", prow.uuid)
+            for port, ids in set_ids.items():
+                row = existing.get(port)
+                if row is not None:
+                    merged = dict(row.external_ids)
+                    merged.update(ids)
+                    row.external_ids = merged
+
+        if not ports and not set_ids:
+            return {}
+        self.session.transact(build, comment=f"ovsfab: apply {len(ports)} ports")
+        rows = {row.name: row for row in self.session.table("Port").values()}
         out: Dict[str, Tuple[Optional[int], Optional[str]]] = {}
-        for _bridge, port, _ids, _tag, _dp in specs:
-            row = self._port(port)
+        for p in ports:
+            row = rows.get(p.port)
             ofport, error = None, "not added"
             if row is not None:
-                error = None
                 for iface in row.interfaces:
-                    if iface.name == port:
+                    if iface.name == p.port:
                         value = _opt(iface.ofport)
                         ofport = value if isinstance(value, int) and value >= 0 else None
                         error = _opt(iface.error) or (None if ofport is not None else "no OpenFlow port number")
-            out[port] = (ofport, error)
+            out[p.port] = (ofport, error)
         return out
 
-    # -- ovsfab apply: many ports, one transaction (additive) ---------------
     def close(self) -> None:
         self.session.close()

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Benchmark: ``ovsfab apply`` of N attachments vs ``ovs-docker add-port`` looped (not a timed test).
+
+For each N (default 10, 100, 300), side by side in the same run, each tool on
+a fresh simulated host of the test bed (tests/testbed.py: a netns with a
+private ovsdb-server + ovs-vswitchd, userspace datapath), N containers on one
+bridge:
+
+* ovsfab: one ``ovsfab apply FILE --json`` (CLI wall time, imports included)
+  over N ``netns:`` targets.  Per-attach time of an attachment = its own
+  netlink preparation (from the result's ``timings.prepared_s``) plus its
+  share of the one OVSDB transaction (``commit_s / N``).
+* ovs-docker: ``ovs-docker add-port br0 eth1 CONTAINER --ipaddress=...`` once
+  per container (it needs Docker containers: a pool of ``--network none``
+  busybox containers is created once, reused for every N -- deleting a
+  host's namespace deletes the veths -- and removed one at a time at the end).
+  br0 is created beforehand with ``datapath_type=netdev`` (there is no OVS
+  kernel module here); each call's wall time is its per-attach time.
+
+Columns: N, tool, total s, mean ms/attach of the first and of the last 10 %,
+their ratio.  Verdict against the bars: at the largest N >= 300, ovsfab's
+total at least 20x smaller than ovs-docker's, and ovsfab's last-10 % /
+first-10 % <= 1.2.
+
+Usage (root, dockerd running)::
+
+    sudo .venv/bin/python bench/bench_apply.py [--sizes 10,100,300] [--keep-containers] [--no-ovs-docker]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import testbed as tb  # noqa: E402
+
+POOL_LABEL = "ovsfab-bench-apply"
+
+
+def addr(i: int) -> str:
+    return f"10.77.{i // 250}.{i % 250 + 2}"
+
+
+def deciles(per: List[float]) -> Tuple[float, float]:
+    k = max(1, len(per) // 10)
+    return sum(per[:k]) / k, sum(per[-k:]) / k
+
+
+def netns_batch(names: List[str], verb: str) -> None:
+    """Create or delete many named namespaces with one `ip -batch` (test-side tooling)."""
+    script = "".join(f"netns {verb} {n}\n" for n in names)
+    tb.run(["ip", "-batch", "-"], input=script, check=(verb == "add"), timeout=600)
+
+
+def bench_ovsfab(n: int) -> Dict[str, object]:
+    host = tb.OvsHost()
+    names = [f"ob{os.getpid() % 10000}-{i}" for i in range(n)]
+    netns_batch(names, "add")
+    try:
+        lines = ["hosts:", "  bench: {underlay: 192.168.77.5}", "networks:",
+                 "  blue: {bridge: br0, mode: vxlan, key: 5001, subnet: 10.77.0.0/16}", "attachments:"]
+        lines += [f"  - {{container: 'netns:{nm}', network: blue, host: bench, address: {addr(i)}}}"
+                  for i, nm in enumerate(names)]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+            fh.write("\n".join(lines) + "\n")
+            path = fh.name
+        t0 = time.monotonic()
+        cp = host.ovsfab("apply", path, "--host", "bench", "--json", timeout=600)
+        total = time.monotonic() - t0
+        if cp.returncode != 0:
+            raise RuntimeError(f"ovsfab apply failed: {cp.stderr.strip()}")
+        res = json.loads(cp.stdout)
+        t = res["timings"]
+        stamps = [0.0] + list(t["prepared_s"])
+        share = t["commit_s"] / n
+        per = [(stamps[i + 1] - stamps[i] + share) * 1000 for i in range(n)]
+        ports = [p for p in tb.ovs_ports(host) if p != "br0"]
+        assert len(ports) == n, f"expected {n} ports, found {len(ports)}"
+        # re-apply: nothing to do (idempotence, and what a no-op costs)
+        t1 = time.monotonic()
+        again = json.loads(host.ovsfab("apply", path, "--host", "bench", "--json", check=True).stdout)
+        reapply = time.monotonic() - t1
+        assert again["changed"] is False
+        first, last = deciles(per)
+        os.unlink(path)
+        return {"n": n, "tool": "ovsfab apply", "total": total, "first": first, "last": last,
+                "extra": f"prepare {t['prepare_s']:.2f} s, one commit {t['commit_s']:.2f} s, re-apply {reapply:.2f} s"}
+    finally:
+        host.close()
+        netns_batch(names, "delete")
+
+
+def container_pool(n: int, image: str) -> List[str]:
+    have = tb.docker("ps", "-q", "--filter", f"label={POOL_LABEL}", "--format", "{{.Names}}").stdout.split()
+    have = sorted(have, key=lambda s: int(s.rsplit("-", 1)[1]))
+    t0 = time.monotonic()
+    for i in range(len(have), n):
+        name = f"ovsfab-bench-{i}"
+        tb.docker("run", "-d", "--network", "none", "--label", POOL_LABEL, "--name", name, image,
+                  "sleep", "1000000", timeout=120)
+        have.append(name)
+    made = time.monotonic() - t0
+    if made > 1:
+        print(f"  (created {n} Docker containers for ovs-docker in {made:.0f} s)", flush=True)
+    return have[:n]
+
+
+def bench_ovs_docker(n: int, pool: List[str]) -> Dict[str, object]:
+    host = tb.OvsHost()
+    try:
+        host.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev")
+        per = []
+        t0 = time.monotonic()
+        for i, name in enumerate(pool[:n]):
+            t = time.monotonic()
+            tb.run(["ip", "netns", "exec", host.name, "env", f"OVS_RUNDIR={host.rundir}", "ovs-docker",
+                    "add-port", "br0", "eth1", name, f"--ipaddress={addr(i)}/16"], timeout=120)
+            per.append((time.monotonic() - t) * 1000)
+        total = time.monotonic() - t0
+        first, last = deciles(per)
+        return {"n": n, "tool": "ovs-docker", "total": total, "first": first, "last": last, "extra": ""}
+    finally:
+        host.close()  # the host ends go with its namespace, and with them the containers' eth1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="10,100,300")
+    ap.add_argument("--keep-containers", action="store_true", help="keep the ovs-docker container pool")
+    ap.add_argument("--no-ovs-docker", action="store_true", help="only ovsfab (no dockerd needed)")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows: List[Dict[str, object]] = []
+    pool: List[str] = []
+    if not args.no_ovs_docker:
+        reason = tb.docker_available()
+        if reason:
+            print(f"dockerd not usable ({reason}): use --no-ovs-docker", file=sys.stderr)
+            return 2
+        pool = container_pool(max(n for n in sizes if n <= 300), tb.build_busybox_image())
+    try:
+        for n in sizes:
+            rows.append(bench_ovsfab(n))
+            print(_fmt(rows[-1]), flush=True)
+            if pool and n <= 300:
+                rows.append(bench_ovs_docker(n, pool))
+                print(_fmt(rows[-1]), flush=True)
+    finally:
+        if pool and not args.keep_containers:
+            t0 = time.monotonic()
+            for name in pool:  # one at a time: dockerd 20.10 deadlocks on parallel removal
+                tb.docker("rm", "-f", name, check=False, timeout=120)
+            print(f"  (removed {len(pool)} containers in {time.monotonic() - t0:.0f} s)")
+    print()
+    print(f"{'N':>5}  {'tool':<13} {'total s':>8} {'first10% ms':>12} {'last10% ms':>11} {'ratio':>6}  notes")
+    for r in rows:
+        print(_fmt(r))
+    return _verdict(rows)
+
+
+def _fmt(r: Dict[str, object]) -> str:
+    ratio = r["last"] / r["first"] if r["first"] else float("nan")  # type: ignore[operator]
+    return (f"{r['n']:>5}  {r['tool']:<13} {r['total']:>8.2f} {r['first']:>12.1f} {r['last']:>11.1f} "
+            f"{ratio:>6.2f}  {r['extra']}")
+
+
+def _verdict(rows: List[Dict[str, object]]) -> int:
+    ours = {r["n"]: r for r in rows if r["tool"] == "ovsfab apply"}
+    theirs = {r["n"]: r for r in rows if r["tool"] == "ovs-docker"}
+    ok = True
+    for n, r in sorted(ours.items()):
+        ratio = r["last"] / r["first"]  # type: ignore[operator]
+        line = f"N={n}: ovsfab last/first 10% = {ratio:.2f} ({'ok' if ratio <= 1.2 else 'FAILS'} <= 1.2)"
+        if n >= 300:
+            ok &= ratio <= 1.2
+        if n in theirs:
+            speedup = theirs[n]["total"] / r["total"]  # type: ignore[operator]
+            line += f"; {speedup:.1f}x faster than ovs-docker"
+            if n >= 300:
+                line += f" ({'ok' if speedup >= 20 else 'FAILS'} >= 20x)"
+                ok &= speedup >= 20
+        print(line)
+    print("verdict:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
