@@ -1,4 +1,4 @@
 """``python -m ovsfab``."""
-from ovsfab.cli.main import main
+from ovsfab.cli.fast import main  # the agent when one serves the command, else the typer CLI
 
 main()

@@ -125,6 +125,7 @@ class Agent:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         events = DockerEvents(self.queue, self.waker)
         events.start()
+        server = self._open_server()  # -- control socket (agent/server.py) --
         LOG.info("started: reconciling at start, on Docker events and every %gs", self.interval)
         now = time.monotonic()
         full_due = now
@@ -161,6 +162,8 @@ class Agent:
                         self.catch_up = True
                     else:
                         retry_at, delay = now + delay, min(RETRY_MAX, delay * 2)
+                if server is not None:  # CLI requests first: a user is waiting on each
+                    server.serve_pending()
                 if self.backend is not None:
                     seqno = self._session().get_seqno()
                     if seqno != self._seqno:  # the IDL reconnected by itself: re-sync
@@ -179,9 +182,13 @@ class Agent:
                 if self.backend is not None:
                     self.backend.session.idl.wait(poller)
                 poller.fd_wait(self.waker.read_fd, ovs.poller.POLLIN)
+                if server is not None:
+                    poller.fd_wait(server.fileno(), ovs.poller.POLLIN)
                 poller.timer_wait(max(0, int((wake_at - now) * 1000)))
                 poller.block()
         finally:
+            if server is not None:
+                server.close()
             events.stop()
             if self.backend is not None:
                 self.backend.close()
@@ -192,6 +199,21 @@ class Agent:
             self.waker.close()
             LOG.info("stopped")
         return 0
+
+    def _open_server(self) -> Any:
+        """The control socket for `ovsfab attach/detach` (None, with a warning, if it cannot be had).
+
+        Without it the agent still does its main job; the CLI then works in-process.
+        """
+        from ovsfab.agent.server import ControlServer  # noqa: PLC0415
+
+        server = ControlServer(lambda: self.backend)
+        try:
+            server.open()
+        except (OvsfabError, OSError) as exc:
+            LOG.warning("not serving the CLI: %s", exc)
+            return None
+        return server
 
     def _work(self, now: float, full_due: float, pending: Set[str]) -> float:
         """One full pass when due, else the queued containers; returns the next full_due."""

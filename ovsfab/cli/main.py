@@ -136,5 +136,16 @@ from ovsfab.cli import apply_cmd; apply_cmd.register(app)  # noqa: E402,E702 - o
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point of the typer CLI (``ovsfab.cli.fast.main`` tries the agent first)."""
+    if sys.argv[1:] in ([], ["-h"], ["--help"]):
+        # The command list in click's plain format: typer's rich renderer
+        # imports rich (~400 ms), and `ovsfab --help` must stay under 150 ms.
+        # A command's own --help keeps the rich one (argument descriptions
+        # need it with click >= 8.2).
+        import typer.main  # noqa: PLC0415
+
+        group = typer.main.get_command(app)
+        group.rich_markup_mode = None  # type: ignore[attr-defined]
+        group(prog_name="ovsfab")
+        return
     app(prog_name="ovsfab")

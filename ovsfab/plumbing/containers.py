@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 from ovsfab.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from ovsfab.model import Target, parse_target_spec
@@ -23,16 +23,26 @@ def _docker_client():
     return docker.APIClient(base_url=base_url, timeout=DOCKER_TIMEOUT)
 
 
+#: One client per DOCKER_HOST for lookups, kept for the life of the process:
+#: making one asks dockerd for its API version (a round trip), which the
+#: agent would otherwise pay on every attach.  Only _inspect_docker uses it.
+_INSPECT_CLIENTS: Dict[str, object] = {}
+
+
+def _inspect_client():  # -> docker.APIClient
+    base_url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    client = _INSPECT_CLIENTS.get(base_url)
+    if client is None:
+        client = _INSPECT_CLIENTS[base_url] = _docker_client()
+    return client
+
+
 def _inspect_docker(ref: str) -> dict:
     import docker.errors  # noqa: PLC0415
     import requests.exceptions  # noqa: PLC0415
 
     try:
-        client = _docker_client()
-        try:
-            return client.inspect_container(ref)
-        finally:
-            client.close()
+        return _inspect_client().inspect_container(ref)
     except docker.errors.NotFound:
         raise NotFound(f"no Docker container named {ref!r}",
                        "check `docker ps -a`, or use netns:NAME / pid:N for non-Docker targets") from None

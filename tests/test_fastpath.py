@@ -1,0 +1,195 @@
+"""The lean client path: `ovsfab attach/detach` handed to a running agent.
+
+The agent runs inside a simulated host's netns (as in test_agent.py); its
+control socket is ``$OVS_RUNDIR/ovsfab-agent.sock``.  Each case runs the same
+command twice, through the agent and in-process (``OVSFAB_NO_AGENT=1``), on
+twin targets, and compares stdout, stderr and exit codes; the agent's log
+line ``cli: ovsfab ...`` proves which path served the command.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import time
+
+import pytest
+
+import testbed as tb
+from test_agent import AgentProc, wait_for
+
+NO_AGENT = {"OVSFAB_NO_AGENT": "1"}
+
+
+@pytest.fixture
+def agent_host():
+    host = tb.OvsHost()
+    agent = AgentProc(host)
+    # dockerd is not needed: netns targets; DOCKER_HOST points nowhere so the
+    # events thread just retries quietly.
+    try:
+        agent.wait_log("serving attach/detach on")
+        agent.wait_log("connected to OVSDB")
+        yield host, agent
+    finally:
+        if agent.proc.poll() is None:
+            agent.kill()
+        host.close()
+
+
+def sock_path(host: tb.OvsHost) -> str:
+    return os.path.join(str(host.rundir), "ovsfab-agent.sock")
+
+
+def served(agent: AgentProc) -> int:
+    return agent.text().count("cli: ovsfab ")
+
+
+def norm(text: str, target: str, bridge: str) -> str:
+    """Output with what differs between twins by construction made equal."""
+    text = text.replace(target, "TARGET").replace(bridge, "BRIDGE")
+    text = re.sub(r"ovf[0-9a-f]{12}", "PORT", text)
+    return re.sub(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", "MAC", text)
+
+
+def test_attach_detach_go_through_the_agent_and_match_in_process(agent_host, netns_targets):
+    """Twins: the same commands on target A / bridge bra (agent) and B / brb (in-process)."""
+    host, agent = agent_host
+    a, b = netns_targets(), netns_targets()
+    n0 = served(agent)
+    cases = [
+        ("attach", "{br}", "{t}", "10.9.0.1/24"),                        # success, bridge created
+        ("attach", "{br}", "{t}", "10.9.0.1/24"),                        # idempotent repeat
+        ("attach", "{br}", "{t}", "10.9.0.1/24", "--json"),              # JSON of the no-op
+        ("attach", "{br}", "{t}", "10.9.1.1/24"),                        # conflict: exit 4
+        ("attach", "{br}", "{t}", "10.9.0.300/24"),                      # bad input: exit 2
+        ("attach", "{br}", "{t}", "10.9.0.1/24", "--vlan", "x"),         # bad option: exit 2
+        ("attach", "{br}", "{t}x", "10.9.0.1/24"),                       # unknown netns: exit 3
+        ("attach", "{br}", "ovsfab-no-such-ctr", "10.9.0.1/24"),         # no dockerd: exit 5
+        ("attach", "{br}", "{t}", "10.9.0.1/24", "--ifname", "lo"),      # name clash: exit 4
+        ("detach", "{br}", "{t}", "--json"),                             # JSON of a detach
+        ("detach", "{br}", "{t}"),                                       # nothing attached: exit 3
+        ("detach", "{br}", "{t}", "--if-exists"),                        # exit 0
+        ("attach", "{br}", "{t}", "10.9.0.1/24", "2001:db8::1/64@2001:db8::ff", "--json"),
+    ]
+    env = {"DOCKER_HOST": "unix:///nonexistent.sock"}
+    codes = []
+    for i, case in enumerate(cases):
+        via = host.ovsfab(*[c.format(t=a.target, br="bra") for c in case], env=env)
+        assert served(agent) == n0 + i + 1, f"{case} was not served by the agent:\n{agent.text()}"
+        local = host.ovsfab(*[c.format(t=b.target, br="brb") for c in case], env={**env, **NO_AGENT})
+        assert served(agent) == n0 + i + 1, "OVSFAB_NO_AGENT=1 still went to the agent"
+        assert via.returncode == local.returncode, (case, via, local)
+        assert norm(via.stdout, a.name, "bra") == norm(local.stdout, b.name, "brb"), (case, via, local)
+        assert norm(via.stderr, a.name, "bra") == norm(local.stderr, b.name, "brb"), (case, via, local)
+        codes.append(via.returncode)
+    assert codes == [0, 0, 0, 4, 2, 2, 3, 5, 4, 0, 3, 0, 0], codes
+    assert tb.addrs_in(a) == tb.addrs_in(b) if hasattr(tb, "addrs_in") else True
+    assert "Traceback" not in agent.text()
+
+
+def test_fault_injection_is_honoured_and_undone_by_the_agent(agent_host, netns_targets):
+    host, agent = agent_host
+    t = netns_targets()
+    before = tb.snapshot(host, [t])
+    cp = host.ovsfab("attach", "br0", t.target, "10.9.2.1/24", env={"OVSFAB_INJECT_FAULT": "plug"})
+    assert cp.returncode != 0 and "fault injected after step 'plug'" in cp.stderr, cp
+    assert "cli: ovsfab attach" in agent.text()
+    tb.assert_no_residue(host, before, [t])
+    cp = host.ovsfab("attach", "br0", t.target, "10.9.2.1/24", check=True)
+    assert "attached" in cp.stdout
+
+
+def test_fallback_when_the_agent_is_stopped_or_the_socket_is_stale(agent_host, netns_targets):
+    host, agent = agent_host
+    t1, t2 = netns_targets(), netns_targets()
+    path = sock_path(host)
+    assert agent.stop() == 0
+    assert not os.path.exists(path), "a stopped agent leaves no socket"
+    cp = host.ovsfab("attach", "br0", t1.target, "10.9.3.1/24", check=True)
+    assert "attached" in cp.stdout
+    # A stale socket file (agent killed): nobody listens; the CLI falls back quickly.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()
+    t0 = time.monotonic()
+    cp = host.ovsfab("attach", "br0", t2.target, "10.9.3.2/24", check=True)
+    assert "attached" in cp.stdout and cp.stderr == ""
+    assert time.monotonic() - t0 < 20
+    # A new agent replaces the stale socket and serves again.
+    agent2 = AgentProc(host)
+    try:
+        agent2.wait_log("serving attach/detach on")
+        agent2.wait_log("connected to OVSDB")
+        cp = host.ovsfab("detach", "br0", t2.target, check=True)
+        assert "detached" in cp.stdout
+        agent2.wait_log("cli: ovsfab detach")
+    finally:
+        assert agent2.stop() == 0
+
+
+def test_socket_is_root_only(agent_host):
+    host, agent = agent_host
+    path = sock_path(host)
+    st = os.stat(path)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0, oct(st.st_mode)
+
+    def as_nobody(p: str) -> str:
+        """In a child dropped to uid 65534: what connecting and asking yields."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(r)
+            out = "?"
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.settimeout(5)
+                try:
+                    c.connect(p)
+                    c.sendall(b'{"v": 1, "argv": ["detach", "br0", "netns:x"], "env": {}}')
+                    c.shutdown(socket.SHUT_WR)
+                    out = "reply:" + c.recv(65536).decode()
+                except PermissionError:
+                    out = "EACCES"
+            except BaseException as exc:  # noqa: BLE001 - report, never escape the child
+                out = f"error:{exc!r}"
+            os.write(w, out.encode())
+            os._exit(0)
+        os.close(w)
+        os.waitpid(pid, 0)
+        data = os.read(r, 65536).decode()
+        os.close(r)
+        return data
+
+    assert as_nobody(path) == "EACCES"
+    # Defence in depth: even if the file mode were loosened, SO_PEERCRED refuses.
+    rundir_mode = stat.S_IMODE(os.stat(host.rundir).st_mode)
+    os.chmod(host.rundir, 0o711)  # the rundir (mkdtemp) is 0700 too
+    os.chmod(path, 0o666)
+    try:
+        got = as_nobody(path)
+    finally:
+        os.chmod(path, 0o600)
+        os.chmod(host.rundir, rundir_mode)
+    assert got.startswith("reply:") and "root only" in got and '"code"' not in got, got
+    agent.wait_log("refused a request from uid 65534")
+    assert "cli: ovsfab detach" not in agent.text()
+
+
+def test_top_level_help_is_served_without_typer_and_is_current():
+    """`ovsfab --help` prints stored text (no typer import): it must equal what typer renders."""
+    from ovsfab.cli.fast import render_help
+    from ovsfab.cli.help_text import HELP
+
+    assert HELP == render_help(), ("ovsfab/cli/help_text.py is stale; regenerate it: .venv/bin/python -c "
+                                   "'from ovsfab.cli.fast import write_help; write_help()'")
+    code = ("import sys; sys.argv = ['ovsfab', '--help']\n"
+            "from ovsfab.cli.fast import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'typer' not in sys.modules and 'click' not in sys.modules, 'typer imported'\n")
+    cp = tb.run([tb.PYTHON, "-c", code], env=tb.clean_env({"COLUMNS": "100"}))
+    assert cp.stdout == HELP, cp.stdout
+    assert "attach" in cp.stdout and "detach" in cp.stdout
