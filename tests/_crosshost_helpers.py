@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import testbed as tb
 
@@ -76,3 +76,14 @@ def attach(host: tb.OvsHost, bridge: str, target, *addrs: str, opts: Sequence[st
 
 def mtu_of(ns, ifname: str = "eth1") -> int:
     return int(tb.links_in(ns)[ifname]["mtu"])
+
+
+def configure_uplink_nic(h, v4: str, v6: str) -> None:
+    """Addresses and routes of every kind on eth1: what uplink must carry over."""
+    h.ip("addr", "add", v4, "dev", "eth1")
+    h.ip("addr", "add", v6, "dev", "eth1", "nodad")
+    h.ip("route", "add", "10.200.0.0/16", "via", "192.168.77.1", "metric", "7")
+    h.ip("route", "add", "default", "via", "192.168.77.1")
+    h.ip("-6", "route", "add", "2001:db8:99::/48", "via", "2001:db8:77::1")
+    h.ip("route", "add", "10.201.0.0/16", "dev", "eth1", "proto", "static", "scope", "link")
+    tb.wait_dad(h.name)

@@ -99,9 +99,8 @@ def docker_image():
     return tb.build_busybox_image()
 
 
-@pytest.fixture
-def containers(docker_image):
-    """Factory: containers(name=None) -> Container (`--network none`)."""
+def _containers(docker_image):
+    """A container factory and, after the yield, removal of what it made."""
     made = []
 
     def make(name=None):
@@ -111,17 +110,15 @@ def containers(docker_image):
 
     yield make
     tb.remove_containers(c.name for c in made)
+
+
+@pytest.fixture
+def containers(docker_image):
+    """Factory: containers(name=None) -> Container (`--network none`)."""
+    yield from _containers(docker_image)
 
 
 @pytest.fixture(scope="module")
 def module_containers(docker_image):
     """Module-scoped container factory (for tests that reuse containers)."""
-    made = []
-
-    def make(name=None):
-        c = tb.start_container(name, image=docker_image)
-        made.append(c)
-        return c
-
-    yield make
-    tb.remove_containers(c.name for c in made)
+    yield from _containers(docker_image)

@@ -72,6 +72,7 @@ def test_two_containers_ping_and_tcp(ovs_host, containers):
     r1 = attach(ovs_host, "br0", c1, "10.1.0.10/24")
     r2 = attach(ovs_host, "br0", c2, "10.1.0.20/24")
     tb.assert_no_traceback(r1)
+    tb.assert_no_traceback(r2)
     # bridge was created, netdev datapath (no kernel module here)
     assert tb.ovs_bridges(ovs_host) == ["br0"]
     assert ovs_host.vsctl("get", "bridge", "br0", "datapath_type").stdout.strip().strip('"') == "netdev"

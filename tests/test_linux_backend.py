@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 import testbed as tb
-from _crosshost_helpers import l3_state, ping_df, wire
+from _crosshost_helpers import configure_uplink_nic, l3_state, ping_df, wire
 
 from ovsfab.backends.linux import decode_record, encode_record
 from ovsfab.ops.attach import ATTACH_STEPS
@@ -250,20 +250,10 @@ def test_linux_detach_fault_keeps_attachment(step, hosts, netns_targets):
 
 
 # ---------------------------------------------------------------- two hosts: uplinks
-def _configure(h, v4, v6):
-    h.ip("addr", "add", v4, "dev", "eth1")
-    h.ip("addr", "add", v6, "dev", "eth1", "nodad")
-    h.ip("route", "add", "10.200.0.0/16", "via", "192.168.77.1", "metric", "7")
-    h.ip("route", "add", "default", "via", "192.168.77.1")
-    h.ip("-6", "route", "add", "2001:db8:99::/48", "via", "2001:db8:77::1")
-    h.ip("route", "add", "10.201.0.0/16", "dev", "eth1", "proto", "static", "scope", "link")
-    tb.wait_dad(h.name)
-
-
 def test_linux_uplink_two_hosts_and_exact_restore(hosts, netns_targets):
     h1, h2 = hosts("linux", 2)
     wire(h1, h2)
-    _configure(h1, f"{U1}/24", "2001:db8:77::5/64")
+    configure_uplink_nic(h1, f"{U1}/24", "2001:db8:77::5/64")
     h2.ip("addr", "add", f"{U2}/24", "dev", "eth1")
     before, before_all = l3_state(h1, "eth1"), l3_state(h1)
     h1.ovsfab("uplink", "add", "br0", "eth1", "--force", check=True)
@@ -298,7 +288,7 @@ def linux_fault_host():
     h, peer = LinuxHost(), LinuxHost()
     try:
         wire(h, peer)
-        _configure(h, f"{U1}/24", "2001:db8:77::5/64")
+        configure_uplink_nic(h, f"{U1}/24", "2001:db8:77::5/64")
         yield h
     finally:
         peer.close()

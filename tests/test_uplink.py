@@ -11,26 +11,15 @@ import json
 import pytest
 
 import testbed as tb
-from _crosshost_helpers import attach, l3_state, wire
+from _crosshost_helpers import attach, configure_uplink_nic, l3_state, wire
 
 from ovsfab.ops.uplink import UPLINK_ADD_STEPS, UPLINK_DEL_STEPS
-
-
-def _configure(h, v4: str, v6: str) -> None:
-    """Addresses and routes of every kind on eth1: what uplink must carry over."""
-    h.ip("addr", "add", v4, "dev", "eth1")
-    h.ip("addr", "add", v6, "dev", "eth1", "nodad")
-    h.ip("route", "add", "10.200.0.0/16", "via", "192.168.77.1", "metric", "7")
-    h.ip("route", "add", "default", "via", "192.168.77.1")
-    h.ip("-6", "route", "add", "2001:db8:99::/48", "via", "2001:db8:77::1")
-    h.ip("route", "add", "10.201.0.0/16", "dev", "eth1", "proto", "static", "scope", "link")
-    tb.wait_dad(h.name)
 
 
 def test_walkthrough_and_exact_restore(ovs_hosts, netns_targets):
     h1, h2 = ovs_hosts(2)
     wire(h1, h2)
-    _configure(h1, "192.168.77.5/24", "2001:db8:77::5/64")
+    configure_uplink_nic(h1, "192.168.77.5/24", "2001:db8:77::5/64")
     h2.ip("addr", "add", "192.168.77.6/24", "dev", "eth1")
     before = l3_state(h1, "eth1")
     before_all = l3_state(h1)
@@ -116,7 +105,7 @@ def fault_host():
     h, peer = tb.OvsHost(), tb.OvsHost()
     try:
         wire(h, peer)
-        _configure(h, "192.168.77.5/24", "2001:db8:77::5/64")
+        configure_uplink_nic(h, "192.168.77.5/24", "2001:db8:77::5/64")
         yield h
     finally:
         peer.close()
