@@ -110,3 +110,26 @@ def test_lab_up_failure_leaves_nothing(lab_env):
         assert lab_processes(env["OVSFAB_LAB_DIR"]) == []
     finally:
         tb.run(["ip", "netns", "del", "docker-test2"], check=False)
+
+
+@pytest.mark.parametrize("mode", ["uplink", "vxlan"])
+def test_lab_linux_backend(lab_env, mode):
+    """The same lab on Linux bridges: no OVS daemons, kernel VXLAN straight over eth1."""
+    env = dict(lab_env, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    cp = lab(env, "up", "--backend", "linux", "--mode", mode)
+    assert cp.returncode == 0, cp.stderr
+    st = status(env)
+    assert st["backend"] == "linux" and len(st["ping"]) == 2
+    assert all(v is not None for v in st["ping"].values())
+    assert all(h["ovsdb_server_pid"] is None for h in st["hosts"])
+    assert lab_processes(env["OVSFAB_LAB_DIR"]) == []
+    kinds = {name: tb.link_kind(rec) for name, rec in tb.links_in("docker-test1").items()}
+    assert kinds.get("br0") == "bridge"
+    if mode == "vxlan":
+        assert "vxlan" in kinds.values() and tb.links_in("docker-test1-c1")["eth1"]["mtu"] == 1450
+        dst = "10.77.0.20"
+    else:
+        dst = "192.168.77.20"
+    assert tb.tcp_transfer("docker-test1-c1", "docker-test2-c1", dst)
+    assert lab(env, "down").returncode == 0
+    assert_lab_gone(env)

@@ -21,6 +21,7 @@ def _say(line: str) -> None:
 def up(
     hosts: int = typer.Option(2, "--hosts", help="How many simulated hosts (2..9)."),
     mode: str = typer.Option("uplink", "--mode", help="uplink (one L2 segment) or vxlan (overlay)."),
+    backend: str = typer.Option("ovs", "--backend", help="ovs (private OVS per host) or linux (Linux bridges)."),
     bare: bool = typer.Option(False, "--bare", help="Only hosts, their OVS and containers: connect them yourself."),
     as_json: bool = typer.Option(False, "--json", help="Print the lab's status as JSON."),
 ) -> None:
@@ -33,7 +34,8 @@ def up(
         from ovsfab.ops.inspect import inspect as do_inspect  # noqa: PLC0415
         from ovsfab.plumbing.netns import Namespace, named_path  # noqa: PLC0415
 
-        state = lab.up(hosts=hosts, mode=mode, progress=(lambda s: None) if as_json else _say, bare=bare)
+        state = lab.up(hosts=hosts, mode=mode, progress=(lambda s: None) if as_json else _say, bare=bare,
+                       backend=backend)
         if bare and not as_json:
             for h in state.hosts:
                 typer.echo(f"{h.name}: container {h.container}, suggested address {h.address}")
@@ -82,10 +84,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
         if data is None:
             emit({"up": False}, as_json, "no lab is up")
             return
-        lines = [f"lab mode {data['mode']}"]
+        lines = [f"lab mode {data['mode']}, backend {data.get('backend', 'ovs')}"]
         for h in data["hosts"]:
-            alive = "running" if h["ovsdb_server_pid"] and h["ovs_vswitchd_pid"] else "OVS DOWN"
-            lines.append(f"  {h['name']}  eth1 {h['underlay']}  OVS {alive}  {h['db']}")
+            if data.get("backend") == "linux":
+                lines.append(f"  {h['name']}  eth1 {h['underlay']}  Linux bridges")
+            else:
+                alive = "running" if h["ovsdb_server_pid"] and h["ovs_vswitchd_pid"] else "OVS DOWN"
+                lines.append(f"  {h['name']}  eth1 {h['underlay']}  OVS {alive}  {h['db']}")
             lines.append(f"    container {h['container']}  {h['address']}")
         for pair, rtt in (data.get("ping") or {}).items():
             lines.append(f"  ping {pair}: {'no reply' if rtt is None else f'{rtt} ms'}")

@@ -69,6 +69,7 @@ class LabState:
     """What the lab consists of; written after every created resource."""
 
     mode: str
+    backend: str = "ovs"
     hosts: List[LabHost] = field(default_factory=list)
     namespaces: List[str] = field(default_factory=list)
     rundirs: List[str] = field(default_factory=list)
@@ -159,7 +160,7 @@ def _start_container(state: LabState, client, host: LabHost) -> str:
 
 # -- the verbs ----------------------------------------------------------------
 def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = lambda s: None,
-       bare: bool = False) -> LabState:
+       bare: bool = False, backend: str = "ovs") -> LabState:
     """Build the lab, connect it, ping across; roll everything back on failure.
 
     ``bare``: hosts, their OVS and containers only — connecting them is left
@@ -169,12 +170,14 @@ def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = l
 
     if mode not in MODES:
         raise InvalidInput(f"lab mode {mode!r} is unknown", "use uplink or vxlan")
+    if backend not in ("ovs", "linux"):
+        raise InvalidInput(f"lab backend {backend!r} is unknown", "use ovs or linux")
     if not 2 <= hosts <= 9:
         raise InvalidInput(f"--hosts {hosts} is outside 2..9")
     require_root()
     if LabState.load() is not None:
         raise Conflict("a lab is up already", "run ovsfab lab down first (ovsfab lab status shows it)")
-    state = LabState(mode=mode)
+    state = LabState(mode=mode, backend=backend)
     state.save()
     try:
         _build(state, hosts, progress, bare)
@@ -211,10 +214,12 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
                 inner.set_up(idx)
             finally:
                 inner.close()
-            state.rundirs.append(host.rundir)
             state.hosts.append(host)
             state.save()
-            OvsDaemons(host.rundir).start(ns)
+            if state.backend == "ovs":  # a Linux-bridge host needs no daemons
+                state.rundirs.append(host.rundir)
+                state.save()
+                OvsDaemons(host.rundir).start(ns)
             ns.close()
     finally:
         sw.close()
@@ -248,14 +253,23 @@ def _connect(state: LabState, host: LabHost, progress: Callable[[str], None]) ->
     from ovsfab.ops.tunnel import TunnelRequest, tunnel_add  # noqa: PLC0415
     from ovsfab.ops.uplink import uplink_add  # noqa: PLC0415
 
-    factory = lambda: OvsBackend(host.remote)  # noqa: E731
+    if state.backend == "linux":
+        from ovsfab.backends.linux import LinuxBackend  # noqa: PLC0415
+
+        factory = LinuxBackend
+    else:
+        factory = lambda: OvsBackend(host.remote)  # noqa: E731
     with Namespace.open(named_path(host.netns)) as ns, ns.entered():
         if state.mode == "uplink":
             progress(f"{host.name}: ovsfab uplink add br0 eth1")
             uplink_add("br0", "eth1", False, "auto", factory)
         else:
-            progress(f"{host.name}: ovsfab uplink add br-ul eth1")
-            uplink_add("br-ul", "eth1", False, "auto", factory)
+            if state.backend == "ovs":
+                # The userspace datapath sends tunnel packets itself: the
+                # underlay address must sit on an OVS bridge.  Kernel VXLAN
+                # (the Linux backend) routes through eth1 as it is.
+                progress(f"{host.name}: ovsfab uplink add br-ul eth1")
+                uplink_add("br-ul", "eth1", False, "auto", factory)
             for other in state.hosts:
                 if other is not host:
                     remote = other.underlay.split("/")[0]
@@ -341,13 +355,13 @@ def status() -> Optional[Dict[str, object]]:
             "netns": host.netns,
             "netns_present": os.path.exists(named_path(host.netns)),
             "underlay": host.underlay,
-            "ovsdb_server_pid": daemons.pid("ovsdb-server"),
-            "ovs_vswitchd_pid": daemons.pid("ovs-vswitchd"),
-            "db": host.remote,
+            "ovsdb_server_pid": daemons.pid("ovsdb-server") if state.backend == "ovs" else None,
+            "ovs_vswitchd_pid": daemons.pid("ovs-vswitchd") if state.backend == "ovs" else None,
+            "db": host.remote if state.backend == "ovs" else None,
             "container": host.container,
             "address": host.address,
         })
-    return {"mode": state.mode, "hosts": hosts, "ping": state.results}
+    return {"mode": state.mode, "backend": state.backend, "hosts": hosts, "ping": state.results}
 
 
 def exec_as(host_name: str, argv: List[str]) -> NoReturn:
@@ -365,6 +379,8 @@ def exec_as(host_name: str, argv: List[str]) -> NoReturn:
         argv = [sys.executable, "-m", "ovsfab"] + argv[1:]
     env = dict(os.environ, OVS_RUNDIR=host.rundir)
     env.pop("OVSFAB_DB", None)
+    if state.backend == "linux":
+        env["OVSFAB_BACKEND"] = "linux"
     ns = Namespace.open(named_path(host.netns))
     from ovsfab.plumbing.netns import _setns  # noqa: PLC0415
 
