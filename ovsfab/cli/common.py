@@ -40,8 +40,6 @@ def ovs_factory(bridge: Optional[str] = None) -> Callable[[], Any]:
     return factory
 
 
-backend_factory = ovs_factory
-
 
 def run(fn: Callable[[], Any]) -> Any:
     """Run an operation; turn errors into one line and an exit code."""
