@@ -9,9 +9,9 @@ import ovs.db.idl
 
 from ovsfab.backends.base import KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
 from ovsfab.backends.ovs.idl import IdlSession, default_remote
+from ovsfab.backends.ovs.index import PortIndex
 from ovsfab.errors import Conflict, NotFound, OperationFailed
-from ovsfab.model import (KEY_CONTAINER_ID, KEY_IFNAME, OWNER_KEY, OWNER_VALUE,
-                          Attachment)
+from ovsfab.model import OWNER_KEY, OWNER_VALUE, Attachment
 
 LOG = logging.getLogger(__name__)
 
@@ -39,14 +39,15 @@ class OvsBackend(Backend):
 
     def __init__(self, remote: Optional[str] = None, timeout: float = 10.0) -> None:
         self.remote = remote or default_remote()
-        self.session = IdlSession(self.remote, COLUMNS, timeout=timeout)
+        # The index must see the initial sync, so it exists before the session.
+        self.index = PortIndex(lambda table: self.session.table(table))
+        self.session = IdlSession(self.remote, COLUMNS, timeout=timeout, listeners=[self.index.notify])
 
     # -- reading -------------------------------------------------------
+    # Lookups go through the index (a dict access each); only listings that
+    # must visit every port walk the tables.  See index.py for why.
     def _bridge(self, name: str):
-        for row in self.session.table("Bridge").values():
-            if row.name == name:
-                return row
-        return None
+        return self.index.bridge(name)
 
     def _port_bridges(self) -> Iterator[Tuple[object, object]]:
         for br in self.session.table("Bridge").values():
@@ -54,10 +55,12 @@ class OvsBackend(Backend):
                 yield br, port
 
     def _port(self, name: str):
-        for row in self.session.table("Port").values():
-            if row.name == name:
-                return row
-        return None
+        return self.index.port(name)
+
+    def _port_and_bridge(self, name: str) -> Tuple[Optional[object], Optional[object]]:
+        """(Port row, its Bridge row) by port name; either may be None."""
+        row = self.index.port(name)
+        return row, (self.index.bridge_of(row) if row is not None else None)
 
     def bridge_datapath(self, bridge: str) -> Optional[str]:
         row = self._bridge(bridge)
@@ -67,10 +70,10 @@ class OvsBackend(Backend):
         return row.datapath_type or "system"
 
     def port_exists(self, port: str) -> Optional[str]:
-        for br, row in self._port_bridges():
-            if row.name == port:
-                return br.name
-        return "" if self._port(port) is not None else None
+        row, br = self._port_and_bridge(port)
+        if row is None:
+            return None
+        return br.name if br is not None else ""
 
     def _attachment(self, br, port) -> Attachment:
         att = Attachment.from_external_ids(br.name, port.name, dict(port.external_ids))
@@ -88,12 +91,11 @@ class OvsBackend(Backend):
                 and (bridge is None or br.name == bridge)]
 
     def find_attachment(self, container_key: str, ifname: str) -> Optional[Attachment]:
-        for br, port in self._port_bridges():
-            ids = port.external_ids
-            if (ids.get(OWNER_KEY) == OWNER_VALUE and ids.get(KEY_CONTAINER_ID) == container_key
-                    and ids.get(KEY_IFNAME) == ifname):
-                return self._attachment(br, port)
-        return None
+        port = self.index.attachment_port(container_key, ifname)
+        if port is None:
+            return None
+        br = self.index.bridge_of(port)
+        return self._attachment(br, port) if br is not None else None
 
     # -- writing -------------------------------------------------------
     def add_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
@@ -112,10 +114,10 @@ class OvsBackend(Backend):
 
     def del_port(self, port: str, *, if_exists: bool = False) -> bool:
         def build(txn: ovs.db.idl.Transaction) -> bool:
-            for br, row in self._port_bridges():
-                if row.name == port:
-                    self._remove_port(br, row)
-                    return True
+            row, br = self._port_and_bridge(port)
+            if row is not None and br is not None:
+                self._remove_port(br, row)
+                return True
             if if_exists:
                 return False
             raise NotFound(f"no OVS port named {port}")
@@ -149,11 +151,12 @@ class OvsBackend(Backend):
     def owned_ports(self, role: str, bridge: Optional[str] = None) -> List[OwnedPort]:
         """Ports tagged ``ovsfab-owner=ovsfab`` and ``ovsfab-role=role``."""
         out = []
-        for br, port in self._port_bridges():
+        for port in self.index.ports_with_role(role):
+            br = self.index.bridge_of(port)
+            if br is None or (bridge is not None and br.name != bridge):
+                continue
             ids = dict(port.external_ids)
             if ids.get(OWNER_KEY) != OWNER_VALUE or ids.get(KEY_ROLE) != role:
-                continue
-            if bridge is not None and br.name != bridge:
                 continue
             rec = OwnedPort(bridge=br.name, port=port.name, datapath=br.datapath_type or "system",
                             external_ids=ids)
@@ -264,15 +267,15 @@ class OvsBackend(Backend):
 
     def del_uplink_port(self, port: str, *, hwaddr: Optional[str]) -> bool:
         def build(txn: ovs.db.idl.Transaction) -> bool:
-            for br, row in self._port_bridges():
-                if row.name == port:
-                    self._remove_port(br, row)
-                    if hwaddr:
-                        br.setkey("other_config", "hwaddr", hwaddr)
-                    elif "hwaddr" in br.other_config:
-                        br.delkey("other_config", "hwaddr")
-                    return True
-            return False
+            row, br = self._port_and_bridge(port)
+            if row is None or br is None:
+                return False
+            self._remove_port(br, row)
+            if hwaddr:
+                br.setkey("other_config", "hwaddr", hwaddr)
+            elif "hwaddr" in br.other_config:
+                br.delkey("other_config", "hwaddr")
+            return True
 
         found, _ = self.session.transact(build, comment=f"ovsfab: remove uplink {port}")
         return found
@@ -296,8 +299,9 @@ class OvsBackend(Backend):
 
         def build(txn: ovs.db.idl.Transaction) -> int:
             found = 0
-            for br, row in list(self._port_bridges()):
-                if row.name in wanted:
+            for name in wanted:
+                row, br = self._port_and_bridge(name)
+                if row is not None and br is not None:
                     self._remove_port(br, row)
                     found += 1
             return found
@@ -314,10 +318,10 @@ class OvsBackend(Backend):
 
     def bridge_ports(self, bridge: str) -> List[str]:
         row = self._bridge(bridge)
-        return [p.name for p in row.ports] if row is not None else []
+        return [p.name for p in self.index.ports_in(row)] if row is not None else []
 
     def port_names(self) -> "set[str]":
-        return {row.name for row in self.session.table("Port").values()}
+        return {name for name in list(self.index.port_by_name) if self._port(name) is not None}
 
     def add_many(self, ports: List[NewPort], *,
                  set_ids: Optional[Dict[str, Dict[str, str]]] = None,
@@ -340,15 +344,16 @@ class OvsBackend(Backend):
         tables = self.session.idl.tables
 
         def build(txn: ovs.db.idl.Transaction) -> None:
-            existing = {row.name: row for row in self.session.table("Port").values()}
-            bridges = {row.name: row for row in self.session.table("Bridge").values()}
+            bridges: Dict[str, object] = {}
             for p in ports:
-                if p.port in existing:
+                if self._port(p.port) is not None:
                     if may_exist:
                         continue
                     raise Conflict(f"OVS already has a port named {p.port}",
                                    f"remove it (ovs-vsctl del-port {p.port}) or choose another name")
                 br = bridges.get(p.bridge)
+                if br is None:
+                    br = self._bridge(p.bridge)
                 if br is None:  # the first port of a new bridge creates it (verified, as in add_port)
                     br, _ = self._insert_port(txn, p.bridge, p.port, p.external_ids, p.datapath,
                                               iface_type=p.iface_type, options=p.options or None, tag=p.tag)
@@ -371,7 +376,7 @@ class OvsBackend(Backend):
                     prow.protected = True  # split horizon, as _insert_port does for tunnels
                 br.addvalue("ports", prow.uuid)
             for port, ids in set_ids.items():
-                row = existing.get(port)
+                row = self._port(port)
                 if row is not None:
                     merged = dict(row.external_ids)
                     merged.update(ids)
@@ -380,10 +385,9 @@ class OvsBackend(Backend):
         if not ports and not set_ids:
             return {}
         self.session.transact(build, comment=f"ovsfab: apply {len(ports)} ports")
-        rows = {row.name: row for row in self.session.table("Port").values()}
         out: Dict[str, Tuple[Optional[int], Optional[str]]] = {}
         for p in ports:
-            row = rows.get(p.port)
+            row = self._port(p.port)
             ofport, error = None, "not added"
             if row is not None:
                 for iface in row.interfaces:

@@ -19,7 +19,7 @@ import errno
 import logging
 import os
 import time
-from typing import Callable, Dict, Mapping, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple, TypeVar
 
 import ovs.db.idl
 import ovs.jsonrpc
@@ -100,11 +100,25 @@ def fetch_schema(remote: str, deadline: float) -> dict:
         rpc.close()
 
 
+class _NotifyingIdl(ovs.db.idl.Idl):
+    """An Idl that passes its row notifications on (python-ovs's hook is a method)."""
+
+    def __init__(self, remote: str, helper: ovs.db.idl.SchemaHelper) -> None:
+        self.listeners: List[Callable[[str, object, object], None]] = []
+        super().__init__(remote, helper)
+
+    def notify(self, event, row, updates=None):  # noqa: ANN001 - python-ovs signature
+        for listener in self.listeners:
+            listener(event, row, updates)
+
+
 class IdlSession:
     """One IDL connection, monitoring only the tables and columns asked for."""
 
     def __init__(self, remote: str, columns: Mapping[str, Sequence[str]],
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT,
+                 listeners: Sequence[Callable[[str, object, object], None]] = ()) -> None:
+        """Connect and sync; ``listeners`` see every row change, the initial sync included."""
         _quiet_vlog()
         self.remote = remote
         self.timeout = timeout
@@ -116,7 +130,8 @@ class IdlSession:
                 raise Unavailable(f"OVSDB at {remote} has no table {table}",
                                   "is this an Open_vSwitch database?")
             helper.register_columns(table, list(cols))
-        self.idl = ovs.db.idl.Idl(remote, helper)
+        self.idl = _NotifyingIdl(remote, helper)
+        self.idl.listeners.extend(listeners)
         self.run_until(self.idl.has_ever_connected, deadline, "the initial OVSDB sync")
 
     # -- waiting -------------------------------------------------------
