@@ -110,6 +110,13 @@ def pair():
     p.close()
 
 
+def udp_no_ports(host) -> int:
+    """The host's Udp NoPorts counter (datagrams to a UDP port nobody listens on)."""
+    lines = [ln.split() for ln in tb.ns_run(host.name, "cat", "/proc/net/snmp").stdout.splitlines()
+             if ln.startswith("Udp:")]
+    return int(lines[1][lines[0].index("NoPorts")])
+
+
 def _tunnels(pair, bridge, tun_type, key=None):
     opts = ["--type", tun_type] + (["--key", str(key)] if key is not None else [])
     pair.h1.ovsfab("tunnel", "add", bridge, U2, *opts, check=True)
@@ -136,7 +143,12 @@ def test_vxlan_overlay(pair):
     # the OVS userspace stack routes the underlay through br-ul (oracle)
     assert "192.168.77.0/24 dev br-ul" in ovs_routes(pair.h1)
     c1, c2 = _overlay_check(pair, "br0", "vxlan", "10.10.0")
+    # The underlay frames are OVS's alone: the receiving host's kernel must not
+    # also take them up through the NIC (netdev reads it with AF_PACKET), or
+    # every VXLAN packet lands on a closed UDP port too (docs/performance.md).
+    before = udp_no_ports(pair.h1)
     assert tb.tcp_transfer(c2, c1, "10.10.0.10", nbytes=2_000_000, timeout=15)
+    assert udp_no_ports(pair.h1) - before < 50
     # idempotent: same tunnel again is a no-op
     cp = pair.h1.ovsfab("tunnel", "add", "br0", U2, "--key", "5001", "--json", check=True)
     assert json.loads(cp.stdout)["changed"] is False

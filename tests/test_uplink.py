@@ -13,7 +13,7 @@ import pytest
 import testbed as tb
 from _crosshost_helpers import attach, configure_uplink_nic, l3_state, wire
 
-from ovsfab.ops.uplink import UPLINK_ADD_STEPS, UPLINK_DEL_STEPS
+from ovsfab.ops.uplink import UPLINK_ADD_STEPS, UPLINK_DEL_STEPS, bridge_hwaddr
 
 
 def test_walkthrough_and_exact_restore(ovs_hosts, netns_targets):
@@ -39,7 +39,10 @@ def test_walkthrough_and_exact_restore(ovs_hosts, netns_targets):
     assert {r["dst"]: r["dev"] for r in tb.routes_in(h1.name)}["10.200.0.0/16"] == "br0"
     assert {r["dst"]: r["dev"] for r in tb.routes_in(h1.name, v6=True)}["2001:db8:99::/48"] == "br0"
     br = tb.ovs_row(h1, "Bridge", "br0")
-    assert br["other_config"]["hwaddr"] == before["addr"][0]["address"]  # the NIC's MAC
+    # netdev: the bridge gets a MAC of its own, derived from the NIC's (bridge_hwaddr)
+    nic_mac = before["addr"][0]["address"]
+    assert br["other_config"]["hwaddr"] == bridge_hwaddr(nic_mac, "netdev") != nic_mac
+    assert tb.links_in(h1.name)["br0"]["address"] == br["other_config"]["hwaddr"]
     ids = tb.ovs_row_external_ids(h1, "Port", "eth1")
     assert ids["ovsfab-owner"] == "ovsfab" and ids["ovsfab-role"] == "uplink"
     # idempotent, and listed

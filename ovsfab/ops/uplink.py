@@ -6,8 +6,8 @@
 2. offloads       on netdev, TX checksum offload off on the NIC (OVS reads it
                   with AF_PACKET and forwards partial checksums as they are)
 3. plug           one OVSDB transaction: bridge (if missing) + port, the
-                  bridge's MAC pinned to the NIC's, and everything needed to
-                  restore the host recorded in the port's external_ids
+                  bridge's MAC pinned (see bridge_hwaddr), and everything needed
+                  to restore the host recorded in the port's external_ids
 4. internal_port  wait (with a deadline) for the bridge's internal port to
                   exist with that MAC; bring it up
 5. move           addresses and routes (default route included) from the NIC
@@ -49,6 +49,30 @@ KEY_BRIDGE_WAS_DOWN = "ovsfab-uplink-bridge-was-down"
 INTERNAL_PORT_TIMEOUT = 10.0
 
 BackendFactory = Callable[[], Backend]
+
+
+def bridge_hwaddr(nic_mac: str, datapath: str) -> str:
+    """The MAC the bridge's internal port gets when ``nic_mac`` becomes its uplink.
+
+    Kernel datapath: the NIC's own MAC, so neighbours' ARP/ND caches stay
+    valid (the NIC's frames belong to OVS there, as with a Linux bridge).
+
+    netdev: a MAC *derived* from the NIC's (locally administered, one bit
+    flipped).  OVS reads the NIC through an AF_PACKET socket while the NIC
+    stays in the kernel's stack, so frames addressed to the NIC's MAC are
+    taken up twice, once by OVS for the bridge and once by the kernel on the
+    NIC: every VXLAN packet also hits the kernel's UDP stack (Udp NoPorts
+    +100k per 5 s in docs/performance.md) and host pings get DUP! replies.
+    With its own MAC the bridge's frames are "other host" for the NIC and the
+    kernel drops them at L2.  Neighbours with the old MAC cached still get
+    answers (the kernel accepts a local address on any interface) until
+    their caches refresh.
+    """
+    if datapath != "netdev":
+        return nic_mac
+    octets = [int(x, 16) for x in nic_mac.split(":")]
+    octets[0] = ((octets[0] ^ 0x04) | 0x02) & 0xFE  # differ, locally administered, unicast
+    return ":".join(f"{x:02x}" for x in octets)
 
 
 @dataclass
@@ -198,6 +222,7 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
                 raise Conflict(f"bridge {bridge} exists with datapath {existing_dp}",
                                f"use --datapath {existing_dp} or auto")
         mac = str(info["mac"]).lower()
+        br_mac = bridge_hwaddr(mac, dp)
         prev_hwaddr = backend.bridge_other_config(bridge).get("hwaddr", "")
 
         disabled: List[str] = []
@@ -231,12 +256,12 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
         # must not leave a bridge behind.
         res = plan.step(
             "plug",
-            lambda: backend.add_uplink_port(bridge, nic, external_ids=ids, datapath=dp, hwaddr=mac),
+            lambda: backend.add_uplink_port(bridge, nic, external_ids=ids, datapath=dp, hwaddr=br_mac),
             undo=unplug,
         )
 
         def internal_port() -> int:
-            bidx = nl.wait_link(bridge, time.monotonic() + INTERNAL_PORT_TIMEOUT, mac=mac)
+            bidx = nl.wait_link(bridge, time.monotonic() + INTERNAL_PORT_TIMEOUT, mac=br_mac)
             binfo = nl.link(bridge)
             if binfo is not None and not binfo["up"]:
                 nl.set_up(bidx)
@@ -299,7 +324,7 @@ def uplink_del(bridge: str, nic: str, if_exists: bool, backend_factory: BackendF
                   undo=lambda: nl.move_l3(idx, bidx, cfg) if bidx is not None else None)
         plan.step("unplug", lambda: backend.del_uplink_port(nic, hwaddr=prev_hwaddr),
                   undo=lambda: backend.add_uplink_port(bridge, nic, external_ids=ids, datapath=up.datapath,
-                                                       hwaddr=up.mac))
+                                                       hwaddr=bridge_hwaddr(up.mac, up.datapath)))
         plan.step("offloads", lambda: nl.enable_features(nic, up.offloads),
                   undo=lambda: nl.disable_tx_checksum(nic))
         if ids.get(KEY_CREATED_BRIDGE) == "true":
