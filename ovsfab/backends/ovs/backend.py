@@ -321,7 +321,7 @@ class OvsBackend(Backend):
         return [p.name for p in self.index.ports_in(row)] if row is not None else []
 
     def port_names(self) -> "set[str]":
-        return {name for name in list(self.index.port_by_name) if self._port(name) is not None}
+        return self.index.port_names()
 
     def add_many(self, ports: List[NewPort], *,
                  set_ids: Optional[Dict[str, Dict[str, str]]] = None,

@@ -26,10 +26,15 @@ import ovs.jsonrpc
 import ovs.poller
 import ovs.stream
 
+from ovsfab.backends.ovs import fastjson
 from ovsfab.errors import OperationFailed, PermissionDenied, Unavailable
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# python-ovs without its C extension parses JSON one character at a time;
+# see fastjson.py (a no-op when ovs._json is there).
+fastjson.install()
 
 DEFAULT_TIMEOUT = 10.0
 DB_NAME = "Open_vSwitch"

@@ -13,6 +13,9 @@ deleted meanwhile are stale; they are detected on use (the UUID is no longer
 in the table, or the row no longer has that name) and dropped, so the index
 never answers with a row that is gone, and it never misses a row that is
 there (every present row was announced by a notification).
+
+The index is built on first use, not during the initial sync: a command that
+only lists (``show``) or only adds a bridge does not pay for it.
 """
 
 from __future__ import annotations
@@ -52,10 +55,23 @@ class PortIndex:
         self.bridge_of_port: Dict[uuid.UUID, uuid.UUID] = {}
         self._port_keys: Dict[uuid.UUID, Tuple[str, Optional[Tuple[str, str]], Optional[str]]] = {}
         self._bridge_keys: Dict[uuid.UUID, Tuple[str, Set[uuid.UUID]]] = {}
+        self._built = False
 
     # -- kept in step by the IDL ---------------------------------------
+    def _build(self) -> None:
+        """Learn every row once; from then on notifications keep the index current."""
+        if self._built:
+            return
+        for row in list(self._tables("Port").values()):
+            self._learn_port(row)
+        for row in list(self._tables("Bridge").values()):
+            self._learn_bridge(row)
+        self._built = True
+
     def notify(self, event: str, row: "ovs.db.idl.Row", updates: object = None) -> None:
         """python-ovs ``Idl.notify`` hook: one row was created, updated or deleted."""
+        if not self._built:
+            return  # _build() will read the replica as it is then
         table = row._table.name  # noqa: SLF001
         if table == "Port":
             self._forget_port(row.uuid)
@@ -122,14 +138,21 @@ class PortIndex:
 
     def port(self, name: str):
         """The Port row named ``name``, or None."""
+        self._build()
         key = self.port_by_name.get(name)
         row = self._live("Port", key, name)
         if row is None and key is not None:
             self._forget_port(key)  # stale: deleted while we were disconnected
         return row
 
+    def port_names(self) -> Set[str]:
+        """Names of every Port in the replica."""
+        self._build()
+        return {name for name in list(self.port_by_name) if self.port(name) is not None}
+
     def bridge(self, name: str):
         """The Bridge row named ``name``, or None."""
+        self._build()
         key = self.bridge_by_name.get(name)
         row = self._live("Bridge", key, name)
         if row is None and key is not None:
@@ -138,6 +161,7 @@ class PortIndex:
 
     def bridge_of(self, port_row: "ovs.db.idl.Row"):
         """The Bridge row holding ``port_row``, or None (a Port in no bridge)."""
+        self._build()
         key = self.bridge_of_port.get(port_row.uuid)
         row = self._live("Bridge", key)
         if row is None:
@@ -147,6 +171,7 @@ class PortIndex:
 
     def attachment_port(self, container_key: str, ifname: str):
         """The ovsfab-owned Port recorded for (container, ifname), or None."""
+        self._build()
         key = self.port_by_attachment.get((container_key, ifname))
         row = self._live("Port", key)
         if row is None:
@@ -160,6 +185,7 @@ class PortIndex:
 
     def ports_with_role(self, role: str) -> List["ovs.db.idl.Row"]:
         """The ovsfab-owned Port rows tagged ``ovsfab-role=role``."""
+        self._build()
         rows = self._tables("Port")
         out = []
         for key in list(self.ports_by_role.get(role, ())):
@@ -172,6 +198,7 @@ class PortIndex:
 
     def ports_in(self, bridge_row: "ovs.db.idl.Row") -> Iterator["ovs.db.idl.Row"]:
         """The Port rows of a bridge (only those present in the replica)."""
+        self._build()
         rows = self._tables("Port")
         for key in self._bridge_keys.get(bridge_row.uuid, ("", set()))[1]:
             row = rows.get(key)
