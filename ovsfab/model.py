@@ -41,6 +41,10 @@ KEY_VLAN = "ovsfab-vlan"
 KEY_TARGET = "ovsfab-target"
 #: "false" marks a one-shot attachment (attach --no-persist): reconcile never restores it.
 KEY_PERSIST = "ovsfab-persist"
+#: OVN networks (ovsfab/ovn): the network's name, and OVN's own key naming the
+#: logical switch port -- ovn-controller binds the Interface that carries it.
+KEY_NETWORK = "ovsfab-network"
+KEY_IFACE_ID = "iface-id"
 OVS_DOCKER_CONTAINER_ID = "container_id"
 OVS_DOCKER_CONTAINER_IFACE = "container_iface"
 
@@ -218,6 +222,8 @@ class AttachRequest:
     vlan: Optional[int] = None
     datapath: str = "auto"
     persist: bool = True  # False: attach --no-persist (never restored by reconcile)
+    network: Optional[str] = None   # OVN network (attach --network), see ovsfab/ovn/network.py
+    iface_id: Optional[str] = None  # its logical switch port, recorded as external_ids:iface-id
 
     @classmethod
     def parse(
@@ -289,6 +295,8 @@ class Attachment:
     error: Optional[str] = None
     external_ids: Dict[str, str] = field(default_factory=dict)
     persist: bool = True  # False: recorded as ovsfab-persist=false, never restored
+    network: str = ""   # OVN network; "" for ordinary bridges
+    iface_id: str = ""  # OVN logical switch port bound to this interface
 
     def to_external_ids(self) -> Dict[str, str]:
         """The external_ids that record this attachment."""
@@ -310,6 +318,10 @@ class Attachment:
             ids[KEY_VLAN] = str(self.vlan)
         if not self.persist:
             ids[KEY_PERSIST] = "false"
+        if self.network:
+            ids[KEY_NETWORK] = self.network
+        if self.iface_id:
+            ids[KEY_IFACE_ID] = self.iface_id
         return ids
 
     @classmethod
@@ -329,6 +341,8 @@ class Attachment:
             target=ids.get(KEY_TARGET, ""),
             external_ids=dict(ids),
             persist=ids.get(KEY_PERSIST) != "false",
+            network=ids.get(KEY_NETWORK, ""),
+            iface_id=ids.get(KEY_IFACE_ID, ""),
         )
 
     def to_json(self) -> Dict[str, object]:

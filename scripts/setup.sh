@@ -10,7 +10,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 PKGS=(openvswitch-switch docker.io busybox-static iputils-ping iproute2 iperf3
       python3-venv ethtool util-linux tar
-      ruby shellcheck)   # ruby -c Vagrantfile and shellcheck run in tests/test_packaging.py
+      ruby shellcheck    # ruby -c Vagrantfile and shellcheck run in tests/test_packaging.py
+      ovn-central ovn-host)   # ovsfab ovn, tests/test_ovn.py (daemons started privately, see below)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -32,6 +33,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y --no-install-recommends "${missing[@]}"
 else
     log "packages already installed"
+fi
+
+# --- OVN: nothing machine-wide -----------------------------------------------
+# On a systemd machine the ovn-central/ovn-host packages start ovn-northd, the
+# NB/SB databases and ovn-controller (which would take over the machine-wide
+# OVS's br-int).  ovsfab starts its own, privately; keep Debian's off.
+if [ "$(cat /proc/1/comm 2>/dev/null)" = "systemd" ]; then
+    for unit in ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb; do
+        if systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit" 2>/dev/null; then
+            log "stopping and disabling $unit (ovsfab runs OVN daemons itself)"
+            systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 # --- python venv ------------------------------------------------------------
@@ -93,7 +107,8 @@ fi
 # --- end of kernel-datapath VM tests -----------------------------------------
 
 # --- sanity -----------------------------------------------------------------
-for tool in ovsdb-server ovs-vswitchd ovs-vsctl ovsdb-tool ip nsenter unshare ethtool busybox; do
+for tool in ovsdb-server ovs-vswitchd ovs-vsctl ovsdb-tool ip nsenter unshare ethtool busybox \
+            ovn-northd ovn-controller ovn-nbctl; do
     command -v "$tool" >/dev/null || { log "missing tool after install: $tool"; exit 1; }
 done
 [ -r /usr/share/openvswitch/vswitch.ovsschema ] || { log "OVS schema missing"; exit 1; }

@@ -20,7 +20,8 @@ def _say(line: str) -> None:
 @lab_app.command("up")
 def up(
     hosts: int = typer.Option(2, "--hosts", help="How many simulated hosts (2..9)."),
-    mode: str = typer.Option("uplink", "--mode", help="uplink (one L2 segment) or vxlan (overlay)."),
+    mode: str = typer.Option("uplink", "--mode", help="uplink (one L2 segment), vxlan (overlay) or ovn "
+                             "(OVN central + ovn-controller per host)."),
     backend: str = typer.Option("ovs", "--backend", help="ovs (private OVS per host) or linux (Linux bridges)."),
     bare: bool = typer.Option(False, "--bare", help="Only hosts, their OVS and containers: connect them yourself."),
     as_json: bool = typer.Option(False, "--json", help="Print the lab's status as JSON."),
@@ -92,6 +93,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
                 alive = "running" if h["ovsdb_server_pid"] and h["ovs_vswitchd_pid"] else "OVS DOWN"
                 lines.append(f"  {h['name']}  eth1 {h['underlay']}  OVS {alive}  {h['db']}")
             lines.append(f"    container {h['container']}  {h['address']}")
+        if data.get("ovn"):  # --mode ovn: the central and each host's ovn-controller
+            ovn = data["ovn"]
+            alive = "running" if all(ovn["central"]["pids"].values()) else "DOWN"
+            lines.append(f"  OVN central {ovn['central']['address']} ({ovn['central']['netns']}): {alive}; "
+                         f"network {ovn['network']}")
+            for name, pid in ovn["controllers"].items():
+                lines.append(f"  ovn-controller {name}: {'pid ' + str(pid) if pid else 'NOT RUNNING'}")
         for pair, rtt in (data.get("ping") or {}).items():
             lines.append(f"  ping {pair}: {'no reply' if rtt is None else f'{rtt} ms'}")
         emit(dict(data, up=True), as_json, "\n".join(lines))

@@ -62,8 +62,10 @@ def _global(
 def attach(
     bridge: str = typer.Argument(..., help="Bridge name (created if missing)."),
     container: str = typer.Argument(..., help="Docker container name or ID, netns:NAME or pid:N."),
-    addresses: List[str] = typer.Argument(..., help="ADDR/PREFIX[@GATEWAY], IPv4 or IPv6; several allowed."),
+    addresses: List[str] = typer.Argument(None, help="ADDR/PREFIX[@GATEWAY], IPv4 or IPv6; several allowed."),
     ifname: str = typer.Option("eth1", "--ifname", help="Interface name inside the container."),
+    network: Optional[str] = typer.Option(None, "--network", help="OVN network (see `ovsfab ovn`): the "
+                                          "arguments are then CONTAINER ADDR..., the bridge is br-int."),
     mac: Optional[str] = typer.Option(None, "--mac", help="MAC address of the container interface."),
     mtu: Optional[str] = typer.Option(None, "--mtu", help="MTU of both veth ends (68..65535), or auto "
                                       "(the default: on a bridge with tunnels, underlay MTU minus tunnel overhead)."),
@@ -79,7 +81,17 @@ def attach(
         from ovsfab.model import AttachRequest  # noqa: PLC0415
         from ovsfab.ops.attach import attach as do_attach  # noqa: PLC0415
 
-        req = AttachRequest.parse(bridge, container, addresses, ifname=ifname, mac=mac,
+        if network is not None:  # attach --network NAME CONTAINER ADDR...: OVN (cli/ovn_cmd.py)
+            from ovsfab.cli.ovn_cmd import attach_network  # noqa: PLC0415
+
+            if vlan is not None:
+                from ovsfab.errors import InvalidInput  # noqa: PLC0415
+
+                raise InvalidInput("--vlan does not apply to OVN networks", "leave it out with --network")
+            return attach_network(network, bridge, [container] + list(addresses or []), ifname, mac, mtu,
+                                  no_persist, as_json)
+
+        req = AttachRequest.parse(bridge, container, addresses or [], ifname=ifname, mac=mac,
                                   mtu=None if mtu == "auto" else mtu,  # auto == unset: see ops/attach.py
                                   vlan=vlan, datapath=datapath, persist=not no_persist)
         result = do_attach(req, ovs_factory(bridge))
@@ -100,8 +112,10 @@ def attach(
 @app.command()
 def detach(
     bridge: str = typer.Argument(..., help="Bridge name."),
-    container: str = typer.Argument(..., help="Docker container name or ID, netns:NAME or pid:N."),
+    container: str = typer.Argument(None, help="Docker container name or ID, netns:NAME or pid:N."),
     ifname: str = typer.Option("eth1", "--ifname", help="Interface name inside the container."),
+    network: Optional[str] = typer.Option(None, "--network", help="OVN network: the argument is then "
+                                          "CONTAINER (its logical port goes too)."),
     if_exists: bool = typer.Option(False, "--if-exists", help="Succeed when nothing is attached."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -110,6 +124,14 @@ def detach(
     def op() -> None:
         from ovsfab.ops.detach import detach as do_detach  # noqa: PLC0415
 
+        if network is not None:  # detach --network NAME CONTAINER: OVN (cli/ovn_cmd.py)
+            from ovsfab.cli.ovn_cmd import detach_network  # noqa: PLC0415
+
+            return detach_network(network, bridge, ifname, if_exists, as_json)
+        if container is None:
+            from ovsfab.errors import InvalidInput  # noqa: PLC0415
+
+            raise InvalidInput("no container given", "ovsfab detach BRIDGE CONTAINER")
         result = do_detach(bridge, container, ifname, if_exists, ovs_factory(bridge))
         att = result.attachment
         if att is None:
@@ -133,6 +155,7 @@ from ovsfab.cli import agent_cmd  # noqa: E402
 app.command("reconcile")(agent_cmd.reconcile)
 app.command("agent")(agent_cmd.agent)
 from ovsfab.cli import apply_cmd; apply_cmd.register(app)  # noqa: E402,E702 - ovsfab apply FILE
+from ovsfab.cli import ovn_cmd; app.add_typer(ovn_cmd.ovn_app, name="ovn")  # noqa: E402,E702 - ovsfab ovn ...
 
 
 def main() -> None:

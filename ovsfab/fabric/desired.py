@@ -80,6 +80,8 @@ def host_part(fabric: Fabric, host: str) -> HostPart:
         if host not in members:
             continue
         part.networks.append(net)
+        if net.mode == "ovn":
+            continue  # ovn-controller builds the tunnels; no uplink NIC in the bridge
         if net.l2:
             nic = fabric.hosts[host].uplink
             assert nic is not None  # spec.parse_fabric refuses an uplink network without one
@@ -91,6 +93,12 @@ def host_part(fabric: Fabric, host: str) -> HostPart:
                     part.tunnels.append(WantTunnel(net.name, net.bridge, fabric.hosts[other].underlay, other, net.key))
     for att in fabric.attachments:
         if att.host == host:
+            if fabric.networks[att.network].mode == "ovn":
+                # ops/apply.py does not write logical ports (iface-id) yet: an
+                # attachment in br-int without one would never be bound.
+                raise InvalidInput(f"{fabric.path}:{att.line}: attachments to OVN network {att.network} are not "
+                                   "applied by ovsfab apply yet",
+                                   "use ovsfab ovn apply FILE, then ovsfab attach --network on the host")
             part.attachments.append(WantAttachment(att, fabric.networks[att.network].bridge,
                                                    fabric.address_of(att)))
     return part

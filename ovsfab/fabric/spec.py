@@ -29,7 +29,9 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 #: Network modes: ``vxlan`` (full mesh of tunnels between the hosts of the
 #: network) or ``uplink`` / ``l2`` (each host's uplink NIC plugged into the bridge).
-MODES = ("vxlan", "uplink", "l2")
+MODES = ("vxlan", "uplink", "l2", "ovn")
+#: ``ovn``: an OVN logical switch (ovsfab/ovn, docs/ovn.md); its bridge is br-int.
+OVN_BRIDGE = "br-int"
 MAX_VNI = (1 << 24) - 1
 DEFAULT_NAME = "default"
 
@@ -85,6 +87,15 @@ class AttachmentSpec:
     index: int                   # position in the file, for messages
 
 
+@dataclass(frozen=True)
+class RouterSpec:
+    """An OVN logical router between mode-ovn networks, on each network's gateway address."""
+
+    name: str
+    networks: Tuple[str, ...]
+    line: int
+
+
 @dataclass
 class Fabric:
     """A validated fabric file, with every attachment's address allocated."""
@@ -96,6 +107,8 @@ class Fabric:
     attachments: List[AttachmentSpec]
     #: (network, host, container, ifname) -> the address (given or allocated).
     addresses: Dict[Tuple[str, str, str, str], IPAddress] = field(default_factory=dict)
+    #: OVN logical routers (``routers:``), each between mode-ovn networks.
+    routers: Dict[str, "RouterSpec"] = field(default_factory=dict)
 
     def address_of(self, att: AttachmentSpec) -> AddressSpec:
         """The attachment's address with the network's prefix and gateway."""
@@ -238,7 +251,7 @@ def parse_fabric(text: str, path: str) -> Fabric:
     ck = _Checker(path)
     doc = load_yaml(text, path)
     doc = ck.mapping(doc, "the file", line_of(doc))
-    ck.keys(doc, ("name", "hosts", "networks", "attachments"), "the file")
+    ck.keys(doc, ("name", "hosts", "networks", "attachments", "routers"), "the file")
     name = ck.text(doc, "name", "the file", required=False) or DEFAULT_NAME
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
         raise ck.fail(line_of(doc, "name"), f"fabric name {name!r} is not valid",
@@ -283,17 +296,23 @@ def parse_fabric(text: str, path: str) -> Fabric:
         what = f"network {nname}"
         nval = ck.mapping(nval, "networks", nline)
         ck.keys(nval, ("bridge", "mode", "key", "subnet", "gateway", "mtu", "hosts"), what)
-        bridge = ck.text(nval, "bridge", what)
+        is_ovn = nval.get("mode") == "ovn"
+        # OVN networks all live on br-int (ovn-controller's integration bridge).
+        bridge = ck.text(nval, "bridge", what, required=not is_ovn) or OVN_BRIDGE
         ck.wrap(line_of(nval, "bridge"), what, parse_name, bridge, "bridge name")
-        if bridge in bridges:
+        if is_ovn and bridge != OVN_BRIDGE:
+            raise ck.fail(line_of(nval, "bridge"), f"{what} (mode ovn): the bridge is always {OVN_BRIDGE}",
+                          "remove bridge:")
+        if bridge in bridges and not is_ovn:
             # One network per bridge: two keys on one bridge would join two
             # overlays into one L2 segment (see docs/fabric.md).
             raise ck.fail(line_of(nval, "bridge"), f"{what}: bridge {bridge} is also the bridge of network "
                           f"{bridges[bridge]}", "give each network its own bridge")
-        bridges[str(bridge)] = nname
+        if not is_ovn:
+            bridges[str(bridge)] = nname
         mode = ck.text(nval, "mode", what, required=False) or "vxlan"
         if mode not in MODES:
-            raise ck.fail(line_of(nval, "mode"), f"{what}: mode {mode!r} is unknown", "use vxlan, uplink or l2")
+            raise ck.fail(line_of(nval, "mode"), f"{what}: mode {mode!r} is unknown", "use vxlan, uplink, l2 or ovn")
         mode = "uplink" if mode == "l2" else mode
         key: Optional[int] = None
         if mode == "vxlan":
@@ -408,6 +427,7 @@ def parse_fabric(text: str, path: str) -> Fabric:
                 raise ck.fail(att.line, f"network {net.name} (mode uplink) needs host {att.host}'s uplink NIC",
                               f"add uplink: NIC to host {att.host} (line {hosts[att.host].line})")
     fabric = Fabric(path, name, hosts, networks, atts)
+    fabric.routers = _parse_routers(ck, doc, networks)
     for hname in hosts:
         l2 = [n for n in networks.values() if n.l2 and hname in fabric.hosts_of(n.name)]
         if len(l2) > 1:
@@ -418,6 +438,43 @@ def parse_fabric(text: str, path: str) -> Fabric:
                           "add uplink: NIC to the host")
     allocate(fabric, ck.fail)
     return fabric
+
+
+def _parse_routers(ck: _Checker, doc: _Map, networks: Dict[str, NetworkSpec]) -> Dict[str, RouterSpec]:
+    """``routers: {NAME: {networks: [a, b]}}``: OVN logical routers between mode-ovn networks."""
+    raw = ck.mapping(doc.get("routers") or _Map(), "routers", line_of(doc, "routers"))
+    out: Dict[str, RouterSpec] = {}
+    used: Dict[str, str] = {}
+    for rname, rval in raw.items():
+        rline = line_of(raw, rname)
+        rname = str(rname)
+        what = f"router {rname}"
+        if not rname.replace("-", "").replace("_", "").isalnum() or len(rname) > 64:
+            raise ck.fail(rline, f"{what}: the name is not valid", "use letters, digits, '-' or '_'")
+        rval = ck.mapping(rval, "routers", rline)
+        ck.keys(rval, ("networks",), what)
+        nets = rval.get("networks")
+        if not isinstance(nets, list) or len(nets) < 2:
+            raise ck.fail(line_of(rval, "networks", rline), f"{what}: networks must list two or more networks",
+                          "e.g. networks: [red, blue]")
+        names: List[str] = []
+        for n in nets:
+            n = str(n)
+            net = networks.get(n)
+            if net is None or net.mode != "ovn":
+                raise ck.fail(line_of(rval, "networks"), f"{what}: {n!r} is not a network with mode ovn",
+                              "routers connect OVN networks only")
+            if net.gateway is None:
+                raise ck.fail(net.line, f"network {n} has no gateway, which {what} needs as its address there",
+                              "add gateway: IP")
+            if n in used or n in names:
+                raise ck.fail(line_of(rval, "networks"), f"{what}: network {n} is already on router "
+                              f"{used.get(n, rname)}", "one router per network")
+            names.append(n)
+        for n in names:
+            used[n] = rname
+        out[rname] = RouterSpec(rname, tuple(names), rline)
+    return out
 
 
 def _reserved(subnet: IPNetwork) -> Tuple[IPAddress, ...]:

@@ -40,7 +40,12 @@ SWITCH_NS = "ovsfab-lab-switch"
 WIRE = "wire"
 IMAGE = "ovsfab-lab:busybox"
 LABEL = "ovsfab-lab"
-MODES = ("uplink", "vxlan")
+MODES = ("uplink", "vxlan", "ovn")
+# --mode ovn: a central (its own namespace on the wire) plus the hosts, each
+# with ovn-controller; containers on the OVN network "lab" (ovsfab/ovn).
+CENTRAL_NS = "ovsfab-lab-central"
+CENTRAL_UNDERLAY = "192.168.77.4/24"
+OVN_NETWORK = "lab"
 VNI = 5001
 
 
@@ -75,6 +80,8 @@ class LabState:
     rundirs: List[str] = field(default_factory=list)
     containers: List[str] = field(default_factory=list)
     results: Dict[str, object] = field(default_factory=dict)
+    #: --mode ovn: rundirs where OVN daemons run (central first), stopped by down.
+    ovn_rundirs: List[str] = field(default_factory=list)
 
     def save(self) -> None:
         os.makedirs(LAB_DIR, mode=0o750, exist_ok=True)
@@ -169,7 +176,7 @@ def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = l
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
 
     if mode not in MODES:
-        raise InvalidInput(f"lab mode {mode!r} is unknown", "use uplink or vxlan")
+        raise InvalidInput(f"lab mode {mode!r} is unknown", "use uplink, vxlan or ovn")
     if backend not in ("ovs", "linux"):
         raise InvalidInput(f"lab backend {backend!r} is unknown", "use ovs or linux")
     if not 2 <= hosts <= 9:
@@ -196,6 +203,10 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
     try:
         sw.ipr.link("add", ifname=WIRE, kind="bridge")
         sw.set_up(sw.index(WIRE))
+        if state.mode == "ovn":
+            from ovsfab.ovn.lab import build_central  # noqa: PLC0415
+
+            build_central(state, sw, progress)
         for i in range(1, count + 1):
             name = f"docker-test{i}"
             host = LabHost(name=name, netns=name, rundir=os.path.join(LAB_DIR, name),
@@ -209,6 +220,11 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
             try:
                 from ovsfab.model import parse_address  # noqa: PLC0415
 
+                if state.mode == "ovn":
+                    # ovn-controller's own TCP session to the SB DB crosses
+                    # these veths and the userspace datapath: see ovsfab/ovn/lab.py.
+                    sw.disable_tx_checksum(f"wire{i}")
+                    inner.disable_tx_checksum("eth1")
                 idx = inner.index("eth1")
                 inner.add_address(idx, parse_address(host.underlay))
                 inner.set_up(idx)
@@ -236,6 +252,8 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
             _create_netns(state, tname).close()
             host.container = f"netns:{tname}"
         host.address = (f"192.168.77.{10 * i}/24" if state.mode == "uplink" else f"10.77.0.{10 * i}/24")
+        if state.mode == "ovn":  # the OVN network "lab" (a logical switch), not the underlay
+            host.address = f"10.78.0.{10 * i}/24"
         state.save()
     if bare:
         return
@@ -259,6 +277,11 @@ def _connect(state: LabState, host: LabHost, progress: Callable[[str], None]) ->
         factory = LinuxBackend
     else:
         factory = lambda: OvsBackend(host.remote)  # noqa: E731
+    if state.mode == "ovn":
+        from ovsfab.ovn.lab import connect_host  # noqa: PLC0415
+
+        connect_host(state, host, progress)
+        return
     with Namespace.open(named_path(host.netns)) as ns, ns.entered():
         if state.mode == "uplink":
             progress(f"{host.name}: ovsfab uplink add br0 eth1")
@@ -324,6 +347,10 @@ def down(quiet: bool = False) -> List[str]:
             except Exception as exc:  # gone already is fine
                 if "No such container" not in str(exc):
                     LOG.warning("cannot remove container %s: %s", name, exc)
+    if state.ovn_rundirs:  # before the OVS daemons ovn-controller talks to
+        from ovsfab.ovn.lab import stop_ovn  # noqa: PLC0415
+
+        removed.extend(stop_ovn(state))
     for rundir in reversed(state.rundirs):
         OvsDaemons(rundir).remove()
         removed.append(f"OVS of {os.path.basename(rundir)}")
@@ -361,7 +388,12 @@ def status() -> Optional[Dict[str, object]]:
             "container": host.container,
             "address": host.address,
         })
-    return {"mode": state.mode, "backend": state.backend, "hosts": hosts, "ping": state.results}
+    out: Dict[str, object] = {"mode": state.mode, "backend": state.backend, "hosts": hosts, "ping": state.results}
+    if state.mode == "ovn":
+        from ovsfab.ovn.lab import ovn_status  # noqa: PLC0415
+
+        out["ovn"] = ovn_status(state)
+    return out
 
 
 def exec_as(host_name: str, argv: List[str]) -> NoReturn:
@@ -377,7 +409,7 @@ def exec_as(host_name: str, argv: List[str]) -> NoReturn:
         raise InvalidInput("no command given", f"e.g. ovsfab lab exec {host_name} -- ovsfab show")
     if argv[0] == "ovsfab":
         argv = [sys.executable, "-m", "ovsfab"] + argv[1:]
-    env = dict(os.environ, OVS_RUNDIR=host.rundir)
+    env = dict(os.environ, OVS_RUNDIR=host.rundir, OVN_RUNDIR=host.rundir)  # OVN: the host's ovn-controller
     env.pop("OVSFAB_DB", None)
     if state.backend == "linux":
         env["OVSFAB_BACKEND"] = "linux"

@@ -214,7 +214,8 @@ def attach(req: AttachRequest, backend_factory: BackendFactory,
         att = Attachment(bridge=req.bridge, port=port, container_key=target.key,
                          container_name=target.name, ifname=req.ifname, addresses=req.addresses,
                          mac=mac, mtu=mtu, vlan=req.vlan, target=req.target_spec if target.kind != "docker"
-                         else target.key, persist=req.persist)
+                         else target.key, persist=req.persist,
+                         network=req.network or "", iface_id=req.iface_id or "")  # OVN: ovsfab/ovn
         ids = att.to_external_ids()
         created_bridge = False
 

@@ -61,27 +61,34 @@ def _remaining_ms(deadline: float) -> int:
     return max(0, int((deadline - time.monotonic()) * 1000))
 
 
-def _unreachable(remote: str, err: int) -> Unavailable:
+#: What to do when a database cannot be reached, or the server lacks it.
+_HINTS: Dict[str, Tuple[str, str]] = {
+    DB_NAME: ("start Open vSwitch (ovs-ctl start / systemctl start openvswitch-switch) or pass --db",
+              "is this an Open_vSwitch database? pass --db"),
+    "OVN_Northbound": ("start it with ovsfab ovn central on the central host",
+                       "point ovsfab at the OVN central (ovsfab ovn join CENTRAL_IP)"),
+    "OVN_Southbound": ("start it with ovsfab ovn central on the central host",
+                       "point ovsfab at the OVN central (ovsfab ovn join CENTRAL_IP)"),
+}
+
+
+def _unreachable(remote: str, err: int, db: str = DB_NAME) -> Unavailable:
     if err == errno.EACCES:
-        return PermissionDenied(f"cannot open OVSDB at {remote}: permission denied",
-                                "run ovsfab as root")
-    return Unavailable(
-        f"cannot reach OVSDB at {remote}: {os.strerror(err)}",
-        "start Open vSwitch (ovs-ctl start / systemctl start openvswitch-switch) or pass --db",
-    )
+        return PermissionDenied(f"cannot open {db} at {remote}: permission denied", "run ovsfab as root")
+    return Unavailable(f"cannot reach {db} at {remote}: {os.strerror(err)}", _HINTS.get(db, _HINTS[DB_NAME])[0])
 
 
-def fetch_schema(remote: str, deadline: float) -> dict:
-    """Fetch the Open_vSwitch schema from the server itself (no version skew)."""
+def fetch_schema(remote: str, deadline: float, db: str = DB_NAME) -> dict:
+    """Fetch database ``db``'s schema from the server itself (no version skew)."""
     err, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), _remaining_ms(deadline))
     if err or stream is None:
-        raise _unreachable(remote, err or errno.ECONNREFUSED)
+        raise _unreachable(remote, err or errno.ECONNREFUSED, db)
     rpc = ovs.jsonrpc.Connection(stream)
     try:
-        request = ovs.jsonrpc.Message.create_request("get_schema", [DB_NAME])
+        request = ovs.jsonrpc.Message.create_request("get_schema", [db])
         err = rpc.send(request)
         if err:
-            raise _unreachable(remote, err)
+            raise _unreachable(remote, err, db)
         while True:
             rpc.run()
             err, msg = rpc.recv()
@@ -89,13 +96,14 @@ def fetch_schema(remote: str, deadline: float) -> dict:
                 if msg.type == ovs.jsonrpc.Message.T_REPLY and msg.id == request.id:
                     return msg.result
                 if msg.type == ovs.jsonrpc.Message.T_ERROR:
-                    raise Unavailable(f"OVSDB at {remote} has no {DB_NAME} database: {msg.error}")
+                    raise Unavailable(f"the OVSDB server at {remote} has no {db} database",
+                                      _HINTS.get(db, _HINTS[DB_NAME])[1])
                 continue
             if err and err != errno.EAGAIN:
-                raise _unreachable(remote, err)
+                raise _unreachable(remote, err, db)
             if time.monotonic() >= deadline:
-                raise Unavailable(f"OVSDB at {remote} did not answer within the deadline",
-                                  "check that ovsdb-server is running and not overloaded")
+                raise Unavailable(f"{db} at {remote} did not answer within the deadline",
+                                  "check that its ovsdb-server is running and not overloaded")
             poller = ovs.poller.Poller()
             rpc.wait(poller)
             rpc.recv_wait(poller)
@@ -108,9 +116,9 @@ def fetch_schema(remote: str, deadline: float) -> dict:
 class _NotifyingIdl(ovs.db.idl.Idl):
     """An Idl that passes its row notifications on (python-ovs's hook is a method)."""
 
-    def __init__(self, remote: str, helper: ovs.db.idl.SchemaHelper) -> None:
+    def __init__(self, remote: str, helper: ovs.db.idl.SchemaHelper, leader_only: bool = True) -> None:
         self.listeners: List[Callable[[str, object, object], None]] = []
-        super().__init__(remote, helper)
+        super().__init__(remote, helper, leader_only=leader_only)
 
     def notify(self, event, row, updates=None):  # noqa: ANN001 - python-ovs signature
         for listener in self.listeners:
@@ -122,22 +130,30 @@ class IdlSession:
 
     def __init__(self, remote: str, columns: Mapping[str, Sequence[str]],
                  timeout: float = DEFAULT_TIMEOUT,
-                 listeners: Sequence[Callable[[str, object, object], None]] = ()) -> None:
-        """Connect and sync; ``listeners`` see every row change, the initial sync included."""
+                 listeners: Sequence[Callable[[str, object, object], None]] = (),
+                 db: str = DB_NAME, leader_only: bool = True) -> None:
+        """Connect to database ``db`` and sync; ``listeners`` see every row change, the initial sync included.
+
+        A listed column the server's schema lacks is left out (older OVN
+        schemas, e.g. Port_Binding.up before 21.03); a missing table is an error.
+        ``leader_only=False`` lets a clustered database's follower answer.
+        """
         _quiet_vlog()
         self.remote = remote
         self.timeout = timeout
+        self.db = db
         deadline = time.monotonic() + timeout
-        schema = fetch_schema(remote, deadline)
+        schema = fetch_schema(remote, deadline, db)
         helper = ovs.db.idl.SchemaHelper(schema_json=schema)
         for table, cols in columns.items():
-            if table not in schema.get("tables", {}):
-                raise Unavailable(f"OVSDB at {remote} has no table {table}",
-                                  "is this an Open_vSwitch database?")
-            helper.register_columns(table, list(cols))
-        self.idl = _NotifyingIdl(remote, helper)
+            known = schema.get("tables", {}).get(table)
+            if known is None:
+                raise Unavailable(f"{db} at {remote} has no table {table}",
+                                  f"is this an {db} database of a supported version?")
+            helper.register_columns(table, [c for c in cols if c in known.get("columns", {})])
+        self.idl = _NotifyingIdl(remote, helper, leader_only=leader_only)
         self.idl.listeners.extend(listeners)
-        self.run_until(self.idl.has_ever_connected, deadline, "the initial OVSDB sync")
+        self.run_until(self.idl.has_ever_connected, deadline, f"the initial {db} sync")
 
     # -- waiting -------------------------------------------------------
     def run_until(self, condition: Callable[[], bool], deadline: float, what: str) -> None:

@@ -1,0 +1,438 @@
+"""OVN networks: logical switches, their ports, routers; attach/detach a container.
+
+An OVN network is a logical switch in the northbound database.  Attaching a
+container creates a logical switch port carrying the container's MAC and
+addresses, in ``addresses`` (so OVN answers ARP/ND for it locally on every
+host) and in ``port_security`` (so a container that changes its own MAC or IP
+is cut off), then runs the ordinary attach into ``br-int`` with
+``external_ids:iface-id`` naming that port: ovn-controller binds it and
+builds the flows and tunnels.  The iface-id is part of the attachment's
+record, so ``ovsfab reconcile`` / the agent restore the binding with the
+veth after a restart.
+
+Ownership: everything written to NB carries ``ovsfab-owner=ovsfab``; lookups
+use those tags and the ``ovsfab-network`` tag, never name patterns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from ovsfab.errors import Conflict, InvalidInput, NotFound
+from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, OWNER_KEY, OWNER_VALUE,
+                          AddressSpec, AttachRequest, host_ifname, parse_name)
+from ovsfab.ops.plan import Plan
+from ovsfab.ovn.control import INTEGRATION_BRIDGE, KEY_NB, joined_settings
+from ovsfab.ovn.idl import NB_COLUMNS, NB_DB, OvnSession, opt
+
+LOG = logging.getLogger(__name__)
+
+ATTACH_STEPS = ("ovn-local", "ovn-resolve", "ovn-switch", "ovn-lport", "ovn-plug", "ovn-bound")
+DETACH_STEPS = ("ovn-find", "ovn-lport-del")
+
+KEY_NETWORK = "ovsfab-network"
+KEY_ROUTER = "ovsfab-router"
+KEY_CHASSIS = "ovsfab-chassis"
+
+#: Encapsulation overhead on an IPv4 underlay: outer Ethernet is not counted
+#: in the MTU, so inner Ethernet 14 + UDP 8 + IPv4 20 + the header: Geneve
+#: 8 + OVN's 8-byte option, VXLAN 8.  1500 - 58 = 1442, as measured.
+OVERHEAD = {"geneve": 58, "vxlan": 50}
+
+
+def tunnel_mtu(underlay_mtu: int, encap: str, ipv6_underlay: bool = False) -> int:
+    """The container MTU that fits one encapsulated frame into the underlay MTU."""
+    return underlay_mtu - OVERHEAD.get(encap, 58) - (20 if ipv6_underlay else 0)
+
+
+def parse_network(name: str) -> str:
+    """Network names are logical switch names: short, printable, no spaces or dots."""
+    if not isinstance(name, str) or not name or len(name) > 64 or not all(
+            c.isalnum() or c in "-_" for c in name):
+        raise InvalidInput(f"network name {name!r} is not valid",
+                           "use 1..64 letters, digits, '-' or '_', e.g. blue")
+    return name
+
+
+def default_mac(iface_id: str, addresses: Sequence[AddressSpec]) -> str:
+    """A stable MAC for a logical port: 0a:58 + the IPv4 address (ovn-kubernetes' scheme), else a hash."""
+    v4 = [a.interface.ip for a in addresses if a.version == 4]
+    if v4:
+        return "0a:58:" + ":".join(f"{b:02x}" for b in v4[0].packed)
+    digest = hashlib.sha256(iface_id.encode()).digest()
+    return "0a:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def lport_addresses(mac: str, addresses: Sequence[AddressSpec]) -> str:
+    """``MAC IP...``: the value of both ``addresses`` and ``port_security``."""
+    return " ".join([mac] + [str(a.interface.ip) for a in addresses])
+
+
+def nb_session(remote: str, timeout: float = 10.0) -> OvnSession:
+    """An IDL session on the northbound database."""
+    return OvnSession(remote, NB_DB, NB_COLUMNS, timeout)
+
+
+def _owned(row) -> bool:  # noqa: ANN001
+    return row.external_ids.get(OWNER_KEY) == OWNER_VALUE
+
+
+def find_switch(nbs: OvnSession, network: str):  # noqa: ANN201 - IDL row or None
+    """The logical switch ovsfab made for ``network`` (by tag), or None."""
+    for ls in nbs.rows("Logical_Switch"):
+        if _owned(ls) and ls.external_ids.get(KEY_NETWORK) == network:
+            return ls
+    return None
+
+
+def _serialise(nbs: OvnSession) -> None:
+    """Make concurrent creators of the same switch/router conflict (TRY_AGAIN).
+
+    Logical_Switch names are not unique in the NB schema: two hosts attaching
+    the first containers of a network at once would make two switches.
+    Every creation verifies and bumps a counter in NB_Global, so the second
+    transaction is rebuilt, and its rebuild finds the first one's switch.
+    """
+    root = nbs.first("NB_Global")
+    if root is None:
+        return
+    root.verify("external_ids")
+    gen = root.external_ids.get("ovsfab-generation", "0")
+    root.setkey("external_ids", "ovsfab-generation", str(int(gen) + 1 if gen.isdigit() else 1))
+
+
+def ensure_switch(nbs: OvnSession, network: str, subnet: Optional[str] = None) -> bool:
+    """Create the network's logical switch if missing; returns True if created."""
+    def build(txn):  # noqa: ANN001, ANN202
+        ls = find_switch(nbs, network)
+        if ls is not None:
+            if subnet and ls.other_config.get("subnet") != subnet:
+                ls.setkey("other_config", "subnet", subnet)
+            return False
+        for other in nbs.rows("Logical_Switch"):
+            if other.name == network:
+                raise Conflict(f"OVN already has a logical switch named {network} that ovsfab did not make",
+                               "choose another network name or remove it from the northbound DB")
+        _serialise(nbs)
+        ls = txn.insert(nbs.idl.tables["Logical_Switch"])
+        ls.name = network
+        ls.external_ids = {OWNER_KEY: OWNER_VALUE, KEY_NETWORK: network}
+        if subnet:
+            # Informational (shown by ovn status); ovsfab assigns addresses itself.
+            ls.other_config = {"subnet": subnet}
+        return True
+
+    created, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: network {network}")
+    return bool(created)
+
+
+def delete_switch_if_empty(nbs: OvnSession, network: str) -> bool:
+    """Remove the network's switch when no port is left on it."""
+    def build(txn):  # noqa: ANN001, ANN202
+        ls = find_switch(nbs, network)
+        if ls is None or ls.ports:
+            return False
+        ls.verify("ports")
+        ls.delete()
+        return True
+
+    done, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: remove network {network}")
+    return bool(done)
+
+
+def find_lport(nbs: OvnSession, name: str):  # noqa: ANN201
+    """A logical switch port by name (names are unique in NB), with its switch."""
+    for ls in nbs.rows("Logical_Switch"):
+        for lsp in ls.ports:
+            if lsp.name == name:
+                return ls, lsp
+    return None, None
+
+
+def add_lport(nbs: OvnSession, network: str, name: str, mac: str, addresses: Sequence[AddressSpec],
+              external_ids: Dict[str, str]) -> bool:
+    """Create the logical port (idempotent); returns True if created.
+
+    Raises Conflict when the port exists with other settings, or when another
+    port of the network already has one of the addresses.
+    """
+    value = lport_addresses(mac, addresses)
+    wanted_ips = {str(a.interface.ip) for a in addresses}
+
+    def build(txn):  # noqa: ANN001, ANN202
+        ls = find_switch(nbs, network)
+        if ls is None:
+            raise NotFound(f"OVN network {network} vanished while attaching", "run the attach again")
+        _, existing = find_lport(nbs, name)
+        if existing is not None:
+            if list(existing.addresses) == [value] and list(existing.port_security) == [value]:
+                return False
+            raise Conflict(f"logical port {name} exists with other addresses ({' '.join(existing.addresses)})",
+                           "detach it first")
+        for lsp in ls.ports:
+            for entry in list(lsp.addresses) + list(lsp.port_security):
+                taken = wanted_ips & set(entry.split()[1:])
+                if taken and lsp.name != name:
+                    who = lsp.external_ids.get(KEY_CONTAINER_NAME) or lsp.name
+                    raise Conflict(f"address {', '.join(sorted(taken))} is already used on network {network} "
+                                   f"by {who}", "choose another address")
+        ls.verify("ports")
+        lsp = txn.insert(nbs.idl.tables["Logical_Switch_Port"])
+        lsp.name = name
+        lsp.addresses = [value]
+        lsp.port_security = [value]
+        lsp.external_ids = dict(external_ids, **{OWNER_KEY: OWNER_VALUE, KEY_NETWORK: network})
+        ls.addvalue("ports", lsp.uuid)
+        return True
+
+    created, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: port {name} on {network}")
+    return bool(created)
+
+
+def del_lport(nbs: OvnSession, name: str) -> Optional[Dict[str, object]]:
+    """Remove an ovsfab logical port; returns what it was (for an undo), or None."""
+    def build(txn):  # noqa: ANN001, ANN202
+        ls, lsp = find_lport(nbs, name)
+        if lsp is None or not _owned(lsp):
+            return None
+        record = {"network": lsp.external_ids.get(KEY_NETWORK, ls.name), "addresses": list(lsp.addresses),
+                  "port_security": list(lsp.port_security), "external_ids": dict(lsp.external_ids)}
+        ls.delvalue("ports", lsp.uuid)
+        lsp.delete()
+        return record
+
+    record, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: remove port {name}")
+    return record
+
+
+def _restore_lport(nbs: OvnSession, name: str, record: Dict[str, object]) -> None:
+    def build(txn):  # noqa: ANN001, ANN202
+        ls = find_switch(nbs, str(record["network"]))
+        _, existing = find_lport(nbs, name)
+        if ls is None or existing is not None:
+            return
+        lsp = txn.insert(nbs.idl.tables["Logical_Switch_Port"])
+        lsp.name = name
+        lsp.addresses = record["addresses"]
+        lsp.port_security = record["port_security"]
+        lsp.external_ids = record["external_ids"]
+        ls.addvalue("ports", lsp.uuid)
+
+    nbs.transact(build, wait_applied=False, comment=f"ovsfab: restore port {name}")
+
+
+def wait_up(nbs: OvnSession, name: str, timeout: float) -> bool:
+    """Wait until ovn-northd reports the port bound (``up``) by a chassis."""
+    def up() -> bool:
+        _, lsp = find_lport(nbs, name)
+        return lsp is not None and bool(opt(lsp.up))
+
+    return nbs.wait_for(up, timeout, f"logical port {name} to come up")
+
+
+# -- attach / detach -------------------------------------------------------------
+@dataclass
+class OvnAttachResult:
+    """What ``attach --network`` did."""
+
+    network: str
+    iface_id: str
+    attachment: object            # ovsfab.model.Attachment
+    changed: bool
+    bound: bool
+    seconds_to_bound: Optional[float]
+    notes: List[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """JSON-ready dict: the attachment's fields plus the OVN ones."""
+        out = {"action": "attach", "changed": self.changed, "datapath": "ovn"}
+        out.update(self.attachment.to_json())  # type: ignore[attr-defined]
+        out.update({"network": self.network, "iface_id": self.iface_id, "bound": self.bound,
+                    "bound_s": None if self.seconds_to_bound is None else round(self.seconds_to_bound, 3),
+                    "notes": self.notes})
+        return out
+
+
+def _local(ovs_remote: Optional[str]) -> Dict[str, str]:
+    settings = joined_settings(ovs_remote)
+    if not settings.get(KEY_NB) or not settings.get("system-id"):
+        raise NotFound("this host has not joined an OVN central", "run ovsfab ovn join CENTRAL_IP first")
+    return settings
+
+
+def underlay_mtu(encap_ip: str) -> Optional[int]:
+    """MTU of the link that holds the encapsulation address (this namespace)."""
+    from ovsfab.plumbing.links import L3Handle  # noqa: PLC0415
+
+    handle = L3Handle()
+    try:
+        owner = handle.address_owners().get(str(ipaddress.ip_address(encap_ip)))
+        if not owner:
+            return None
+        info = handle.link(owner)
+        return int(info["mtu"]) if info else None
+    finally:
+        handle.close()
+
+
+def iface_id_for(network: str, system_id: str, port: str) -> str:
+    """The logical port name: unique per network, chassis and veth."""
+    return f"{network}.{system_id}.{port}"
+
+
+def attach_network(network: str, target_spec: str, addresses: Sequence[str], ifname: str = "eth1",
+                   mac: Optional[str] = None, mtu: Optional[int] = None, persist: bool = True,
+                   wait: float = 10.0, ovs_remote: Optional[str] = None,
+                   subnet: Optional[str] = None) -> OvnAttachResult:
+    """Attach a container to an OVN network; idempotent; nothing left behind on failure."""
+    from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
+    from ovsfab.ops.attach import attach, require_root  # noqa: PLC0415
+    from ovsfab.plumbing import containers  # noqa: PLC0415
+
+    parse_network(network)
+    # Everything validated before anything is touched.
+    probe = AttachRequest.parse(INTEGRATION_BRIDGE, target_spec, addresses, ifname=ifname, mac=mac, mtu=mtu,
+                                persist=persist)
+    require_root()
+    notes: List[str] = []
+    with Plan("ovn-attach") as plan:
+        settings = plan.step("ovn-local", lambda: _local(ovs_remote))
+        sid = settings["system-id"]
+        if probe.mtu is None:
+            encap = settings.get("ovn-encap-type", "geneve")
+            encap_ip = settings.get("ovn-encap-ip", "")
+            base = underlay_mtu(encap_ip) if encap_ip else None
+            if base is not None:
+                v6 = ipaddress.ip_address(encap_ip).version == 6
+                probe.mtu = tunnel_mtu(base, encap, v6)
+                notes.append(f"OVN {encap} over a {base}-byte underlay: MTU {probe.mtu}")
+        target = plan.step("ovn-resolve", lambda: containers.resolve(target_spec))
+        port = host_ifname(target.key, ifname)
+        iface_id = iface_id_for(network, sid, port)
+        probe.mac = probe.mac or default_mac(iface_id, probe.addresses)
+        probe.network = network
+        probe.iface_id = iface_id
+        nbs = nb_session(settings[KEY_NB])
+        plan.add_undo("close NB", nbs.close)
+        # Undo removes only what this call created (known once the step ran).
+        made = {"switch": False, "lport": False}
+
+        def switch() -> bool:
+            made["switch"] = ensure_switch(nbs, network, subnet)
+            return made["switch"]
+
+        plan.step("ovn-switch", switch,
+                  undo=lambda: delete_switch_if_empty(nbs, network) if made["switch"] else None)
+        ids = {KEY_CONTAINER_ID: target.key, KEY_CONTAINER_NAME: target.name, KEY_IFNAME: ifname,
+               KEY_CHASSIS: sid}
+
+        def lport() -> bool:
+            made["lport"] = add_lport(nbs, network, iface_id, probe.mac, probe.addresses, ids)
+            return made["lport"]
+
+        plan.step("ovn-lport", lport, undo=lambda: del_lport(nbs, iface_id) if made["lport"] else None)
+        created_ls, created_lsp = made["switch"], made["lport"]
+        t_plug = time.monotonic()
+        factory = lambda: OvsBackend(ovs_remote)  # noqa: E731
+        plugged: Dict[str, bool] = {}
+
+        def plug():  # noqa: ANN202 - ops.attach.AttachResult
+            # attach() undoes its own steps; once it returned, a later failure
+            # here must take the veth and port away again (if it made them).
+            out = attach(probe, factory, resolved=target)
+            plugged["changed"] = out.changed
+            return out
+
+        def unplug() -> None:
+            if plugged.get("changed"):
+                from ovsfab.ops.detach import detach  # noqa: PLC0415
+
+                detach(INTEGRATION_BRIDGE, target_spec, ifname, True, factory)
+
+        res = plan.step("ovn-plug", plug, undo=unplug)
+        notes.extend(res.notes)
+        bound = plan.step("ovn-bound", lambda: wait_up(nbs, iface_id, wait) if wait > 0 else False)
+        seconds = time.monotonic() - t_plug if bound else None
+        if wait > 0 and not bound:
+            notes.append(f"logical port {iface_id} is not bound yet: is ovn-controller running? "
+                         "(ovsfab ovn status)")
+        nbs.close()
+    if created_ls:
+        notes.append(f"created OVN network {network}")
+    return OvnAttachResult(network=network, iface_id=iface_id, attachment=res.attachment,
+                           changed=res.changed or created_lsp or created_ls, bound=bound,
+                           seconds_to_bound=seconds, notes=notes)
+
+
+@dataclass
+class OvnDetachResult:
+    """What ``detach --network`` did."""
+
+    network: str
+    iface_id: Optional[str]
+    attachment: object
+    changed: bool
+
+    def to_json(self) -> dict:
+        """JSON-ready dict."""
+        out: dict = {"action": "detach", "changed": self.changed}
+        if self.attachment is not None:
+            out.update(self.attachment.to_json())  # type: ignore[attr-defined]
+        out.update({"network": self.network, "iface_id": self.iface_id})
+        return out
+
+
+def detach_network(network: str, target_spec: str, ifname: str = "eth1", if_exists: bool = False,
+                   ovs_remote: Optional[str] = None) -> OvnDetachResult:
+    """Remove a container's port from an OVN network: logical port, OVS port, veth."""
+    from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
+    from ovsfab.ops.attach import require_root  # noqa: PLC0415
+    from ovsfab.ops.detach import _find, detach  # noqa: PLC0415
+
+    parse_network(network)
+    parse_name(ifname, "interface name")
+    require_root()
+    factory = lambda: OvsBackend(ovs_remote)  # noqa: E731
+    with Plan("ovn-detach") as plan:
+        settings = _local(ovs_remote)
+
+        def find():  # noqa: ANN202
+            backend = factory()
+            try:
+                att = _find(backend, INTEGRATION_BRIDGE, target_spec, ifname)
+            finally:
+                backend.close()
+            if att is not None and att.external_ids.get(KEY_NETWORK) != network:
+                raise Conflict(f"{target_spec} {ifname} is attached to OVN network "
+                               f"{att.external_ids.get(KEY_NETWORK) or '(none)'}, not {network}",
+                               "give the right --network")
+            return att
+
+        att = plan.step("ovn-find", find)
+        if att is None:
+            if if_exists:
+                return OvnDetachResult(network, None, None, changed=False)
+            raise NotFound(f"{target_spec} has no {ifname} on OVN network {network}",
+                           "check ovsfab ovn status, or pass --if-exists")
+        iface_id = att.external_ids.get("iface-id", "")
+        nbs = nb_session(settings[KEY_NB])
+        plan.add_undo("close NB", nbs.close)
+        removed: Dict[str, object] = {}
+
+        def lport_del() -> None:
+            removed.update(del_lport(nbs, iface_id) or {})
+
+        plan.step("ovn-lport-del", lport_del,
+                  undo=lambda: _restore_lport(nbs, iface_id, removed) if removed else None)
+        detach(INTEGRATION_BRIDGE, target_spec, ifname, True, factory)
+        nbs.close()
+    return OvnDetachResult(network, iface_id, att, changed=True)
+
+
+__all__ = ["attach_network", "detach_network", "ensure_switch", "add_lport", "del_lport", "find_switch",
+           "tunnel_mtu", "iface_id_for", "default_mac", "ATTACH_STEPS", "DETACH_STEPS", "KEY_NETWORK"]
