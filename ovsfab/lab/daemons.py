@@ -44,14 +44,36 @@ def _schema() -> bytes:
                       "apt-get install openvswitch-switch")
 
 
-def write_db(path: str) -> None:
-    """Create an empty standalone OVSDB file holding the Open_vSwitch schema."""
+def write_db(path: str, schema: Optional[bytes] = None) -> None:
+    """Create an empty standalone OVSDB file holding ``schema`` (default: Open_vSwitch's).
+
+    What ``ovsdb-tool create`` does, without running it; written to a
+    temporary name first, so a crash leaves no half file behind.
+    """
     # The schema is re-serialised compactly: the record's length and SHA-1
     # are of exactly the bytes written.
-    text = json.dumps(json.loads(_schema()), separators=(",", ":")).encode()
+    text = json.dumps(json.loads(schema if schema is not None else _schema()), separators=(",", ":")).encode()
     header = f"OVSDB JSON {len(text)} {hashlib.sha1(text).hexdigest()}\n".encode()  # noqa: S324 - format-mandated
-    with open(path, "wb") as fh:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
         fh.write(header + text + b"\n")
+    os.replace(tmp, path)
+
+
+def process_exited(pid: int) -> bool:
+    """True when ``pid`` is gone or a zombie.
+
+    A --detach daemon is reparented to PID 1, which may reap it only seconds
+    later (measured: ~2 s per daemon here); ``kill(pid, 0)`` succeeds on a
+    zombie, so the state letter is what tells.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except OSError:
+        return True
+    # "PID (comm) S ...": comm may contain spaces and parentheses.
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
 @dataclass
@@ -133,9 +155,7 @@ class OvsDaemons:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if process_exited(pid):
                     break
                 time.sleep(0.02)
             else:

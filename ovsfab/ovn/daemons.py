@@ -19,8 +19,6 @@ is why every host needs its own.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -31,6 +29,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from ovsfab.errors import OperationFailed, Unavailable
+from ovsfab.lab.daemons import process_exited
+from ovsfab.lab.daemons import write_db as lab_write_db  # the OVSDB file format, any schema
 
 LOG = logging.getLogger(__name__)
 
@@ -73,13 +73,7 @@ def write_db(path: str, schema_file: str) -> None:
     else:
         raise Unavailable(f"the OVN schema {schema_file} is missing", "apt-get install ovn-common")
     with open(src, "rb") as fh:
-        # Re-serialised compactly: the record's length and SHA-1 are of exactly the bytes written.
-        text = json.dumps(json.loads(fh.read()), separators=(",", ":")).encode()
-    header = f"OVSDB JSON {len(text)} {hashlib.sha1(text).hexdigest()}\n".encode()  # noqa: S324 - format-mandated
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(header + text + b"\n")
-    os.replace(tmp, path)
+        lab_write_db(path, fh.read())
 
 
 def pid_of(pidfile: str) -> Optional[int]:
@@ -88,7 +82,7 @@ def pid_of(pidfile: str) -> Optional[int]:
         with open(pidfile, encoding="ascii") as fh:
             pid = int(fh.read().strip())
         os.kill(pid, 0)
-        return None if _exited(pid) else pid
+        return None if process_exited(pid) else pid
     except (OSError, ValueError):
         return None
 
@@ -107,22 +101,6 @@ def spawn(argv: List[str], env: Dict[str, str], timeout: float) -> None:
                               "see its log file")
 
 
-def _exited(pid: int) -> bool:
-    """True when ``pid`` is gone or a zombie.
-
-    A --detach daemon is reparented to PID 1, which may reap it only seconds
-    later (measured: ~2 s per daemon on a firecracker init); ``kill(pid, 0)``
-    succeeds on a zombie, so the state letter is what tells.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            stat = fh.read()
-    except OSError:
-        return True
-    # "PID (comm) S ...": comm may contain spaces and parentheses.
-    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
-
-
 def stop_pid(pid: int, name: str, timeout: float = 10.0) -> None:
     """SIGTERM, wait, SIGKILL what does not exit in time."""
     try:
@@ -131,7 +109,7 @@ def stop_pid(pid: int, name: str, timeout: float = 10.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _exited(pid):
+        if process_exited(pid):
             return
         time.sleep(0.02)
     LOG.warning("%s (pid %d) ignored SIGTERM; killing it", name, pid)

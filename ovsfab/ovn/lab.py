@@ -93,7 +93,7 @@ def stop_ovn(state: "labmod.LabState") -> List[str]:
             ControllerDaemon(rundir, "", rundir).stop()
             removed.append(f"ovn-controller of {os.path.basename(rundir)}")
             # The host's OVS goes right after its controller.  Stopped here
-            # zombie-aware (see daemons._exited): a --detach daemon is reaped
+            # zombie-aware (see lab.daemons.process_exited): a --detach daemon is reaped
             # by PID 1 up to ~2 s after it exits, and waiting for that costs
             # 4 s per host.  The pidfiles go too, so lab.down's own OVS stop
             # only removes the rundir.
