@@ -8,6 +8,7 @@ line ``cli: ovsfab ...`` proves which path served the command.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -29,7 +30,7 @@ def agent_host():
     # dockerd is not needed: netns targets; DOCKER_HOST points nowhere so the
     # events thread just retries quietly.
     try:
-        agent.wait_log("serving attach/detach on")
+        agent.wait_log("serving attach/detach")
         agent.wait_log("connected to OVSDB")
         yield host, agent
     finally:
@@ -120,7 +121,7 @@ def test_fallback_when_the_agent_is_stopped_or_the_socket_is_stale(agent_host, n
     # A new agent replaces the stale socket and serves again.
     agent2 = AgentProc(host)
     try:
-        agent2.wait_log("serving attach/detach on")
+        agent2.wait_log("serving attach/detach")
         agent2.wait_log("connected to OVSDB")
         cp = host.ovsfab("detach", "br0", t2.target, check=True)
         assert "detached" in cp.stdout
@@ -193,3 +194,165 @@ def test_top_level_help_is_served_without_typer_and_is_current():
     cp = tb.run([tb.PYTHON, "-c", code], env=tb.clean_env({"COLUMNS": "100"}))
     assert cp.stdout == HELP, cp.stdout
     assert "attach" in cp.stdout and "detach" in cp.stdout
+
+
+# ---------------------------------------------------------------- show / inspect
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _on_tty(host: tb.OvsHost, *args: str, env: dict) -> tuple:
+    """Run the CLI with stdout on a pseudo-terminal: (exit code, what it printed, stderr)."""
+    import pty
+    import select
+    import subprocess
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(host.ovsfab_cmd(*args), stdout=slave, stderr=subprocess.PIPE,
+                            env={k: v for k, v in tb.clean_env(env).items() if k != "NO_COLOR"} | env,
+                            cwd=str(tb.REPO))
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 1)
+        if r:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    code = proc.wait(timeout=10)
+    return code, b"".join(chunks).decode(), proc.stderr.read().decode()
+
+
+def test_show_and_inspect_through_the_agent_print_what_in_process_prints(agent_host, netns_targets,
+                                                                         pid_targets):
+    """Read-only commands: the same command line through the agent and in-process, compared exactly."""
+    host, agent = agent_host
+    a, b = netns_targets(), netns_targets()
+    p = pid_targets()
+    env = {"DOCKER_HOST": "unix:///nonexistent.sock"}
+    for t, addr in ((a, "10.9.4.1/24"), (p, "10.9.4.2/24")):
+        host.ovsfab("attach", "br0", t.target, addr, "--vlan", "7", env=env, check=True)
+    host.ovsfab("attach", "br1", b.target, "10.9.5.1/24", env=env, check=True)
+    host.vsctl("add-port", "br0", "vx0", "--", "set", "interface", "vx0", "type=vxlan",
+               "options:remote_ip=192.0.2.6", "options:key=5001")
+    cases = [
+        ("show",), ("show", "--json"), ("show", "br1"), ("show", "--json", "br0"),
+        ("show", "nosuchbr"),                                         # exit 3
+        ("show", "a", "b"),                                           # usage error: exit 2
+        ("--backend", "linux", "show", "--json"),                     # no OVSDB asked
+        ("--db", "unix:/nonexistent/db.sock", "show"),                # exit 5
+        ("inspect", a.target), ("inspect", a.target, "--json"), ("inspect", p.target, "--json"),
+        ("inspect", "netns:ovsfab-no-such-ns"),                       # exit 3
+        ("inspect", "ovsfab-no-such-ctr"),                            # no dockerd: exit 5
+        ("--db", "unix:/nonexistent/db.sock", "inspect", a.target),  # OVS facts unavailable: exit 0
+    ]
+    codes = []
+    for case in cases:
+        n0 = served(agent)
+        via = host.ovsfab(*case, env=env)
+        assert served(agent) == n0 + 1, f"{case} was not served by the agent:\n{agent.text()}"
+        local = host.ovsfab(*case, env={**env, **NO_AGENT})
+        assert served(agent) == n0 + 1, "OVSFAB_NO_AGENT=1 still went to the agent"
+        assert (via.returncode, via.stdout, via.stderr) == (local.returncode, local.stdout, local.stderr), case
+        codes.append(via.returncode)
+    assert codes == [0, 0, 0, 0, 3, 2, 0, 5, 0, 0, 0, 3, 5, 0], codes
+    doc = json.loads(host.ovsfab("show", "--json", env=env, check=True).stdout)
+    ports = {pt["name"]: pt for br in doc["bridges"] if br["name"] == "br0" for pt in br["ports"]}
+    assert ports["vx0"]["class"] == "tunnel"
+    assert sorted(pt["class"] for pt in ports.values()) == ["attachment", "attachment", "internal", "tunnel"]
+    assert "Traceback" not in agent.text()
+
+
+def test_agent_show_sees_changes_made_behind_its_back(agent_host, netns_targets):
+    """The agent's warm session answers as a fresh one: a port removed or added with ovs-vsctl is seen at once."""
+    host, agent = agent_host
+    t = netns_targets()
+    host.ovsfab("attach", "br0", t.target, "10.9.6.1/24", check=True)
+
+    def port_names() -> set:
+        doc = json.loads(host.ovsfab("show", "br0", "--json", check=True).stdout)
+        return {p["name"] for p in doc["bridges"][0]["ports"]}
+
+    n0 = served(agent)
+    before = port_names()
+    host.vsctl("add-port", "br0", "hand0", "--", "set", "interface", "hand0", "type=internal")
+    assert port_names() == before | {"hand0"}
+    host.vsctl("del-port", "br0", "hand0")
+    assert port_names() == before
+    assert served(agent) == n0 + 3
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_agent_colours_the_tree_for_the_clients_terminal(agent_host, netns_targets, no_color):
+    """On a terminal the agent's output is coloured exactly as in-process; on a pipe it is not."""
+    host, agent = agent_host
+    t = netns_targets()
+    host.ovsfab("attach", "br0", t.target, "10.9.7.1/24", check=True)
+    env = {"NO_COLOR": "1"} if no_color else {}
+    for args in (("show", "br0"), ("inspect", t.target)):
+        n0 = served(agent)
+        code, via, err = _on_tty(host, *args, env=env)
+        assert served(agent) == n0 + 1 and code == 0, err
+        code, local, err = _on_tty(host, *args, env={**env, **NO_AGENT})
+        assert served(agent) == n0 + 1 and code == 0, err
+        assert via == local, args
+        assert bool(ANSI.search(via)) is not no_color, via
+        piped = host.ovsfab(*args, check=True).stdout
+        assert not ANSI.search(piped) and piped.replace("\n", "\r\n") == ANSI.sub("", via)
+
+
+def test_show_falls_back_in_process_when_the_agent_is_gone(agent_host, netns_targets):
+    host, agent = agent_host
+    t = netns_targets()
+    host.ovsfab("attach", "br0", t.target, "10.9.8.1/24", check=True)
+    via = host.ovsfab("show", "--json", check=True)
+    assert "cli: ovsfab show --json" in agent.text()
+    assert agent.stop() == 0
+    assert host.ovsfab("show", "--json", check=True).stdout == via.stdout
+    # A stale socket file: nobody listens; the same answer, in-process.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(sock_path(host))
+    s.close()
+    assert host.ovsfab("show", "--json", check=True).stdout == via.stdout
+    assert host.ovsfab("inspect", t.target).returncode == 0
+
+
+def test_plain_show_in_process_skips_typer(ovs_host):
+    """Without the agent, a plain `ovsfab show` runs without importing typer/click (or docker for netns only)."""
+    code = ("import sys; sys.argv = ['ovsfab', 'show', '--json']\n"
+            "from ovsfab.cli.fast import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'click', 'docker', 'rich'})\n"
+            "sys.stderr.write('HEAVY=%s\\n' % heavy)\n")
+    cp = tb.run(["ip", "netns", "exec", ovs_host.name, tb.PYTHON, "-c", code],
+                env=tb.clean_env({"OVS_RUNDIR": str(ovs_host.rundir), "OVSFAB_NO_AGENT": "1"}))
+    assert json.loads(cp.stdout)["command"] == "show"
+    assert "HEAVY=[]" in cp.stderr, cp.stderr
+
+
+def test_which_command_lines_skip_typer():
+    from ovsfab.cli.inspect_view import parse_direct
+
+    env_free = {k: os.environ.pop(k) for k in ("OVSFAB_DB", "OVSFAB_BACKEND") if k in os.environ}
+    try:
+        assert parse_direct(["show"]) == ("show", None, False, None, None)
+        assert parse_direct(["--db", "unix:/x", "show", "--json", "br0"]) == ("show", "br0", True, "unix:/x", None)
+        assert parse_direct(["--backend=linux", "inspect", "netns:a"]) == ("inspect", "netns:a", False, None,
+                                                                           "linux")
+        for argv in (["show", "--help"], ["show", "-h"], ["--debug", "show"], ["show", "--debug"],
+                     ["show", "a", "b"], ["inspect"], ["inspect", "a", "b"], ["show", "--", "x"],
+                     ["--backend", "nope", "show"], ["--db", "a", "--db", "b", "show"], ["--db"],
+                     ["--version", "show"], ["show", "--jsn"], ["attach", "br0", "x", "10.0.0.1/24"]):
+            assert parse_direct(argv) is None, argv
+        os.environ["OVSFAB_BACKEND"] = "bogus"  # typer's callback reports it
+        assert parse_direct(["show"]) is None
+    finally:
+        os.environ.pop("OVSFAB_BACKEND", None)
+        os.environ.update(env_free)

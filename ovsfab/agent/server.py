@@ -1,4 +1,4 @@
-"""The agent's control socket: ``ovsfab attach`` / ``detach`` run by the warm agent.
+"""The agent's control socket: ``ovsfab attach`` / ``detach`` / ``show`` / ``inspect`` run by the warm agent.
 
 The client side is :mod:`ovsfab.cli.fast`.  One request per connection: the
 client sends one JSON object (argv, the environment the CLI reads, its cwd
@@ -13,6 +13,13 @@ The one difference is where the time goes: the IDL session is the agent's
 own, already synced (a one-round-trip barrier first makes it as fresh as a
 new session would be), and python-ovs, pyroute2 and the docker SDK are
 already imported.
+
+``show`` and ``inspect`` read OVSDB through :data:`ovsfab.ops.inspect.WARM_SESSION`:
+the agent's own session when it monitors every column they read, else a
+second read-only session the server keeps warm (:class:`InspectSessions`),
+each brought up to date by the same barrier.  They colour their tree for the
+client's stdout, which the request says is a terminal or not
+(:data:`ovsfab.cli.inspect_view.CLIENT_STDOUT_TTY`).
 
 Security: the socket is created mode 0600 owned by root, in a directory only
 root can write; every peer's credentials are checked with SO_PEERCRED and a
@@ -37,7 +44,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ovsfab.cli.fast import FORWARD_ENV, PROTOCOL, eligible, netns_id, socket_path
-from ovsfab.errors import Conflict, OperationFailed
+from ovsfab.errors import Conflict, OperationFailed, OvsfabError
 
 LOG = logging.getLogger("ovsfab.agent")
 
@@ -79,6 +86,7 @@ class ControlServer:
         self.sock: Optional[socket.socket] = None
         self._file: Tuple[int, int] = (-1, -1)
         self._netns = netns_id()
+        self.inspect_sessions = InspectSessions()
 
     # -- lifecycle -------------------------------------------------------
     def open(self) -> None:
@@ -113,7 +121,7 @@ class ControlServer:
         self._file = (st.st_dev, st.st_ino)  # to remove only our own file at close
         sock.listen(64)
         self.sock = sock
-        LOG.info("serving attach/detach on %s", self.path)
+        LOG.info("serving attach/detach/show/inspect on %s", self.path)
 
     def _answers(self) -> bool:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -128,6 +136,7 @@ class ControlServer:
 
     def close(self) -> None:
         """Stop listening and remove the socket (only if it is still ours)."""
+        self.inspect_sessions.close()
         if self.sock is None:
             return
         try:
@@ -149,6 +158,7 @@ class ControlServer:
     # -- serving ---------------------------------------------------------
     def serve_pending(self) -> int:
         """Accept and serve every connection waiting; returns how many were served."""
+        self.inspect_sessions.drain()
         served = 0
         while self.sock is not None:
             try:
@@ -222,7 +232,8 @@ class ControlServer:
             return {"v": PROTOCOL, "declined": "the agent has no OVSDB session right now"}
         t0 = time.monotonic()
         code, out, err = run_cli(argv, {k: v for k, v in env.items() if k in FORWARD_ENV and isinstance(v, str)},
-                                 backend)
+                                 backend, stdout_tty=req.get("stdout_tty") is True,
+                                 sessions=self.inspect_sessions)
         LOG.info("cli: ovsfab %s -> exit %d (%.0f ms)", " ".join(argv), code, (time.monotonic() - t0) * 1000)
         return {"v": PROTOCOL, "code": code, "stdout": out, "stderr": err}
 
@@ -269,18 +280,23 @@ def _logging_as_cli() -> Iterator[None]:
         ours.setLevel(our_level)
 
 
-def run_cli(argv: List[str], env: Dict[str, str], backend: Any) -> Tuple[int, str, str]:
+def run_cli(argv: List[str], env: Dict[str, str], backend: Any, stdout_tty: bool = False,
+            sessions: Optional["InspectSessions"] = None) -> Tuple[int, str, str]:
     """Run ``ovsfab ARGV`` in this process as the CLI would; (exit code, stdout, stderr).
 
     The command's backend is the agent's warm one when the command would
     have connected to the same OVSDB with the OVS backend; otherwise (another
     --db, --backend linux/auto, a config file) the command makes its own,
-    exactly as in-process.
+    exactly as in-process.  Likewise ``show`` / ``inspect`` get a warm
+    session from ``sessions`` for the agent's own OVSDB only.
+    ``stdout_tty``: the client's stdout is a terminal (colour the tree).
     """
     from ovsfab.backends.factory import configured_kind  # noqa: PLC0415
     from ovsfab.backends.ovs.idl import default_remote  # noqa: PLC0415
+    from ovsfab.cli import inspect_view  # noqa: PLC0415
     from ovsfab.cli import main as climain  # noqa: PLC0415
     from ovsfab.cli.common import STATE  # noqa: PLC0415
+    from ovsfab.ops import inspect as inspect_ops  # noqa: PLC0415
 
     original = climain.ovs_factory
 
@@ -301,6 +317,10 @@ def run_cli(argv: List[str], env: Dict[str, str], backend: Any) -> Tuple[int, st
     # cli.main imports ovs_factory by name; swapping it there for one command
     # is safe because the agent serves one request at a time in one thread.
     climain.ovs_factory = factory_for
+    # The same one-command-at-a-time reasoning for the two module-level hooks.
+    inspect_view.CLIENT_STDOUT_TTY = stdout_tty
+    if sessions is not None:
+        inspect_ops.WARM_SESSION = lambda remote: sessions.get(backend, remote)
     try:
         with _environment(env), _logging_as_cli(), \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -314,6 +334,8 @@ def run_cli(argv: List[str], env: Dict[str, str], backend: Any) -> Tuple[int, st
                 code = 1
     finally:
         climain.ovs_factory = original
+        inspect_view.CLIENT_STDOUT_TTY = None
+        inspect_ops.WARM_SESSION = None
         STATE.db, STATE.debug, STATE.backend = saved_state
     return code, out.getvalue(), err.getvalue()
 
@@ -343,6 +365,91 @@ def _barrier(backend: Any) -> None:
     example an ``ovs-vsctl del-port`` the user just ran) is in the IDL too,
     as it would be in a freshly synced session.
     """
-    backend.session.transact(
+    _sync(backend.session)
+
+
+def _sync(session: Any) -> None:
+    """The barrier of :func:`_barrier` on one IdlSession."""
+    session.transact(
         lambda txn: txn.add_op({"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["_uuid"]}),
         wait_applied=False, comment="ovsfab: agent sync")
+
+
+def _monitors(session: Any, columns: Dict[str, List[str]]) -> bool:
+    """Whether an IdlSession monitors every one of ``columns`` ({table: [column]})."""
+    try:
+        tables = session.idl.tables
+        return all(col in tables[table].columns for table, cols in columns.items() for col in cols)
+    except (AttributeError, KeyError):
+        return False
+
+
+class InspectSessions:
+    """OVSDB sessions for ``show`` / ``inspect``, kept warm between requests.
+
+    Those commands read a few columns the backend's session does not monitor
+    (``Interface.link_state``).  When the agent's own session monitors all
+    of :data:`ovsfab.ops.inspect.OVSDB_COLUMNS` it is used; otherwise one
+    more read-only session, made at the first request, is kept and read on
+    every turn of the main loop (so its socket never backs up).  Either is
+    brought up to date by a one-round-trip barrier before each command, so
+    it answers as a freshly synced session would.  Any failure makes the
+    command open its own fresh session, as in-process.
+    """
+
+    def __init__(self) -> None:
+        self._own: Any = None
+
+    def get(self, backend: Any, remote: str) -> Optional[Any]:
+        """A synced session for ``remote`` (its close() keeps it open), or None."""
+        from ovsfab.ops.inspect import OVSDB_COLUMNS  # noqa: PLC0415
+
+        if backend is None or remote != backend.remote:
+            return None  # another OVSDB (--db): the command connects itself, as in-process
+        if _monitors(backend.session, OVSDB_COLUMNS):
+            session = backend.session
+        else:
+            session = self._dedicated(remote, OVSDB_COLUMNS, backend.session.timeout)
+            if session is None:
+                return None
+        try:
+            _sync(session)
+        except OvsfabError as exc:
+            LOG.debug("show/inspect session: %s; using a fresh one", exc)
+            if session is self._own:
+                self.close()
+            return None
+        return Borrowed(session)
+
+    def _dedicated(self, remote: str, columns: Dict[str, List[str]], timeout: float) -> Optional[Any]:
+        from ovsfab.backends.ovs.idl import IdlSession  # noqa: PLC0415
+
+        own = self._own
+        if own is not None and (own.remote != remote or not own.idl._session.is_connected()):  # noqa: SLF001
+            self.close()  # reconnecting: a fresh sync is as fast and simpler to reason about
+            own = None
+        if own is None:
+            try:
+                own = self._own = IdlSession(remote, columns, timeout=timeout)
+            except OvsfabError as exc:
+                LOG.debug("show/inspect session: %s", exc)
+                return None
+        return own
+
+    def drain(self) -> None:
+        """Process what OVSDB sent to the kept session (called on every turn of the loop)."""
+        if self._own is not None:
+            try:
+                self._own.idl.run()
+            except Exception as exc:  # noqa: BLE001 - a broken session is replaced at the next request
+                LOG.debug("show/inspect session: %s", exc)
+                self.close()
+
+    def close(self) -> None:
+        """Close the kept session, if any."""
+        own, self._own = self._own, None
+        if own is not None:
+            try:
+                own.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass

@@ -1,17 +1,20 @@
-"""The lean client path: hand ``attach`` / ``detach`` to a running agent.
+"""The lean client path: hand ``attach`` / ``detach`` / ``show`` / ``inspect`` to a running agent.
 
 A shell loop of ``ovsfab attach`` pays, per call, for importing typer, python-ovs,
-pyroute2 and the docker SDK (~0.5 s together) and for a fresh OVSDB sync.  A
-running ``ovsfab agent`` has all of that warm.  So the console entry first
-checks, with standard-library imports only, whether the command line is an
-``attach`` or ``detach`` the agent can run and whether an agent socket exists;
+pyroute2 and the docker SDK (~0.5 s together) and for a fresh OVSDB sync;
+``show`` and ``inspect`` pay the same, plus decoding every Port and Interface
+row.  A running ``ovsfab agent`` has all of that warm.  So the console entry
+first checks, with standard-library imports only, whether the command line is
+one of these commands the agent can run and whether an agent socket exists;
 if so it sends the raw argv and the relevant environment over the agent's
 root-only control socket and prints what comes back: stdout, stderr and the
 exit code, exactly what the in-process CLI would have printed (the agent runs
 the same typer command, see :mod:`ovsfab.agent.server`).
 
 Anything else, no socket, no answer within a short connect timeout, a
-refusal or a protocol error: the normal typer path runs in-process.  The
+refusal or a protocol error: the command runs in-process -- for a plain
+``show`` / ``inspect`` command line without typer
+(:func:`ovsfab.cli.inspect_view.direct`), else through the typer CLI.  The
 fallback is invisible except for the time it takes.
 
 This module must import nothing outside the standard library: it runs before
@@ -46,7 +49,7 @@ REPLY_TIMEOUT = 120.0
 #: Largest reply accepted (outputs are a few hundred bytes).
 MAX_REPLY = 1 << 20
 
-FAST_COMMANDS = ("attach", "detach")
+FAST_COMMANDS = ("attach", "detach", "show", "inspect")
 #: Global options that may precede the command (each takes a value).
 _GLOBAL_VALUE_OPTS = ("--db", "--backend")
 
@@ -73,7 +76,7 @@ def netns_id() -> List[int]:
 
 
 def eligible(argv: List[str]) -> bool:
-    """True for ``[--db X] [--backend X] attach|detach ...`` without --help/--debug/--version."""
+    """True for ``[--db X] [--backend X] attach|detach|show|inspect ...`` without --help/--debug/--version."""
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -108,7 +111,16 @@ def request(argv: List[str]) -> Dict[str, object]:
         cwd = os.getcwd()
     except OSError:
         cwd = "/"
-    return {"v": PROTOCOL, "argv": list(argv), "env": env, "cwd": cwd, "netns": netns_id()}
+    # show/inspect colour their tree only on a terminal: the agent renders for this one.
+    return {"v": PROTOCOL, "argv": list(argv), "env": env, "cwd": cwd, "netns": netns_id(),
+            "stdout_tty": _isatty(sys.stdout)}
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # closed or replaced stdout
+        return False
 
 
 def call_agent(argv: List[str], path: Optional[str] = None) -> Optional[Dict[str, object]]:
@@ -237,6 +249,13 @@ def main() -> None:
     code = try_agent(sys.argv[1:])
     if code is not None:
         sys.exit(code)
+    if any(a in ("show", "inspect") for a in sys.argv[1:]):
+        # show/inspect without the agent: plain command lines skip typer.
+        from ovsfab.cli.inspect_view import direct  # noqa: PLC0415 - stdlib-only module
+
+        code = direct(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
     from ovsfab.cli.main import main as cli_main  # noqa: PLC0415 - the slow path, only when needed
 
     cli_main()

@@ -6,7 +6,8 @@ CLI renders them as a tree or as JSON (schema in docs/json.md).
 Where facts come from, and why:
 
 * **Links** -- one rtnetlink link dump (plus one address dump) per namespace
-  through pyroute2.  A container interface's host peer is found through the
+  through pyroute2, decoding only the attributes read here
+  (:func:`lean_link_message`).  A container interface's host peer is found through the
   veth's ``IFLA_LINK`` (the peer's ifindex) and ``IFLA_LINK_NETNSID`` (the
   peer's namespace *as numbered by the container's namespace*), never by
   name: a name says nothing about which namespace or which pair it is.  The
@@ -18,7 +19,16 @@ Where facts come from, and why:
   datapath the kernel knows of no master at all.
 * **Docker** -- one API call: ``inspect`` for the container being inspected;
   for ``show``, one container *list* for all ports (never one call per port,
-  and no namespace is entered: the OVSDB record says whose port it is).
+  and no namespace is entered: the OVSDB record says whose port it is).  On
+  dockerd's unix socket the call is made with the standard library
+  (:func:`_docker_get`), not the docker SDK, whose import alone costs more
+  than the whole call.
+
+Speed (issue #5: 300 attachments, "well under a second"): run by the agent,
+these read its warm OVSDB session (:data:`WARM_SESSION`); run in a one-shot
+CLI process, pyroute2 is imported without its package ``__init__``
+(:func:`iproute_class`).  OVSDB rows are read from their synced data
+(:func:`_scalar` and friends).  See docs/performance.md, "show and inspect".
 
 What ovsfab owns is decided by external_ids tags only, never by name
 patterns.
@@ -28,8 +38,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ovsfab.errors import NotFound, OvsfabError, Unavailable
 from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, KEY_TARGET, KEY_VLAN,
@@ -290,6 +301,56 @@ class InspectResult:
 # ---------------------------------------------------------------------------
 # Netlink
 # ---------------------------------------------------------------------------
+def iproute_class() -> Any:
+    """pyroute2's IPRoute class, without running pyroute2's package ``__init__``.
+
+    ``import pyroute2`` imports every socket family the library has
+    (conntrack, IPDB, NDB, nftables, wireguard, ...): ~260 ms on a quiet
+    machine, against ~100 ms for the rtnetlink modules IPRoute needs.  When
+    nothing in this process has imported pyroute2 yet, the package module is
+    created without executing its ``__init__`` and the real one runs the
+    first time anyone asks the package for a name (``from pyroute2 import
+    X``, ``pyroute2.X``: PEP 562 module ``__getattr__``), so the rest of the
+    program sees the usual package.  Submodule imports work throughout: the
+    package's ``__path__`` is set.
+    """
+    if "pyroute2" not in sys.modules:
+        _defer_package_init("pyroute2")
+    from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415
+
+    return IPRoute
+
+
+def _defer_package_init(name: str) -> None:
+    import importlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # not an ordinary package: import it the ordinary way
+    pkg = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    lock = threading.Lock()  # the agent has a second thread (Docker events)
+
+    def __getattr__(attr: str) -> Any:  # noqa: N807 - PEP 562
+        if importlib.util.find_spec(f"{name}.{attr}") is not None:
+            # ``from pyroute2 import config`` asks for the attribute first:
+            # a submodule is imported as such, not a reason for the __init__.
+            return importlib.import_module(f"{name}.{attr}")
+        with lock:
+            # First use of a package-level name: run the real __init__ now, once.
+            if pkg.__dict__.pop("__getattr__", None) is not None:
+                loader.exec_module(pkg)
+        try:
+            return pkg.__dict__[attr]
+        except KeyError:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+
+    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules[name] = pkg
+
+
 def _addr_text(value: object) -> Optional[str]:
     return str(value) if value not in (None, "", "0.0.0.0", "::") else None
 
@@ -317,34 +378,121 @@ def _linux_tunnel(kind: Optional[str], data: Any) -> Optional[Dict[str, Any]]:
 
 def parse_link(msg: Any) -> LinkFacts:
     """LinkFacts from one pyroute2 ifinfmsg."""
-    info = msg.get_attr("IFLA_LINKINFO")
+    # One pass over the attributes: msg.get_attr() scans them all per name.
+    slots: Dict[str, Any] = {}
+    for slot in msg["attrs"]:
+        slots.setdefault(slot[0], slot)  # the first of a name, as get_attr() returns
+
+    def get(name: str) -> Any:
+        slot = slots.get(name)
+        return slot[1] if slot is not None else None
+
+    info = get("IFLA_LINKINFO")
     kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
     data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
     flags = int(msg["flags"])
     return LinkFacts(
         index=int(msg["index"]),
-        name=msg.get_attr("IFLA_IFNAME"),
+        name=get("IFLA_IFNAME"),
         kind=kind,
-        mac=msg.get_attr("IFLA_ADDRESS"),
-        mtu=msg.get_attr("IFLA_MTU"),
+        mac=get("IFLA_ADDRESS"),
+        mtu=get("IFLA_MTU"),
         admin_up=bool(flags & IFF_UP),
-        oper_state=str(msg.get_attr("IFLA_OPERSTATE") or "UNKNOWN").lower(),
+        oper_state=str(get("IFLA_OPERSTATE") or "UNKNOWN").lower(),
         loopback=bool(flags & IFF_LOOPBACK),
-        link_index=msg.get_attr("IFLA_LINK"),
-        link_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
-        master=msg.get_attr("IFLA_MASTER"),
+        link_index=get("IFLA_LINK"),
+        link_netnsid=get("IFLA_LINK_NETNSID"),
+        master=get("IFLA_MASTER"),
         tunnel=_linux_tunnel(kind, data),
-        alias=msg.get_attr("IFLA_IFALIAS"),
+        alias=get("IFLA_IFALIAS"),
     )
+
+
+#: The link attributes :func:`parse_link` reads.
+LINK_ATTRS = frozenset({"IFLA_IFNAME", "IFLA_ADDRESS", "IFLA_MTU", "IFLA_OPERSTATE", "IFLA_LINK",
+                        "IFLA_LINK_NETNSID", "IFLA_MASTER", "IFLA_IFALIAS", "IFLA_LINKINFO"})
+
+_LEAN_LINK_MSG: Any = None
+
+
+def lean_link_message() -> Any:
+    """pyroute2's ifinfmsg, decoding only :data:`LINK_ATTRS` of each link.
+
+    A link message carries ~40 attributes (statistics, per-protocol
+    configuration arrays, queue and GSO limits, ...); pyroute2 builds an
+    object for each of them when the message is received, which is most of
+    the time a dump of a few hundred links takes.  This subclass walks the
+    same attribute chain with pyroute2's own decoding table and builds
+    objects only for the attributes show and inspect read; the others are
+    skipped unread.  Returns None when pyroute2's internals are not the
+    expected ones (the full class is then used).
+    """
+    global _LEAN_LINK_MSG
+    if _LEAN_LINK_MSG is not None:
+        return _LEAN_LINK_MSG or None
+    import struct  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    try:
+        from pyroute2.netlink import NLA_F_NESTED, NLA_F_NET_BYTEORDER, nla_slot  # noqa: PLC0415
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: PLC0415
+
+        ifinfmsg()  # compiles the class's decoding table (pyroute2 does it at first use)
+        table = ifinfmsg._nlmsg_base__t_nla_map  # type: ignore[attr-defined]
+        wanted = {key for key, prime in table.items()
+                  if isinstance(key, int) and prime.get("name") in LINK_ATTRS}
+    except (ImportError, AttributeError, TypeError):
+        _LEAN_LINK_MSG = False
+        return None
+    flag_bits = NLA_F_NESTED | NLA_F_NET_BYTEORDER
+
+    class LinkFactsMsg(ifinfmsg):  # type: ignore[misc, valid-type]
+        """An ifinfmsg with only the attributes ovsfab reads decoded."""
+
+        def decode_nlas(self, offset: int) -> None:
+            # pyroute2's nlmsg_base.decode_nlas, skipping unwanted attributes
+            # before an object is made for them.
+            end = self.offset + self.length
+            data = self.data
+            while offset <= end - 4:
+                length, base_type = struct.unpack_from("HH", data, offset)
+                length = min(max(length, 4), end - offset)
+                msg_type = base_type & ~flag_bits
+                if msg_type in wanted:
+                    prime = table[msg_type]
+                    msg_class = prime["class"]
+                    if isinstance(msg_class, types.FunctionType):
+                        msg_class = msg_class(self, data=data, offset=offset)
+                    nla = msg_class(data=data, offset=offset, parent=self, length=length, init=prime["init"])
+                    nla._nla_array = prime["nla_array"]
+                    nla._nla_flags = base_type & flag_bits
+                    self["attrs"].append(nla_slot(prime["name"], nla))
+                offset += (length + 3) & ~3
+
+    _LEAN_LINK_MSG = LinkFactsMsg
+    return LinkFactsMsg
+
+
+def lean_links(ipr: Any) -> Any:
+    """``ipr``, made to decode link messages with :func:`lean_link_message` (this socket only)."""
+    cls = lean_link_message()
+    marshal = getattr(ipr, "marshal", None)
+    msg_map = getattr(marshal, "msg_map", None)
+    if cls is not None and isinstance(msg_map, dict):
+        from pyroute2.netlink.rtnl import RTM_NEWLINK  # noqa: PLC0415
+
+        msg_map[RTM_NEWLINK] = cls  # the marshal's map is per socket (Marshal.__init__ copies it)
+    return ipr
 
 
 def dump_links(ipr: Any) -> Dict[int, LinkFacts]:
     """All links of the namespace ``ipr`` lives in, by ifindex (one dump)."""
-    from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
-
     try:
         return {lf.index: lf for lf in (parse_link(m) for m in ipr.get_links())}
     except OSError as exc:
+        # Imported only on failure: plumbing.links is a big module (~20 ms) show does not otherwise need.
+        from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
+
         raise netlink_error(exc, "cannot list links") from exc
 
 
@@ -369,11 +517,22 @@ def _opt(value: object) -> Optional[Any]:
     return value
 
 
+#: Set by the agent (ovsfab/agent/server.py) for the one command it runs:
+#: remote -> an already synced session monitoring at least
+#: :data:`OVSDB_COLUMNS` whose close() keeps it open, or None for a fresh one.
+WARM_SESSION: Optional[Callable[[str], Optional[Any]]] = None
+
+
 def open_ovsdb(remote: Optional[str], timeout: float) -> Any:
-    """A read-only IDL session monitoring only :data:`OVSDB_COLUMNS`."""
+    """A read-only IDL session monitoring only :data:`OVSDB_COLUMNS` (the agent's warm one if it has one)."""
     from ovsfab.backends.ovs.idl import IdlSession, default_remote  # noqa: PLC0415
 
-    return IdlSession(remote or default_remote(), OVSDB_COLUMNS, timeout=timeout)
+    remote = remote or default_remote()
+    if WARM_SESSION is not None:
+        warm = WARM_SESSION(remote)
+        if warm is not None:
+            return warm
+    return IdlSession(remote, OVSDB_COLUMNS, timeout=timeout)
 
 
 def _owner(port_ids: Mapping[str, str], iface_ids: Mapping[str, str]) -> Optional[Owner]:
@@ -418,10 +577,52 @@ class _OvsIface:
 
     @classmethod
     def read(cls, row: Any) -> "_OvsIface":
-        ofport = _opt(row.ofport)
-        return cls(name=row.name, type=row.type or "", ofport=ofport if isinstance(ofport, int) else None,
-                   error=_opt(row.error) or None, link_state=_opt(row.link_state),
-                   external_ids=dict(row.external_ids), options=dict(row.options))
+        ofport = _scalar(row, "ofport")
+        return cls(name=_scalar(row, "name"), type=_scalar(row, "type") or "",
+                   ofport=ofport if isinstance(ofport, int) else None,
+                   error=_scalar(row, "error") or None, link_state=_scalar(row, "link_state"),
+                   external_ids=_map(row, "external_ids"), options=_map(row, "options"))
+
+
+# Column readers.  python-ovs's Row.__getattr__ rebuilds and re-validates a
+# Datum for every set or map column on every access (Datum.from_python with
+# its constraint checks); on a host with hundreds of ports that was most of
+# show's OVSDB time.  These read the row's synced Datum (``Row._data``, the
+# IDL's copy of what the server sent) directly, and fall back to the
+# attribute when a row has uncommitted changes or the IDL keeps its data
+# differently.
+def _datum(row: Any, column: str) -> Any:
+    attrs = getattr(row, "__dict__", {})
+    data = attrs.get("_data")
+    if data is None or attrs.get("_changes") or column not in data:
+        return None
+    return data[column]
+
+
+def _scalar(row: Any, column: str) -> Any:
+    """A scalar or optional column's value (None when empty)."""
+    datum = _datum(row, column)
+    if datum is None:
+        return _opt(getattr(row, column))
+    for atom in datum.values:
+        return atom.value
+    return None
+
+
+def _map(row: Any, column: str) -> Dict[Any, Any]:
+    """A map column as a dict."""
+    datum = _datum(row, column)
+    if datum is None:
+        return dict(getattr(row, column))
+    return {key.value: value.value for key, value in datum.values.items()}
+
+
+def _refs(row: Any, column: str) -> List[Any]:
+    """The UUIDs a reference (set) column points to."""
+    datum = _datum(row, column)
+    if datum is None:
+        return [ref.uuid for ref in getattr(row, column)]
+    return [atom.value for atom in datum.values]
 
 
 def classify_ovs_port(name: str, tag: Optional[int], port_ids: Mapping[str, str],
@@ -477,13 +678,20 @@ def ovs_bridges(session: Any, links_by_name: Mapping[str, LinkFacts],
     (bridge, port)}: a port's interface names are the kernel link names.
     """
     ifaces = {uuid: _OvsIface.read(row) for uuid, row in session.table("Interface").items()}
+    port_rows = session.table("Port")
     out = []
     for br in session.table("Bridge").values():
-        facts = BridgeFacts(name=br.name, kind="ovs", datapath=br.datapath_type or "system",
-                            owned=dict(br.external_ids).get(OWNER_KEY) == OWNER_VALUE)
-        for prow in br.ports:
-            mine = [ifaces[i.uuid] for i in prow.interfaces if i.uuid in ifaces]
-            port = classify_ovs_port(prow.name, _opt(prow.tag), dict(prow.external_ids), mine, links_by_name)
+        facts = BridgeFacts(name=_scalar(br, "name"), kind="ovs",
+                            datapath=_scalar(br, "datapath_type") or "system",
+                            owned=_map(br, "external_ids").get(OWNER_KEY) == OWNER_VALUE)
+        for port_uuid in _refs(br, "ports"):
+            prow = port_rows.get(port_uuid)
+            if prow is None:  # referential integrity makes this a transient state at most
+                continue
+            mine = [ifaces[i] for i in _refs(prow, "interfaces") if i in ifaces]
+            tag = _scalar(prow, "tag")
+            port = classify_ovs_port(_scalar(prow, "name"), tag if isinstance(tag, int) else None,
+                                     _map(prow, "external_ids"), mine, links_by_name)
             facts.ports.append(port)
             if by_interface is not None:
                 for iface in mine:
@@ -495,11 +703,12 @@ def ovs_bridges(session: Any, links_by_name: Mapping[str, LinkFacts],
 
 def linux_bridges(links: Mapping[int, LinkFacts]) -> List[BridgeFacts]:
     """Every Linux bridge in this namespace, members classified by link kind (and ovsfab's alias record)."""
-    from ovsfab.backends.linux import decode_record  # noqa: PLC0415 - no pyroute2/ovs import
     out = []
     for br in links.values():
         if br.kind != "bridge":
             continue
+        # Imported only when there is a Linux bridge (no pyroute2/ovs import, but a big module).
+        from ovsfab.backends.linux import decode_record  # noqa: PLC0415
         ports = []
         for ln in links.values():
             if ln.master != br.index:
@@ -532,22 +741,109 @@ def linux_bridges(links: Mapping[int, LinkFacts]) -> List[BridgeFacts]:
 # ---------------------------------------------------------------------------
 # show
 # ---------------------------------------------------------------------------
+#: As the SDK client of plumbing/containers.py.
+DOCKER_TIMEOUT = 10.0
+
+
+def _docker_socket() -> Optional[str]:
+    """The unix socket path of DOCKER_HOST (default /var/run/docker.sock); None for another transport."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return host[len("unix://"):] if host.startswith("unix://") else None
+
+
+def _docker_get(sock_path: str, path: str) -> Tuple[int, Any]:
+    """One GET on dockerd's unix socket: (HTTP status, the decoded JSON body).
+
+    show and inspect make one read-only Docker call each.  Through the
+    docker SDK that costs importing it (~160 ms, requests and urllib3
+    included) and an API-version round trip per client; this is the same
+    call with the standard library (http.client, ~10 ms).  The path has no
+    API version prefix: dockerd then answers in its own current version, as
+    the SDK's version="auto" client would.  Raises OSError,
+    http.client.HTTPException or ValueError.
+    """
+    import http.client  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(DOCKER_TIMEOUT)
+            try:
+                sock.connect(sock_path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    conn = UnixConnection("localhost", timeout=DOCKER_TIMEOUT)
+    try:
+        conn.request("GET", path, headers={"Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, (json.loads(body) if body else None)
+    finally:
+        conn.close()
+
+
 def _docker_containers() -> List[Dict[str, Any]]:
     """Every container dockerd knows of (one API call); raises Unavailable."""
+    sock_path = _docker_socket()
+    if sock_path is None:  # tcp://, ssh://, TLS settings: the SDK knows them
+        return _docker_containers_sdk()
+    import http.client  # noqa: PLC0415
+
+    try:
+        status, listing = _docker_get(sock_path, "/containers/json?all=1")
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise Unavailable(f"cannot reach dockerd: {type(exc).__name__}") from None
+    if status != 200 or not isinstance(listing, list):
+        raise Unavailable(f"cannot reach dockerd: HTTP {status}") from None
+    return listing
+
+
+def _docker_containers_sdk() -> List[Dict[str, Any]]:
     import docker.errors  # noqa: PLC0415 - lazy: the SDK costs ~160 ms to import
     import requests.exceptions  # noqa: PLC0415
 
-    # The one place that knows DOCKER_HOST and the timeout.
-    from ovsfab.plumbing.containers import _docker_client  # noqa: PLC0415
+    # The one place that knows DOCKER_HOST and the timeout.  Its client is
+    # kept for the process: making one asks dockerd for its API version (a
+    # round trip) that the agent would otherwise pay on every show.
+    from ovsfab.plumbing.containers import _inspect_client  # noqa: PLC0415
 
     try:
-        client = _docker_client()
-        try:
-            return list(client.containers(all=True))
-        finally:
-            client.close()
+        return list(_inspect_client().containers(all=True))
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise Unavailable(f"cannot reach dockerd: {type(exc).__name__}") from None
+
+
+def _inspect_container(ref: str) -> Dict[str, Any]:
+    """``docker inspect REF`` (one API call), with the errors of plumbing.containers._inspect_docker."""
+    sock_path = _docker_socket()
+    if sock_path is None:
+        from ovsfab.plumbing import containers  # noqa: PLC0415
+
+        return containers._inspect_docker(ref)  # noqa: SLF001 - shares the error mapping
+    import http.client  # noqa: PLC0415
+    from urllib.parse import quote  # noqa: PLC0415
+
+    from ovsfab.errors import PermissionDenied  # noqa: PLC0415
+
+    try:
+        status, info = _docker_get(sock_path, f"/containers/{quote(ref, safe='')}/json")
+    except PermissionError:
+        raise PermissionDenied("cannot talk to dockerd: permission denied", "run ovsfab as root") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise Unavailable(f"cannot reach dockerd to look up {ref!r}: {type(exc).__name__}",
+                          "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N") from None
+    if status == 404:
+        raise NotFound(f"no Docker container named {ref!r}",
+                       "check `docker ps -a`, or use netns:NAME / pid:N for non-Docker targets")
+    if status != 200 or not isinstance(info, dict):
+        raise Unavailable(f"cannot reach dockerd to look up {ref!r}: HTTP {status}",
+                          "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N")
+    return info
 
 
 def _docker_index(listing: Iterable[Mapping[str, Any]]) -> Tuple[Dict[str, Mapping[str, Any]],
@@ -632,9 +928,7 @@ def show(bridge: Optional[str] = None, remote: Optional[str] = None,
     Raises Unavailable when OVSDB cannot be reached, NotFound for an unknown
     ``bridge``.
     """
-    from pyroute2 import IPRoute  # noqa: PLC0415 - lazy: ~200 ms
-
-    ipr = IPRoute()
+    ipr = lean_links(iproute_class()())
     try:
         links = dump_links(ipr)
     finally:
@@ -687,7 +981,7 @@ def _resolve(spec: str) -> Tuple[ContainerFacts, Optional[str], Dict[str, str]]:
                                pid=target.pid, state="running")
         return facts, target.netns_path, {}
     # One inspect call gives identity, state, PID and Docker's own networks.
-    info = containers._inspect_docker(ref)  # noqa: SLF001 - shares the error mapping
+    info = _inspect_container(ref)
     state = info.get("State") or {}
     pid = int(state.get("Pid") or 0)
     facts = ContainerFacts(name=(info.get("Name") or ref).lstrip("/"), kind="docker",
@@ -729,9 +1023,9 @@ def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0) -> I
     fail the command: the namespace facts are returned with ``ovs.status`` set
     to "unavailable" and the OVS facts left out.
     """
-    from pyroute2 import IPRoute  # noqa: PLC0415 - lazy: ~200 ms
-
     from ovsfab.plumbing.netns import Namespace  # noqa: PLC0415
+
+    IPRoute = iproute_class()  # noqa: N806
 
     container, ns_path, docker_macs = _resolve(spec)
     notes: List[str] = []
@@ -752,11 +1046,11 @@ def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0) -> I
         if same_ns:
             notes.append(f"{container.name} shares this host's network namespace")
         with ns.entered():
-            inner = IPRoute()  # the socket stays in the container's namespace for life
+            inner = lean_links(IPRoute())  # the socket stays in the container's namespace for life
         try:
             inner_links = dump_links(inner)
             addrs = dump_addresses(inner)
-            host_ipr = IPRoute()
+            host_ipr = lean_links(IPRoute())
             try:
                 host_links = dump_links(host_ipr)
             finally:

@@ -21,7 +21,7 @@ COLUMNS: Dict[str, List[str]] = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
     "Bridge": ["name", "ports", "datapath_type", "external_ids", "other_config"],
     "Port": ["name", "interfaces", "tag", "external_ids", "protected"],
-    "Interface": ["name", "type", "ofport", "error", "external_ids", "options"],
+    "Interface": ["name", "type", "ofport", "error", "external_ids", "options", "link_state"],
 }
 
 
