@@ -19,10 +19,9 @@ Where facts come from, and why:
   datapath the kernel knows of no master at all.
 * **Docker** -- one API call: ``inspect`` for the container being inspected;
   for ``show``, one container *list* for all ports (never one call per port,
-  and no namespace is entered: the OVSDB record says whose port it is).  On
-  dockerd's unix socket the call is made with the standard library
-  (:func:`_docker_get`), not the docker SDK, whose import alone costs more
-  than the whole call.
+  and no namespace is entered: the OVSDB record says whose port it is),
+  through the docker SDK, imported only when a port or the target is a
+  Docker container (the import costs ~160 ms; the agent has it loaded).
 
 Speed (issue #5: 300 attachments, "well under a second"): run by the agent,
 these read its warm OVSDB session (:data:`WARM_SESSION`); run in a one-shot
@@ -741,69 +740,8 @@ def linux_bridges(links: Mapping[int, LinkFacts]) -> List[BridgeFacts]:
 # ---------------------------------------------------------------------------
 # show
 # ---------------------------------------------------------------------------
-#: As the SDK client of plumbing/containers.py.
-DOCKER_TIMEOUT = 10.0
-
-
-def _docker_socket() -> Optional[str]:
-    """The unix socket path of DOCKER_HOST (default /var/run/docker.sock); None for another transport."""
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    return host[len("unix://"):] if host.startswith("unix://") else None
-
-
-def _docker_get(sock_path: str, path: str) -> Tuple[int, Any]:
-    """One GET on dockerd's unix socket: (HTTP status, the decoded JSON body).
-
-    show and inspect make one read-only Docker call each.  Through the
-    docker SDK that costs importing it (~160 ms, requests and urllib3
-    included) and an API-version round trip per client; this is the same
-    call with the standard library (http.client, ~10 ms).  The path has no
-    API version prefix: dockerd then answers in its own current version, as
-    the SDK's version="auto" client would.  Raises OSError,
-    http.client.HTTPException or ValueError.
-    """
-    import http.client  # noqa: PLC0415
-    import json  # noqa: PLC0415
-    import socket  # noqa: PLC0415
-
-    class UnixConnection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(DOCKER_TIMEOUT)
-            try:
-                sock.connect(sock_path)
-            except OSError:
-                sock.close()
-                raise
-            self.sock = sock
-
-    conn = UnixConnection("localhost", timeout=DOCKER_TIMEOUT)
-    try:
-        conn.request("GET", path, headers={"Accept": "application/json"})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, (json.loads(body) if body else None)
-    finally:
-        conn.close()
-
-
 def _docker_containers() -> List[Dict[str, Any]]:
-    """Every container dockerd knows of (one API call); raises Unavailable."""
-    sock_path = _docker_socket()
-    if sock_path is None:  # tcp://, ssh://, TLS settings: the SDK knows them
-        return _docker_containers_sdk()
-    import http.client  # noqa: PLC0415
-
-    try:
-        status, listing = _docker_get(sock_path, "/containers/json?all=1")
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise Unavailable(f"cannot reach dockerd: {type(exc).__name__}") from None
-    if status != 200 or not isinstance(listing, list):
-        raise Unavailable(f"cannot reach dockerd: HTTP {status}") from None
-    return listing
-
-
-def _docker_containers_sdk() -> List[Dict[str, Any]]:
+    """Every container dockerd knows of (one API call, through the docker SDK); raises Unavailable."""
     import docker.errors  # noqa: PLC0415 - lazy: the SDK costs ~160 ms to import
     import requests.exceptions  # noqa: PLC0415
 
@@ -820,30 +758,9 @@ def _docker_containers_sdk() -> List[Dict[str, Any]]:
 
 def _inspect_container(ref: str) -> Dict[str, Any]:
     """``docker inspect REF`` (one API call), with the errors of plumbing.containers._inspect_docker."""
-    sock_path = _docker_socket()
-    if sock_path is None:
-        from ovsfab.plumbing import containers  # noqa: PLC0415
+    from ovsfab.plumbing import containers  # noqa: PLC0415
 
-        return containers._inspect_docker(ref)  # noqa: SLF001 - shares the error mapping
-    import http.client  # noqa: PLC0415
-    from urllib.parse import quote  # noqa: PLC0415
-
-    from ovsfab.errors import PermissionDenied  # noqa: PLC0415
-
-    try:
-        status, info = _docker_get(sock_path, f"/containers/{quote(ref, safe='')}/json")
-    except PermissionError:
-        raise PermissionDenied("cannot talk to dockerd: permission denied", "run ovsfab as root") from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise Unavailable(f"cannot reach dockerd to look up {ref!r}: {type(exc).__name__}",
-                          "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N") from None
-    if status == 404:
-        raise NotFound(f"no Docker container named {ref!r}",
-                       "check `docker ps -a`, or use netns:NAME / pid:N for non-Docker targets")
-    if status != 200 or not isinstance(info, dict):
-        raise Unavailable(f"cannot reach dockerd to look up {ref!r}: HTTP {status}",
-                          "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N")
-    return info
+    return containers._inspect_docker(ref)  # noqa: SLF001 - shares the client and the error mapping
 
 
 def _docker_index(listing: Iterable[Mapping[str, Any]]) -> Tuple[Dict[str, Mapping[str, Any]],
