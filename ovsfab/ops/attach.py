@@ -6,7 +6,8 @@ Flow (each step undone in reverse if a later one fails):
 2. connect      to the backend (OVSDB) and read what is recorded
 3. create_veth  one netlink request: host end in this namespace, container
                 end born inside the container with its final name, MTU, MAC
-4. configure    addresses, default route, link up (inside the container)
+4. configure    addresses, link up, default route (inside the container,
+                in one netlink send; the host end was born up)
 5. offloads     on the netdev datapath, TX checksum offload off on both ends
 6. plug         one OVSDB transaction: bridge (if missing) + port + interface
                 with ownership in external_ids; wait for vswitchd and ofport
@@ -170,44 +171,19 @@ def attach(req: AttachRequest, backend_factory: BackendFactory,
         # -- end of --mtu auto --
 
         plan.step("create_veth",
-                  lambda: host.create_veth(port, req.ifname, ns, req.mtu, req.mac),
+                  lambda: create_link(host, ns, port, req),
                   undo=lambda: host.delete(port, if_exists=True))
-        info = inner.link(req.ifname)
-        if info is None:
-            raise OperationFailed(f"the container end {req.ifname} vanished after creation",
-                                  "check whether the container is stopping")
-        cidx = int(info["index"])
-        mac = str(info["mac"])
-        mtu = int(info["mtu"])
-
-        def configure() -> None:
-            if any(spec.version == 6 for spec in req.addresses):
-                inner.enable_ipv6(req.ifname)
-            for spec in req.addresses:
-                inner.add_address(cidx, spec)
-            inner.set_up(cidx)
-            for spec in req.addresses:
-                if spec.gateway is not None:
-                    inner.add_default_route(cidx, spec.gateway)
-            hidx = host.index(port)
-            if hidx is None:
-                raise OperationFailed(f"host end {port} vanished after creation")
-            host.set_up(hidx)
+        link = read_link(inner, req.ifname)
+        mac, mtu = link.mac, link.mtu
 
         # Undo of everything inside the container is the veth's deletion.
-        plan.step("configure", configure)
+        plan.step("configure", lambda: configure_link(inner, req, link))
 
         def offloads() -> None:
             if not backend.needs_tx_csum_off(datapath):
                 LOG.debug("datapath %s: kernel offloads left on", datapath)
                 return
-            # The userspace datapath reads frames whose TCP/UDP checksums the
-            # veth left for "hardware" to finish; nothing finishes them, so
-            # TCP dies while ping works.  Make the kernel finish them.
-            off_c = inner.disable_tx_checksum(req.ifname)
-            off_h = host.disable_tx_checksum(port)
-            LOG.debug("netdev datapath: TX checksum offload off on %s (%s) and %s (%s)",
-                      req.ifname, ",".join(off_c) or "already off", port, ",".join(off_h) or "already off")
+            offload_link(host, inner, port, req.ifname)
 
         plan.step("offloads", offloads)
 
@@ -244,6 +220,79 @@ def attach(req: AttachRequest, backend_factory: BackendFactory,
         plan.step("verify", verify)
         _finish(ns, backend, host, inner)
         return AttachResult(att, changed=True, datapath=datapath, notes=notes)
+
+
+# ---------------------------------------------------------------------------
+# The per-container link work, shared with the batch operations (ovsfab apply
+# and reconcile prepare many links, then plug every port in one transaction).
+# ---------------------------------------------------------------------------
+@dataclass
+class LinkFacts:
+    """The container end of a new veth, as the record needs it."""
+
+    index: int
+    mac: str
+    mtu: int
+
+
+def create_link(host: NetlinkHandle, ns: Namespace, port: str, req: AttachRequest) -> None:
+    """Step create_veth: one netlink request.
+
+    The host end is born up; the container end is born inside the container
+    with its final name, MTU and MAC (it cannot be born up: see create_veth).
+    """
+    host.create_veth(port, req.ifname, ns, req.mtu, req.mac, up=True)
+
+
+def read_link(inner: NetlinkHandle, ifname: str) -> LinkFacts:
+    """The new container end's index, MAC and MTU (the kernel chose what the request did not)."""
+    info = inner.link(ifname)
+    if info is None:
+        raise OperationFailed(f"the container end {ifname} vanished after creation",
+                              "check whether the container is stopping")
+    return LinkFacts(int(info["index"]), str(info["mac"]), int(info["mtu"]))  # type: ignore[arg-type]
+
+
+def configure_link(inner: NetlinkHandle, req: AttachRequest, link: LinkFacts) -> None:
+    """Step configure: addresses, link up, default routes -- one send into the container."""
+    if any(spec.version == 6 for spec in req.addresses):
+        inner.enable_ipv6(req.ifname)
+    inner.configure(link.index, req.addresses)
+
+
+def offload_link(host: NetlinkHandle, inner: NetlinkHandle, port: str, ifname: str) -> None:
+    """Step offloads (netdev datapath only): TX checksum offload off on both ends.
+
+    The userspace datapath reads frames whose TCP/UDP checksums the veth
+    left for "hardware" to finish; nothing finishes them, so TCP dies while
+    ping works.  Make the kernel finish them.
+    """
+    off_c = inner.disable_tx_checksum(ifname)
+    off_h = host.disable_tx_checksum(port)
+    LOG.debug("netdev datapath: TX checksum offload off on %s (%s) and %s (%s)",
+              ifname, ",".join(off_c) or "already off", port, ",".join(off_h) or "already off")
+
+
+def prepare_link(host: NetlinkHandle, ns: Namespace, port: str, req: AttachRequest, csum_off: bool,
+                 created: Callable[[], None]) -> LinkFacts:
+    """attach's create_veth, configure and offloads for one container of a batch.
+
+    ``created`` is called as soon as the veth exists (the caller registers
+    its undo then, so a failure in a later request leaves nothing behind).
+    One short-lived handle in the container: batches touch hundreds of
+    namespaces, and their sockets must not pile up.
+    """
+    inner = NetlinkHandle(ns)
+    try:
+        create_link(host, ns, port, req)
+        created()
+        link = read_link(inner, req.ifname)
+        configure_link(inner, req, link)
+        if csum_off:
+            offload_link(host, inner, port, req.ifname)
+        return link
+    finally:
+        inner.close()
 
 
 def _finish(ns: Namespace, backend: Backend, host: NetlinkHandle, inner: NetlinkHandle) -> None:
