@@ -400,8 +400,6 @@ def test_ovn_detach_faults_keep_the_attachment(ovn_lab, netns_targets):
 # ---------------------------------------------------------------------------
 # (4) reconcile restores the binding after a container restart
 # ---------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="ops/reconcile.py request_of() drops the record's network/iface-id "
-                   "(one-line fix described in the OVN report); remove this marker with the fix")
 def test_ovn_reconcile_restores_binding_after_restart(ovn_lab):
     name = "ovsfab-lab-docker-test2"
     tb.docker("restart", "-t", "0", name)

@@ -43,13 +43,14 @@ Nothing here prints: results are returned as :class:`ReconcileResult`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort, PortResult
-from ovsfab.errors import OperationFailed, OvsfabError, Unavailable
+from ovsfab.errors import Conflict, OperationFailed, OvsfabError, Unavailable
 from ovsfab.model import Attachment, AttachRequest, Target, parse_target_spec
 
 LOG = logging.getLogger(__name__)
@@ -226,11 +227,12 @@ def docker_target(info: Dict[str, Any]) -> Optional[Target]:
 # The reconciler
 # ---------------------------------------------------------------------------
 class _Deferred(Borrowed):
-    """A borrowed backend whose add_port only collects the port for one later transaction.
+    """A borrowed backend collecting ports for one later transaction (``specs``).
 
-    attach() plugs the port last but for announce/verify, so deferring the
-    insertion changes nothing it relies on; the MAC is the recorded one, so
-    neighbours' caches stay valid without the announcement reaching them.
+    The batch restore appends the ports it re-created and ``record``s the
+    ones it could not; ``add_port`` makes it usable as attach()'s backend too
+    (attach plugs the port last but for announce/verify, so deferring the
+    insertion changes nothing it relies on).
     """
 
     def __init__(self, backend: Backend) -> None:
@@ -249,6 +251,31 @@ class _Deferred(Borrowed):
                                   datapath=self._backend.bridge_datapath(att.bridge) or "netdev", tag=att.vlan))
 
 
+class _Background:
+    """One call run in a thread; ``result()`` joins it and returns (or raises) what it did."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        import threading  # noqa: PLC0415
+
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+
+        def run() -> None:
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:  # handed to the caller by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="ovsfab-lookup", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def request_of(att: Attachment) -> AttachRequest:
     """The attach request that re-creates a recorded attachment exactly.
 
@@ -257,7 +284,8 @@ def request_of(att: Attachment) -> AttachRequest:
     """
     return AttachRequest(bridge=att.bridge, target_spec=att.target or att.container_key,
                          addresses=att.addresses, ifname=att.ifname, mac=att.mac, mtu=att.mtu,
-                         vlan=att.vlan, datapath="auto", persist=att.persist)
+                         vlan=att.vlan, datapath="auto", persist=att.persist,
+                         network=att.network or None, iface_id=att.iface_id or None)  # OVN binding
 
 
 def target_kind(att: Attachment) -> Tuple[str, str]:
@@ -371,7 +399,7 @@ class Reconciler:
                 to_restore.append((att, kind, info))  # together, below: batched
                 continue
             result.actions.append(self._act(att, state, healthy, links, dry_run, deep=False, info=info))
-        result.actions.extend(self._restore_many(to_restore))
+        result.actions.extend(self._restore_many(to_restore, links))
         return result
 
     def _containers(self, keys: Iterable[str], dry_run: bool) -> ReconcileResult:
@@ -405,18 +433,8 @@ class Reconciler:
     # -- facts -----------------------------------------------------------
     def _host_links(self) -> Dict[str, Tuple[Optional[int], bool]]:
         """{name: (IFLA_LINK_NETNSID, up)} of this namespace's links, from one dump."""
-        from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
-
-        out = {}
-        try:
-            msgs = self._netlink().ipr.get_links()
-        except Exception as exc:  # NetlinkError
-            raise netlink_error(exc, "cannot list links") from exc
-        for msg in msgs:
-            name = msg.get_attr("IFLA_IFNAME")
-            if name:
-                out[name] = (msg.get_attr("IFLA_LINK_NETNSID"), bool(msg["flags"] & IFF_UP))
-        return out
+        return {name: (facts["peer_netnsid"], bool(facts["up"]))  # type: ignore[misc]
+                for name, facts in self._netlink().link_table().items()}
 
     def _same_netns(self, nsid: Optional[int], pid: Optional[int] = None, path: Optional[str] = None) -> bool:
         """True when ``nsid`` (a veth peer's namespace, numbered here) is the target's namespace."""
@@ -425,15 +443,14 @@ class Reconciler:
         try:
             if path is not None:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                reply = host.ipr.get_netnsid(fd=fd)
+                their = host.netnsid(fd=fd)
             else:
-                reply = host.ipr.get_netnsid(pid=pid)
-        except Exception:  # the target vanished meanwhile: not the same
+                their = host.netnsid(pid=pid)
+        except OSError:  # the target vanished meanwhile: not the same
             return False
         finally:
             if fd >= 0:
                 os.close(fd)
-        their = (reply or {}).get("nsid")
         return their is not None and their >= 0 and their == nsid
 
     def _healthy(self, att: Attachment, links: Dict[str, Tuple[Optional[int], bool]]) -> bool:
@@ -571,75 +588,172 @@ class Reconciler:
             return Action(OK, res.attachment)
         return Action(RESTORED, res.attachment, "link was missing", changed=True)
 
-    def _restore_many(self, items: List[Tuple[Attachment, str, Optional[Dict[str, Any]]]]) -> List[Action]:
+    def _restore_many(self, items: List[Tuple[Attachment, str, Optional[Dict[str, Any]]]],
+                      links: Dict[str, Tuple[Optional[int], bool]]) -> List[Action]:
         """Restore several attachments with two OVSDB transactions in all.
 
-        One transaction removes the broken ports, each attachment's links are
-        re-created by the attach flow (its port insertion deferred), and one
-        transaction adds every port back -- instead of two transactions per
-        attachment, each waiting for ovs-vswitchd.  Attachments whose re-creation
-        failed get their record back in that same transaction, so nothing
-        recorded is lost.
+        One transaction removes the broken ports; the lingering host ends of
+        their veths go in one unregister batch; each attachment's links are
+        re-created by attach's own link phases (:func:`ovsfab.ops.attach.prepare_link`:
+        netlink only, no OVSDB, no Docker); one transaction adds every port
+        back -- instead of two transactions per attachment, each waiting for
+        ovs-vswitchd.  Attachments whose re-creation failed get their record
+        back in that same transaction, so nothing recorded is lost.
+
+        No gratuitous ARP: the restored interface has the recorded MAC and
+        addresses, so neighbours' caches are still right (and a frame sent
+        before the port exists would reach nobody).
         """
         if not items:
             return []
         if len(items) == 1 or not hasattr(self.backend, "del_ports"):
             return [self._act_restore(att, kind, info) for att, kind, info in items]
-        from ovsfab.ops.attach import attach  # noqa: PLC0415
         from ovsfab.plumbing import containers  # noqa: PLC0415
 
         actions: List[Action] = []
-        need = [att.container_key for att, kind, info in items if kind == "docker" and info is None]
-        infos = self.docker.inspect_many(need) if need else {}
-        ready: List[Tuple[Attachment, Target]] = []
-        for att, kind, info in items:
-            try:
-                if kind == "docker":
-                    info = info if info is not None else infos.get(att.container_key)
-                    if info is None:
-                        actions.append(self._remove(att, "container removed", dry_run=False))
-                        continue
-                    target = docker_target(info)
-                    if target is None:
-                        actions.append(self._stopped(att, {}, dry_run=False))
-                        continue
-                else:
-                    target = containers.resolve(att.target)
-                ready.append((att, target))
-            except OvsfabError as exc:
-                if isinstance(exc, Unavailable):
-                    raise
-                actions.append(Action(FAILED, att, "", error=exc))
-        if not ready:
-            return actions
-        self.backend.del_ports([att.port for att, _ in ready])  # type: ignore[attr-defined]
+        datapaths = {att.bridge: self._datapath(att.bridge) for att, _, _ in items}
+        csum_off = {b: self.backend.needs_tx_csum_off(dp) for b, dp in datapaths.items()}
         deferred = _Deferred(self.backend)
-        done: List[Tuple[Attachment, Any]] = []
+
+        def keep(att: Attachment) -> None:
+            """Put a record back as it was (a port row with no device yet)."""
+            deferred.specs.append(NewPort(att.bridge, att.port, dict(att.external_ids),
+                                          datapath=datapaths[att.bridge], tag=att.vlan))
+
+        # The PIDs of restarted containers (one Docker inspect each, ~4 ms of
+        # CPU in the SDK) are looked up while ovs-vswitchd removes the broken
+        # ports (below): the two waits overlap.  The Docker client is used by
+        # that thread alone, the IDL by this one.
+        need = [att.container_key for att, kind, info in items if kind == "docker" and info is None]
+        lookup = _Background(self.docker.inspect_many, need) if need else None
+        # ovs-vswitchd must have let go of the old ports before a veth of the
+        # same name appears: overlapping its reconfiguration with the netlink
+        # work below (tried) leaves restored ports that carry no traffic.
+        try:
+            self.backend.del_ports([att.port for att, _, _ in items])  # type: ignore[attr-defined]
+        finally:
+            infos = lookup.result() if lookup is not None else {}
+        ready: List[Tuple[Attachment, Target]] = []
+        try:
+            for att, kind, info in items:
+                try:
+                    if kind == "docker":
+                        info = info if info is not None else infos.get(att.container_key)
+                        if info is None:
+                            actions.append(self._remove(att, "container removed", dry_run=False))
+                            continue
+                        target = docker_target(info)
+                        if target is None:  # stopped meanwhile: its record stays
+                            keep(att)
+                            actions.append(self._stopped(att, {}, dry_run=False))
+                            continue
+                    else:
+                        target = containers.resolve(att.target)
+                    ready.append((att, target))
+                except OvsfabError as exc:
+                    if isinstance(exc, Unavailable):
+                        raise
+                    keep(att)
+                    actions.append(Action(FAILED, att, "", error=exc))
+        except BaseException:
+            # Nothing re-created yet: every record goes back as it was.
+            for att, _, _ in items:
+                if all(spec.port != att.port for spec in deferred.specs):
+                    keep(att)
+            self._flush(deferred)
+            raise
+        # The host ends of restarted containers' veths outlive their dead
+        # namespaces until the kernel's (slow, batched) namespace cleanup
+        # reaches them, and their names are the ones to re-create.  Deleted
+        # one by one, each would wait for RCU grace periods; together, the
+        # waits are paid once.
+        lingering = [att.port for att, _ in ready if att.port in links]
+        if lingering:
+            self._netlink().delete_many(lingering)
+        done: List[Tuple[Attachment, Target, int]] = []
         for att, target in ready:
             if self.should_stop():
-                deferred.record(att)  # not restored now: keep its record
+                keep(att)  # not restored now: keep its record
                 continue
             try:
-                res = attach(request_of(att), lambda: deferred, resolved=target)
-                done.append((att, res))
+                restored, inode = self._relink(att, target, csum_off[att.bridge])
             except OvsfabError as exc:
-                if isinstance(exc, Unavailable):
-                    deferred.record(att)
-                    self._flush(deferred)
-                    raise
-                deferred.record(att)
+                keep(att)
                 actions.append(Action(FAILED, att, "", error=exc))
+                continue
+            deferred.specs.append(NewPort(restored.bridge, restored.port, dict(restored.external_ids),
+                                          datapath=datapaths[restored.bridge], tag=restored.vlan))
+            done.append((restored, target, inode))
         applied = self._flush(deferred)
-        for att, res in done:
-            ofport, error = applied.get(att.port, (None, "not added"))
-            restored = res.attachment
+        for restored, target, inode in done:
+            ofport, error = applied.get(restored.port, (None, "not added"))
             restored.ofport = ofport
             if error:
                 actions.append(Action(FAILED, restored, "", error=OperationFailed(
-                    f"ovs-vswitchd could not add {att.port} to {att.bridge}: {error}", "see ovs-vswitchd.log")))
+                    f"ovs-vswitchd could not add {restored.port} to {restored.bridge}: {error}",
+                    "see ovs-vswitchd.log")))
+            elif not containers.still_alive(target, inode):
+                # attach's verify step: the record stays, the next start restores it.
+                actions.append(Action(FAILED, restored, "", error=Conflict(
+                    f"{target.name} stopped while it was being attached", "start it and run attach again")))
             else:
                 actions.append(Action(RESTORED, restored, "link was missing", changed=True))
         return actions
+
+    def _datapath(self, bridge: str) -> str:
+        return self.backend.bridge_datapath(bridge) or "netdev"
+
+    def _relink(self, att: Attachment, target: Target, csum_off: bool) -> Tuple[Attachment, int]:
+        """Re-create one recorded attachment's veth and configuration (no OVSDB change).
+
+        Returns the restored attachment (its external_ids: the recorded ones,
+        updated -- keys other features added, like a fabric's tags, are
+        kept) and the inode of the namespace it went into.  On failure the
+        veth is gone again.
+        """
+        from ovsfab.ops.attach import prepare_link  # noqa: PLC0415
+        from ovsfab.plumbing.netns import Namespace  # noqa: PLC0415
+
+        host = self._netlink()
+        req = request_of(att)
+        created: List[str] = []
+
+        def prepare() -> Any:
+            return prepare_link(host, ns, att.port, req, csum_off, created=lambda: created.append(att.port))
+
+        ns = Namespace.open(target.netns_path)
+        try:
+            inode = ns.inode()
+            try:
+                link = prepare()
+            except Conflict as exc:
+                if created or not str(exc).startswith("cannot create veth pair"):
+                    raise
+                # A name is taken: a host end that appeared after this pass's
+                # link dump (an interrupted attach's, or a lingering one), or
+                # the interface name inside the container.
+                leftover = host.link(att.port)
+                if leftover is None:
+                    raise Conflict(f"{target.name} already has an interface named {req.ifname}",
+                                   "choose another --ifname") from None
+                if leftover["kind"] != "veth":
+                    raise Conflict(f"interface {att.port} exists and is not an ovsfab veth",
+                                   "remove or rename it") from None
+                host.delete(att.port, if_exists=True)
+                link = prepare()
+        except BaseException:
+            if created:
+                host.delete(att.port, if_exists=True)
+            raise
+        finally:
+            ns.close()
+        restored = dataclasses.replace(
+            att, container_key=target.key, container_name=target.name, mac=link.mac, mtu=link.mtu,
+            target=req.target_spec if target.kind != "docker" else target.key, ofport=None, error=None)
+        ids = dict(att.external_ids)
+        ids.update(restored.to_external_ids())
+        restored.external_ids = ids
+        return restored, inode
 
     def _flush(self, deferred: "_Deferred") -> Dict[str, Tuple[Optional[int], Optional[str]]]:
         return self.backend.add_many(deferred.specs, may_exist=True)
