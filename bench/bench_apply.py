@@ -177,6 +177,11 @@ def _verdict(rows: List[Dict[str, object]]) -> int:
     ours = {r["n"]: r for r in rows if r["tool"] == "ovsfab apply"}
     theirs = {r["n"]: r for r in rows if r["tool"] == "ovs-docker"}
     ok = True
+    # The speed-up bar is relative: without ovs-docker measured side by side
+    # at some N >= 300 in this same run, there is no verdict on it.
+    if not any(n >= 300 and n in theirs for n in ours):
+        print("no ovs-docker run at N >= 300 in this run: the 20x bar is not measured")
+        ok = False
     for n, r in sorted(ours.items()):
         ratio = r["last"] / r["first"]  # type: ignore[operator]
         line = f"N={n}: ovsfab last/first 10% = {ratio:.2f} ({'ok' if ratio <= 1.2 else 'FAILS'} <= 1.2)"
@@ -189,7 +194,7 @@ def _verdict(rows: List[Dict[str, object]]) -> int:
                 line += f" ({'ok' if speedup >= 20 else 'FAILS'} >= 20x)"
                 ok &= speedup >= 20
         print(line)
-    print("verdict:", "PASS" if ok else "FAIL")
+    print("verdict:", "PASS" if ok else "FAIL (or incomplete)")
     return 0 if ok else 1
 
 

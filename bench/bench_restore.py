@@ -69,6 +69,7 @@ def inner_reconcile() -> None:
     backend = get_backend("ovs")
     docker = DockerView()
     docker.states()  # connect first: the agent's client is already connected
+    import pyroute2.netlink.rtnl.ifinfmsg  # noqa: F401 - and the agent's first pass imported pyroute2
     t0 = time.perf_counter()
     res = Reconciler(backend, docker).all()
     dt = time.perf_counter() - t0
