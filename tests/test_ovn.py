@@ -392,6 +392,11 @@ def test_ovn_detach_faults_keep_the_attachment(ovn_lab, netns_targets):
         tb.assert_clean_error(cp)
         assert ovn_lab.lsp_names() == before, step
     assert tb.ping(t, ovn_lab.addr["docker-test2"], count=1)
+    # A plain detach would leave the logical port behind: refused, naming the right command.
+    cp = as_host(ovn_lab.env, "docker-test1", "detach", "br-int", t.target)
+    tb.assert_clean_error(cp, codes=(4,))
+    assert f"ovsfab detach --network lab {t.target}" in cp.stderr
+    assert ovn_lab.lsp_names() == before and "eth1" in tb.links_in(t)
     cp = as_host(ovn_lab.env, "docker-test1", "detach", "--network", "lab", t.target)
     assert cp.returncode == 0, cp.stderr
     assert len(ovn_lab.lsp_names()) == len(before) - 1 and "eth1" not in tb.links_in(t)

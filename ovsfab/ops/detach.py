@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ovsfab.backends.base import Backend
-from ovsfab.errors import NotFound, OvsfabError
+from ovsfab.errors import Conflict, NotFound, OvsfabError
 from ovsfab.model import Attachment, parse_name, parse_target_spec
 from ovsfab.ops.attach import require_root
 from ovsfab.ops.plan import Plan
@@ -84,6 +84,13 @@ def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
                 return DetachResult(None, changed=False)
             raise NotFound(f"{target_spec} has no {ifname} attached to {bridge}",
                            "check `ovs-vsctl show`, or pass --if-exists")
+        if att.network:
+            # Its logical switch port lives in the OVN northbound database,
+            # which only the OVN detach reaches; removing just the port here
+            # would leave the logical port (and its address) taken.
+            backend.close()
+            raise Conflict(f"{target_spec} {ifname} is attached to OVN network {att.network}",
+                           f"detach it with: ovsfab detach --network {att.network} {target_spec}")
         host = NetlinkHandle()
         plan.add_undo("close netlink", host.close)
         ids = dict(att.external_ids)

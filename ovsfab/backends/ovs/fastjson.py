@@ -102,11 +102,21 @@ class StreamParser:
         return self._value
 
 
+#: python-ovs's own parser class, as it was before install() (for comparison tests).
+PYTHON_OVS_PARSER: Any = None
+
+
 def install() -> bool:
     """Make python-ovs use :class:`StreamParser` if it has no C parser; True if installed."""
+    global PYTHON_OVS_PARSER  # noqa: PLW0603 - one swap per process
     import ovs.json  # noqa: PLC0415 - only where the OVS backend is used
 
     if ovs.json.PARSER != ovs.json.PARSER_PY:
         return False  # ovs._json (C) is there: it is as fast and needs no help
-    ovs.json.Parser = StreamParser  # looked up by name at each message (jsonrpc.Connection.recv)
+    if ovs.json.Parser is not StreamParser:
+        PYTHON_OVS_PARSER = ovs.json.Parser
+    # Looked up by name at each message (jsonrpc.Connection.recv).  The pure
+    # Python class also names itself through this global, so it only works
+    # again while the name is put back (see tests/test_fastjson.py).
+    ovs.json.Parser = StreamParser
     return True
