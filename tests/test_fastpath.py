@@ -295,6 +295,13 @@ def test_agent_colours_the_tree_for_the_clients_terminal(agent_host, netns_targe
     host, agent = agent_host
     t = netns_targets()
     host.ovsfab("attach", "br0", t.target, "10.9.7.1/24", check=True)
+    # The kernel (linkwatch) and ovs-vswitchd report the new link's
+    # operational state a moment after attach returns; both renderings below
+    # must see the same state.
+    port = tb.ovs_port_for(host, container_id=t.target)["name"]
+    wait_for(lambda: tb.links_in(t)["eth1"]["operstate"] == "UP"
+             and tb.links_in(host.name)[port]["operstate"] == "UP"
+             and tb.ovs_row(host, "Interface", port)["link_state"] == "up", 10, "the new link up everywhere")
     env = {"NO_COLOR": "1"} if no_color else {}
     for args in (("show", "br0"), ("inspect", t.target)):
         n0 = served(agent)

@@ -68,8 +68,13 @@ def _find(backend: Backend, bridge: str, target_spec: str, ifname: str) -> Optio
 
 
 def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
-           backend_factory: Callable[[], Backend]) -> DetachResult:
-    """Detach (container, ifname) from a bridge."""
+           backend_factory: Callable[[], Backend], network: Optional[str] = None) -> DetachResult:
+    """Detach (container, ifname) from a bridge.
+
+    ``network``: the OVN network whose detach (ovsfab/ovn/network.py) calls
+    this for the OVS side, after or around its logical port; without it an
+    OVN attachment is refused, since its logical port would stay behind.
+    """
     parse_name(bridge, "bridge name")
     parse_name(ifname, "interface name")
     parse_target_spec(target_spec)
@@ -84,7 +89,7 @@ def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
                 return DetachResult(None, changed=False)
             raise NotFound(f"{target_spec} has no {ifname} attached to {bridge}",
                            "check `ovs-vsctl show`, or pass --if-exists")
-        if att.network:
+        if att.network and att.network != network:
             # Its logical switch port lives in the OVN northbound database,
             # which only the OVN detach reaches; removing just the port here
             # would leave the logical port (and its address) taken.

@@ -352,7 +352,7 @@ def attach_network(network: str, target_spec: str, addresses: Sequence[str], ifn
             if plugged.get("changed"):
                 from ovsfab.ops.detach import detach  # noqa: PLC0415
 
-                detach(INTEGRATION_BRIDGE, target_spec, ifname, True, factory)
+                detach(INTEGRATION_BRIDGE, target_spec, ifname, True, factory, network=network)
 
         res = plan.step("ovn-plug", plug, undo=unplug)
         notes.extend(res.notes)
@@ -429,7 +429,7 @@ def detach_network(network: str, target_spec: str, ifname: str = "eth1", if_exis
 
         plan.step("ovn-lport-del", lport_del,
                   undo=lambda: _restore_lport(nbs, iface_id, removed) if removed else None)
-        detach(INTEGRATION_BRIDGE, target_spec, ifname, True, factory)
+        detach(INTEGRATION_BRIDGE, target_spec, ifname, True, factory, network=network)
         nbs.close()
     return OvnDetachResult(network, iface_id, att, changed=True)
 
