@@ -202,32 +202,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def _on_tty(host: tb.OvsHost, *args: str, env: dict) -> tuple:
     """Run the CLI with stdout on a pseudo-terminal: (exit code, what it printed, stderr)."""
-    import pty
-    import select
-    import subprocess
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(host.ovsfab_cmd(*args), stdout=slave, stderr=subprocess.PIPE,
-                            env={k: v for k, v in tb.clean_env(env).items() if k != "NO_COLOR"} | env,
-                            cwd=str(tb.REPO))
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 1)
-        if r:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    code = proc.wait(timeout=10)
-    return code, b"".join(chunks).decode(), proc.stderr.read().decode()
+    return tb.run_on_tty(host.ovsfab_cmd(*args),
+                         {k: v for k, v in tb.clean_env(env).items() if k != "NO_COLOR"} | env)
 
 
 def test_show_and_inspect_through_the_agent_print_what_in_process_prints(agent_host, netns_targets,

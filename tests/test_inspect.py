@@ -10,12 +10,8 @@ hand into a Linux bridge, a foreign veth, uplinks and tunnels made with
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import select
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -299,27 +295,9 @@ def _run_on_tty(host, *args, no_color: bool) -> str:
     env = {k: v for k, v in tb.clean_env().items() if k != "NO_COLOR"}
     if no_color:
         env["NO_COLOR"] = "1"
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(host.ovsfab_cmd(*args), stdout=slave, stderr=subprocess.PIPE,
-                            env=env, cwd=str(tb.REPO))
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 1)
-        if r:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=10) == 0, proc.stderr.read()
-    return b"".join(chunks).decode()
+    code, out, err = tb.run_on_tty(host.ovsfab_cmd(*args), env)
+    assert code == 0, err
+    return out
 
 
 def test_colour_only_on_a_tty(bed):

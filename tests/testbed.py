@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -330,6 +330,36 @@ def ovs_port_for(host: "OvsHost", container_name: str = None,
         hits.append(r)
     assert len(hits) <= 1, f"several ports for {container_name}/{ifname}: {hits}"
     return hits[0] if hits else None
+
+
+def run_on_tty(cmd: Sequence[str], env: dict, timeout: float = 60) -> Tuple[int, str, str]:
+    """Run ``cmd`` with stdout on a pseudo-terminal: (exit code, what it printed, stderr).
+
+    ``env`` is used as given (callers decide about NO_COLOR); the CLI sees a
+    real terminal, as when a person types the command.
+    """
+    import pty  # noqa: PLC0415
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(list(cmd), stdout=slave, stderr=subprocess.PIPE, env=env, cwd=str(REPO))
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 1)
+        if r:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    code = proc.wait(timeout=10)
+    return code, b"".join(chunks).decode(), proc.stderr.read().decode()
 
 
 # --------------------------------------------------------------------------
