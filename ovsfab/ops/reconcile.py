@@ -49,7 +49,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort, PortResult
+from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError, Unavailable
 from ovsfab.model import Attachment, AttachRequest, Target, parse_target_spec
 
@@ -226,31 +226,6 @@ def docker_target(info: Dict[str, Any]) -> Optional[Target]:
 # ---------------------------------------------------------------------------
 # The reconciler
 # ---------------------------------------------------------------------------
-class _Deferred(Borrowed):
-    """A borrowed backend collecting ports for one later transaction (``specs``).
-
-    The batch restore appends the ports it re-created and ``record``s the
-    ones it could not; ``add_port`` makes it usable as attach()'s backend too
-    (attach plugs the port last but for announce/verify, so deferring the
-    insertion changes nothing it relies on).
-    """
-
-    def __init__(self, backend: Backend) -> None:
-        super().__init__(backend)
-        self.specs: List[NewPort] = []
-
-    def add_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
-                 tag: Optional[int] = None, datapath: str = "netdev", may_exist: bool = False) -> PortResult:
-        self.specs.append(NewPort(bridge, port, dict(external_ids), datapath=datapath, tag=tag))
-        return PortResult(ofport=None, created_bridge=False, datapath=datapath)
-
-    def record(self, att: Attachment) -> None:
-        """Put an attachment's record back (a port row with no device yet)."""
-        self.specs = [s for s in self.specs if s.port != att.port]  # a failed attach's own, if any
-        self.specs.append(NewPort(att.bridge, att.port, dict(att.external_ids),
-                                  datapath=self._backend.bridge_datapath(att.bridge) or "netdev", tag=att.vlan))
-
-
 class _Background:
     """One call run in a thread; ``result()`` joins it and returns (or raises) what it did."""
 
@@ -613,11 +588,11 @@ class Reconciler:
         actions: List[Action] = []
         datapaths = {att.bridge: self._datapath(att.bridge) for att, _, _ in items}
         csum_off = {b: self.backend.needs_tx_csum_off(dp) for b, dp in datapaths.items()}
-        deferred = _Deferred(self.backend)
+        specs: List[NewPort] = []  # ports for the one transaction that re-adds them
 
         def keep(att: Attachment) -> None:
             """Put a record back as it was (a port row with no device yet)."""
-            deferred.specs.append(NewPort(att.bridge, att.port, dict(att.external_ids),
+            specs.append(NewPort(att.bridge, att.port, dict(att.external_ids),
                                           datapath=datapaths[att.bridge], tag=att.vlan))
 
         # The PIDs of restarted containers (one Docker inspect each, ~4 ms of
@@ -658,9 +633,9 @@ class Reconciler:
         except BaseException:
             # Nothing re-created yet: every record goes back as it was.
             for att, _, _ in items:
-                if all(spec.port != att.port for spec in deferred.specs):
+                if all(spec.port != att.port for spec in specs):
                     keep(att)
-            self._flush(deferred)
+            self._flush(specs)
             raise
         # The host ends of restarted containers' veths outlive their dead
         # namespaces until the kernel's (slow, batched) namespace cleanup
@@ -681,10 +656,10 @@ class Reconciler:
                 keep(att)
                 actions.append(Action(FAILED, att, "", error=exc))
                 continue
-            deferred.specs.append(NewPort(restored.bridge, restored.port, dict(restored.external_ids),
+            specs.append(NewPort(restored.bridge, restored.port, dict(restored.external_ids),
                                           datapath=datapaths[restored.bridge], tag=restored.vlan))
             done.append((restored, target, inode))
-        applied = self._flush(deferred)
+        applied = self._flush(specs)
         for restored, target, inode in done:
             ofport, error = applied.get(restored.port, (None, "not added"))
             restored.ofport = ofport
@@ -755,8 +730,8 @@ class Reconciler:
         restored.external_ids = ids
         return restored, inode
 
-    def _flush(self, deferred: "_Deferred") -> Dict[str, Tuple[Optional[int], Optional[str]]]:
-        return self.backend.add_many(deferred.specs, may_exist=True)
+    def _flush(self, specs: List[NewPort]) -> Dict[str, Tuple[Optional[int], Optional[str]]]:
+        return self.backend.add_many(specs, may_exist=True)
 
     def _act_restore(self, att: Attachment, kind: str, info: Optional[Dict[str, Any]]) -> Action:
         try:
