@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ovsfab.errors import OperationFailed, Unavailable
 from ovsfab.plumbing.netns import Namespace
@@ -28,11 +28,13 @@ LOG = logging.getLogger(__name__)
 SCHEMA_PATHS = ("/usr/share/openvswitch/vswitch.ovsschema", "/usr/local/share/openvswitch/vswitch.ovsschema")
 
 
-def _binary(name: str) -> str:
-    for path in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/local/sbin/{name}"):
+def binary(name: str, package: str = "openvswitch-switch") -> str:
+    """Absolute path of an installed daemon, or Unavailable naming the package."""
+    for path in (shutil.which(name), f"/usr/bin/{name}", f"/usr/sbin/{name}",
+                 f"/usr/local/bin/{name}", f"/usr/local/sbin/{name}"):
         if path and os.access(path, os.X_OK):
             return path
-    raise Unavailable(f"{name} is not installed", "apt-get install openvswitch-switch")
+    raise Unavailable(f"{name} is not installed", f"apt-get install {package}")
 
 
 def _schema() -> bytes:
@@ -76,6 +78,49 @@ def process_exited(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
+def pid_of(pidfile: str) -> Optional[int]:
+    """PID of a running daemon from its pidfile, or None (gone, or a zombie)."""
+    try:
+        with open(pidfile, encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+        os.kill(pid, 0)
+        return None if process_exited(pid) else pid
+    except (OSError, ValueError):
+        return None
+
+
+def spawn(argv: List[str], env: Dict[str, str], timeout: float) -> None:
+    """Run a ``--detach`` daemon; returns once it is ready (it forks and the parent exits)."""
+    name = os.path.basename(argv[0])
+    try:
+        done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise OperationFailed(f"{name} did not start within {timeout:.0f} s", "see its log file") from None
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip().splitlines()
+        raise OperationFailed(f"{name} failed to start: {err[-1] if err else done.returncode}",
+                              "see its log file")
+
+
+def stop_pid(pid: int, name: str, timeout: float = 10.0) -> None:
+    """SIGTERM, wait (zombie-aware), SIGKILL what does not exit in time."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process_exited(pid):
+            return
+        time.sleep(0.02)
+    LOG.warning("%s (pid %d) ignored SIGTERM; killing it", name, pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 @dataclass
 class OvsDaemons:
     """ovsdb-server + ovs-vswitchd of one lab host."""
@@ -95,13 +140,7 @@ class OvsDaemons:
 
     def pid(self, name: str) -> Optional[int]:
         """PID of a running daemon (ovsdb-server / ovs-vswitchd), or None."""
-        try:
-            with open(self._pidfile(name), encoding="ascii") as fh:
-                pid = int(fh.read().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
+        return pid_of(self._pidfile(name))
 
     def start(self, ns: Namespace, timeout: float = 10.0) -> None:
         """Start both daemons inside ``ns`` and initialise the database."""
@@ -113,26 +152,14 @@ class OvsDaemons:
                                f"--unixctl={os.path.join(self.rundir, name + '.ctl')}",
                                f"--log-file={os.path.join(self.rundir, name + '.log')}",
                                "--detach", "--no-chdir"]
-        server = [_binary("ovsdb-server"), db, f"--remote=punix:{self.db_sock}"] + common("ovsdb-server")
-        switch = [_binary("ovs-vswitchd"), self.remote] + common("ovs-vswitchd")
+        server = [binary("ovsdb-server"), db, f"--remote=punix:{self.db_sock}"] + common("ovsdb-server")
+        switch = [binary("ovs-vswitchd"), self.remote] + common("ovs-vswitchd")
         env = dict(os.environ, OVS_RUNDIR=self.rundir, OVS_DBDIR=self.rundir, OVS_LOGDIR=self.rundir)
         # A forked child inherits the namespace of the thread that forks it.
         with ns.entered():
-            self._spawn(server, env, timeout)
+            spawn(server, env, timeout)
             self._init_db(timeout)
-            self._spawn(switch, env, timeout)
-
-    @staticmethod
-    def _spawn(argv: List[str], env: dict, timeout: float) -> None:
-        try:
-            # --detach: the daemon forks and this returns once it is ready.
-            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise OperationFailed(f"{os.path.basename(argv[0])} did not start within {timeout:.0f} s") from None
-        if done.returncode != 0:
-            err = done.stderr.decode(errors="replace").strip().splitlines()
-            raise OperationFailed(f"{os.path.basename(argv[0])} failed to start: {err[-1] if err else done.returncode}")
+            spawn(switch, env, timeout)
 
     def _init_db(self, timeout: float) -> None:
         """Insert the Open_vSwitch row (what ``ovs-vsctl init`` does), via the IDL."""
@@ -150,17 +177,8 @@ class OvsDaemons:
         """Stop vswitchd, then ovsdb-server; SIGKILL what does not exit in time."""
         for name in ("ovs-vswitchd", "ovsdb-server"):
             pid = self.pid(name)
-            if pid is None:
-                continue
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if process_exited(pid):
-                    break
-                time.sleep(0.02)
-            else:
-                LOG.warning("%s (pid %d) ignored SIGTERM; killing it", name, pid)
-                os.kill(pid, signal.SIGKILL)
+            if pid is not None:
+                stop_pid(pid, name, timeout)
 
     def remove(self) -> None:
         """Stop the daemons and delete the rundir."""

@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
-from ovsfab.errors import OperationFailed, Unavailable
-from ovsfab.lab.daemons import process_exited
+from ovsfab.errors import Unavailable
+# The lab room owns starting and stopping processes; OVN's daemons are more of them.
+from ovsfab.lab.daemons import binary, pid_of, spawn, stop_pid
 from ovsfab.lab.daemons import write_db as lab_write_db  # the OVSDB file format, any schema
 
 LOG = logging.getLogger(__name__)
@@ -56,14 +53,6 @@ def ovs_rundir() -> str:
     return os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
 
 
-def binary(name: str, package: str) -> str:
-    """Absolute path of an installed daemon, or Unavailable naming the package."""
-    for path in (shutil.which(name), f"/usr/bin/{name}", f"/usr/sbin/{name}", f"/usr/local/bin/{name}"):
-        if path and os.access(path, os.X_OK):
-            return path
-    raise Unavailable(f"{name} is not installed", f"apt-get install {package}")
-
-
 def write_db(path: str, schema_file: str) -> None:
     """Create an empty standalone OVSDB file for ``schema_file`` (what ovsdb-tool create does)."""
     for d in SCHEMA_DIRS:
@@ -74,49 +63,6 @@ def write_db(path: str, schema_file: str) -> None:
         raise Unavailable(f"the OVN schema {schema_file} is missing", "apt-get install ovn-common")
     with open(src, "rb") as fh:
         lab_write_db(path, fh.read())
-
-
-def pid_of(pidfile: str) -> Optional[int]:
-    """PID of a running daemon from its pidfile, or None."""
-    try:
-        with open(pidfile, encoding="ascii") as fh:
-            pid = int(fh.read().strip())
-        os.kill(pid, 0)
-        return None if process_exited(pid) else pid
-    except (OSError, ValueError):
-        return None
-
-
-def spawn(argv: List[str], env: Dict[str, str], timeout: float) -> None:
-    """Run a ``--detach`` daemon; returns once it is ready (it forks and the parent exits)."""
-    name = os.path.basename(argv[0])
-    try:
-        done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise OperationFailed(f"{name} did not start within {timeout:.0f} s", "see its log file") from None
-    if done.returncode != 0:
-        err = done.stderr.decode(errors="replace").strip().splitlines()
-        raise OperationFailed(f"{name} failed to start: {err[-1] if err else done.returncode}",
-                              "see its log file")
-
-
-def stop_pid(pid: int, name: str, timeout: float = 10.0) -> None:
-    """SIGTERM, wait, SIGKILL what does not exit in time."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process_exited(pid):
-            return
-        time.sleep(0.02)
-    LOG.warning("%s (pid %d) ignored SIGTERM; killing it", name, pid)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _env(rundir: str, logdir: Optional[str] = None, ovs_dir: Optional[str] = None) -> Dict[str, str]:

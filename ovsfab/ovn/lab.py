@@ -19,7 +19,8 @@ import shutil
 from typing import Callable, Dict, List
 
 from ovsfab.lab import lab as labmod
-from ovsfab.ovn.daemons import CentralDaemons, ControllerDaemon, pid_of, stop_pid
+from ovsfab.lab.daemons import OvsDaemons
+from ovsfab.ovn.daemons import CentralDaemons, ControllerDaemon
 from ovsfab.plumbing.netns import Namespace, named_path
 
 CENTRAL_IP = labmod.CENTRAL_UNDERLAY.split("/")[0]
@@ -92,18 +93,9 @@ def stop_ovn(state: "labmod.LabState") -> List[str]:
         else:
             ControllerDaemon(rundir, "", rundir).stop()
             removed.append(f"ovn-controller of {os.path.basename(rundir)}")
-            # The host's OVS goes right after its controller.  Stopped here
-            # zombie-aware (see lab.daemons.process_exited): a --detach daemon is reaped
-            # by PID 1 up to ~2 s after it exits, and waiting for that costs
-            # 4 s per host.  The pidfiles go too, so lab.down's own OVS stop
-            # only removes the rundir.
-            for name in ("ovs-vswitchd", "ovsdb-server"):
-                pidfile = os.path.join(rundir, f"{name}.pid")
-                pid = pid_of(pidfile)
-                if pid is not None:
-                    stop_pid(pid, name)
-                if os.path.exists(pidfile):
-                    os.unlink(pidfile)
+            # The host's OVS goes right after its controller (lab.down then
+            # finds it stopped and only removes the rundir).
+            OvsDaemons(rundir).stop()
     return removed
 
 
