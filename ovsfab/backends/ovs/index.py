@@ -162,12 +162,9 @@ class PortIndex:
     def bridge_of(self, port_row: "ovs.db.idl.Row"):
         """The Bridge row holding ``port_row``, or None (a Port in no bridge)."""
         self._build()
-        key = self.bridge_of_port.get(port_row.uuid)
-        row = self._live("Bridge", key)
-        if row is None:
-            return None
-        # Trust, but verify against the bridge's current ports (cheap: raw UUIDs).
-        return row if port_row.uuid in self._bridge_keys.get(row.uuid, ("", set()))[1] else None
+        # bridge_of_port changes only together with _bridge_keys (learn/forget
+        # of a Bridge row), so a live bridge here does hold the port.
+        return self._live("Bridge", self.bridge_of_port.get(port_row.uuid))
 
     def attachment_port(self, container_key: str, ifname: str):
         """The ovsfab-owned Port recorded for (container, ifname), or None."""
