@@ -352,6 +352,91 @@ def test_ovn_router_between_two_networks_across_hosts(ovn_lab, netns_targets, tm
 
 
 # ---------------------------------------------------------------------------
+# ovsfab apply with mode: ovn networks (each host applies its part)
+# ---------------------------------------------------------------------------
+def _ovn_fabric(targets, drop_last=False):
+    rows = [f"  - {{container: '{t.target}', network: green, host: docker-test{i + 1}, address: 10.81.0.{i + 10}}}"
+            for i, t in enumerate(targets)]
+    if drop_last:
+        rows = rows[:-1]
+    return ("name: ovnfab\nhosts:\n"
+            + "".join(f"  docker-test{i}: {{underlay: 192.168.77.{i + 4}}}\n" for i in (1, 2, 3))
+            + "networks:\n  green: {mode: ovn, subnet: 10.81.0.0/24}\nattachments:\n" + "\n".join(rows) + "\n")
+
+
+def _fabric_ports(lab):
+    """Logical ports tagged with the test fabric (NB oracle), by name."""
+    out = json.loads(lab.nbctl("--format=json", "--columns=name,external_ids", "list", "Logical_Switch_Port"))
+    names = []
+    for name, ids in out["data"]:
+        if dict(ids[1]).get("ovsfab-fabric") == "ovnfab":
+            names.append(name)
+    return sorted(names)
+
+
+def test_ovn_apply_fabric_across_hosts_then_prune(ovn_lab, netns_targets, tmp_path):
+    """apply on three hosts: logical ports, iface-id, Geneve MTU, TCP everywhere; re-apply no-op; prune."""
+    ts = [netns_targets() for _ in range(3)]
+    path = tmp_path / "fabric.yaml"
+    path.write_text(_ovn_fabric(ts))
+    dry = as_host(ovn_lab.env, "docker-test1", "apply", str(path), "--host", "docker-test1", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    lines = [c["line"] for c in json.loads(dry.stdout)["changes"]]
+    assert lines[0].startswith("+ network green 10.81.0.0/24") and "→ ovn:green" in lines[1], lines
+    assert "green" not in ovn_lab.nbctl("ls-list")
+    for i in (1, 2, 3):
+        cp = as_host(ovn_lab.env, f"docker-test{i}", "apply", str(path), "--host", f"docker-test{i}", "--json")
+        assert cp.returncode == 0, cp.stderr
+        att = json.loads(cp.stdout)["attachments"][0]
+        assert att["mtu"] == 1442 and att["mac"] == f"0a:58:0a:51:00:{i + 9:02x}", att
+    ports = _fabric_ports(ovn_lab)
+    assert len(ports) == 3 and all(p.startswith("green.") for p in ports), ports
+    # The Interface names its logical port: the oracle is OVS itself.
+    ids = ovn_lab.vsctl("docker-test2", "--bare", "--columns=external_ids", "find", "Interface",
+                        f"external_ids:iface-id={ports[1]}")
+    ids += ovn_lab.vsctl("docker-test1", "--bare", "--columns=external_ids", "find", "Interface",
+                         f"external_ids:iface-id={ports[1]}")
+    assert "ovsfab-fabric=ovnfab" in ids
+    deadline = time.monotonic() + 5
+    while not tb.ping(ts[0], "10.81.0.12", count=1, deadline=1):
+        assert time.monotonic() < deadline, "the applied ports were not bound"
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        assert tb.tcp_transfer(ts[a], ts[b], f"10.81.0.{b + 10}", nbytes=500_000), (a, b)
+    again = as_host(ovn_lab.env, "docker-test2", "apply", str(path), "--host", "docker-test2", "--json")
+    assert json.loads(again.stdout)["changes"] == []
+    # Drop the third host's attachment: without --prune it is kept, with it the port goes.
+    path.write_text(_ovn_fabric(ts, drop_last=True))
+    kept = as_host(ovn_lab.env, "docker-test3", "apply", str(path), "--host", "docker-test3", "--json")
+    assert kept.returncode == 0 and json.loads(kept.stdout)["changes"] == [], kept.stderr
+    cp = as_host(ovn_lab.env, "docker-test3", "apply", str(path), "--host", "docker-test3", "--prune", "--json")
+    assert cp.returncode == 0, cp.stderr
+    assert [(c["op"], c["kind"]) for c in json.loads(cp.stdout)["changes"]] == [("-", "attach")]
+    assert len(_fabric_ports(ovn_lab)) == 2 and "eth1" not in tb.links_in(ts[2])
+    assert tb.tcp_transfer(ts[0], ts[1], "10.81.0.11", nbytes=200_000)
+
+
+def test_ovn_apply_faults_leave_nothing_and_unjoined_host_is_refused(ovn_lab, netns_targets, ovs_host, tmp_path):
+    """A fault after each step of apply: no logical port, OVS port or veth is left; unjoined: refused."""
+    from ovsfab.ops.apply import APPLY_STEPS
+
+    t = netns_targets()
+    path = tmp_path / "fabric.yaml"
+    path.write_text(_ovn_fabric([t]).replace("address: 10.81.0.10", "address: 10.81.0.99"))
+    before = ovn_lab.lsp_names()
+    for step in ("prepare", "ovn-ports", "commit", "announce"):
+        assert step in APPLY_STEPS
+        cp = as_host(ovn_lab.env, "docker-test1", "apply", str(path), "--host", "docker-test1",
+                     extra={"OVSFAB_INJECT_FAULT": step})
+        tb.assert_clean_error(cp)
+        assert ovn_lab.lsp_names() == before, step
+        assert "eth1" not in tb.links_in(t), step
+        assert t.name not in ovn_lab.vsctl("docker-test1", "--columns=external_ids", "list", "Port"), step
+    cp = ovs_host.ovsfab("apply", path, "--host", "docker-test1")
+    tb.assert_clean_error(cp, codes=(3,))
+    assert "ovsfab ovn join" in cp.stderr and "eth1" not in tb.links_in(t)
+
+
+# ---------------------------------------------------------------------------
 # Failure paths: every step of attach / detach --network undone
 # ---------------------------------------------------------------------------
 def test_ovn_attach_faults_leave_nothing(ovn_lab, netns_targets):

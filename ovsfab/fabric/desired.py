@@ -6,7 +6,10 @@ the network's ``hosts``.  On each such host:
 * ``vxlan``: the network's bridge, and a VXLAN tunnel (the network's key) to
   the underlay address of every *other* host the network is on -- a full
   mesh; ovsfab marks tunnel ports protected, so the mesh has no L2 loop;
-* ``uplink``: the network's bridge with the host's uplink NIC plugged in.
+* ``uplink``: the network's bridge with the host's uplink NIC plugged in;
+* ``ovn``: nothing per host but the attachments, which go into ``br-int``
+  (ovn-controller's bridge) with a logical port each
+  (:mod:`ovsfab.ops.apply` writes those to the northbound database).
 
 Whether a vxlan host also needs its uplink NIC on an OVS bridge (the
 userspace datapath routes the underlay only through OVS bridges) depends on
@@ -93,12 +96,6 @@ def host_part(fabric: Fabric, host: str) -> HostPart:
                     part.tunnels.append(WantTunnel(net.name, net.bridge, fabric.hosts[other].underlay, other, net.key))
     for att in fabric.attachments:
         if att.host == host:
-            if fabric.networks[att.network].mode == "ovn":
-                # ops/apply.py does not write logical ports (iface-id) yet: an
-                # attachment in br-int without one would never be bound.
-                raise InvalidInput(f"{fabric.path}:{att.line}: attachments to OVN network {att.network} are not "
-                                   "applied by ovsfab apply yet",
-                                   "use ovsfab ovn apply FILE, then ovsfab attach --network on the host")
             part.attachments.append(WantAttachment(att, fabric.networks[att.network].bridge,
                                                    fabric.address_of(att)))
     return part

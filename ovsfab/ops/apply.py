@@ -14,6 +14,9 @@ Flow:
 5. check     every new tunnel's underlay (as ``tunnel add`` does)
 6. prepare   per attachment, netlink only: veth (peer born in the container),
              addresses, routes, link up, checksum offload on netdev
+   ovn-ports for attachments to ``mode: ovn`` networks: their logical switches
+             (if missing) and logical switch ports, with MAC + IP port
+             security, in ONE northbound transaction
 7. commit    every new port -- tunnels and attachments -- in ONE OVSDB
              transaction; ovs-vswitchd reconfigures once and is waited for once
 8. announce  gratuitous ARP / unsolicited NA from each new interface
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort, OwnedPort
-from ovsfab.errors import Conflict, OperationFailed, OvsfabError
+from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError, Unavailable
 from ovsfab.fabric.desired import HostPart, WantAttachment, WantTunnel, host_part, named_anywhere
 from ovsfab.fabric.spec import Fabric
 from ovsfab.model import OWNER_KEY, OWNER_VALUE, Attachment, AttachRequest, Target, host_ifname
@@ -51,7 +54,7 @@ from ovsfab.ops.plan import Plan
 
 LOG = logging.getLogger(__name__)
 
-APPLY_STEPS = ("uplinks", "remove", "check", "prepare", "commit", "announce", "prune")
+APPLY_STEPS = ("uplinks", "remove", "check", "prepare", "ovn-ports", "commit", "announce", "prune")
 
 #: Threads announcing (closing a packet socket waits for an RCU grace period; those waits overlap).
 ANNOUNCE_WORKERS = 8
@@ -91,11 +94,22 @@ class NewAttachment:
     port: str
     mtu: Optional[int]
     datapath: str
+    #: OVN networks only: the logical switch port bound to this interface, and
+    #: its MAC (the file's, else derived from the address: port security needs one).
+    iface_id: str = ""
+    mac: Optional[str] = None
+    chassis: str = ""  # this host's OVN system-id
+
+    @property
+    def ovn_network(self) -> str:
+        """The OVN network ("" for a bridge network)."""
+        return self.want.network if self.iface_id else ""
 
     def request(self) -> AttachRequest:
         s = self.want.spec
         return AttachRequest(bridge=self.want.bridge, target_spec=s.container, addresses=(self.want.address,),
-                             ifname=s.ifname, mac=s.mac, mtu=self.mtu, vlan=s.vlan)
+                             ifname=s.ifname, mac=s.mac or self.mac, mtu=self.mtu, vlan=s.vlan,
+                             network=self.ovn_network or None, iface_id=self.iface_id or None)
 
 
 @dataclass
@@ -116,6 +130,8 @@ class ApplyPlan:
     add_attachments: List[NewAttachment] = field(default_factory=list)
     retag: Dict[str, Dict[str, str]] = field(default_factory=dict)
     del_bridges: List[str] = field(default_factory=list)
+    #: The OVN northbound remote, when this host's part has OVN attachments.
+    ovn_nb: Optional[str] = None
 
     @property
     def empty(self) -> bool:
@@ -178,7 +194,11 @@ def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) 
 
         # -- datapaths of this host's bridges (existing, or what a new one gets)
         datapaths: Dict[str, str] = {}
+        ovn = _ovn_local(fabric, part, backend, nl)
         for net in part.networks:
+            if net.mode == "ovn":
+                datapaths[net.bridge] = ovn.datapath if ovn is not None else "netdev"
+                continue  # br-int is ovn-controller's: never created or pruned here
             dp = backend.bridge_datapath(net.bridge)
             if dp is None:
                 dp, note = backend.new_bridge_datapath(net.bridge, "auto")
@@ -270,15 +290,24 @@ def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) 
         matched: Set[str] = set()
         dead_ports: Set[str] = set()
         all_ports = backend.port_names()  # one pass, not one table scan per attachment
+        if ovn is not None:
+            plan.ovn_nb = ovn.nb
+            for name in ovn.missing_switches:
+                net = fabric.networks[name]
+                plan.changes.append(Change("+", "network", f"{name} {net.subnet}", "OVN logical switch"))
         for want in part.attachments:
             spec = want.spec
             net = fabric.networks[spec.network]
             target = containers.resolve(spec.container)
-            mtu = net.mtu if net.mtu is not None else (
-                underlay_mtu - overhead("vxlan", v6) if not net.l2 else None)
             port = host_ifname(target.key, spec.ifname)
-            new = NewAttachment(want, target, port, mtu, datapaths[want.bridge])
-            text = _att_text(target.name, spec.ifname, _addr_text(want), want.bridge)
+            if net.mode == "ovn":
+                assert ovn is not None  # _ovn_local made it: this host has OVN attachments
+                new = ovn.new_attachment(want, target, port, net.mtu)
+            else:
+                mtu = net.mtu if net.mtu is not None else (
+                    underlay_mtu - overhead("vxlan", v6) if not net.l2 else None)
+                new = NewAttachment(want, target, port, mtu, datapaths[want.bridge])
+            text = _att_text(target.name, spec.ifname, _addr_text(want), _where(new))
             rec = by_key.get((target.key, spec.ifname))
             if rec is None:
                 owner = backend.port_exists(port) if all_ports is None or port in all_ports else None
@@ -290,13 +319,14 @@ def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) 
                 continue
             matched.add(rec.port)
             diffs = _differences(rec, new)
-            healthy = rec.port in host_links and rec.ofport is not None and rec.ofport >= 0
+            healthy = rec.port in host_links and rec.ofport is not None and rec.ofport >= 0 and (
+                not new.iface_id or ovn is None or new.iface_id in ovn.lports)
             if diffs or not healthy:
                 plan.del_attachments.append(rec)
                 dead_ports.add(rec.port)
                 plan.add_attachments.append(new)
                 plan.changes.append(Change("~", "attach", text, "was " + "; ".join(diffs) if diffs
-                                           else "link missing: re-created"))
+                                           else "link or logical port missing: re-created"))
             elif rec.external_ids.get(KEY_FABRIC) != fabric.name \
                     or rec.external_ids.get(KEY_FABRIC_NETWORK) != spec.network:
                 plan.retag[rec.port] = fabric_ids(fabric, spec.network)
@@ -319,6 +349,11 @@ def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) 
             else:
                 plan.kept.append(f"attach {text} (not in the file; --prune removes it)")
 
+        if plan.ovn_nb is None and any(a.iface_id for a in plan.del_attachments):
+            # Removing OVN attachments (pruned, moved) from a host whose part
+            # has no OVN attachment left: their logical ports go too.
+            plan.ovn_nb = _joined(backend, "removing OVN attachments")[0]
+
         # -- bridges left empty (prune) --------------------------------------
         if prune:
             removed = {a.port for a in plan.del_attachments} | {t.port for t in plan.del_tunnels}
@@ -333,6 +368,78 @@ def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) 
     finally:
         nl.close()
     return plan
+
+
+def _where(new: NewAttachment) -> str:
+    """Where an attachment goes, for the plan's lines: the bridge, or ``ovn:NETWORK``."""
+    return f"ovn:{new.ovn_network}" if new.iface_id else new.want.bridge
+
+
+@dataclass
+class _OvnLocal:
+    """This host's OVN side, read while planning: join settings, br-int, the NB's ports."""
+
+    nb: str
+    system_id: str
+    datapath: str
+    mtu: int
+    lports: Set[str]
+    missing_switches: List[str]
+
+    def new_attachment(self, want: WantAttachment, target: Target, port: str,
+                       mtu: Optional[int]) -> NewAttachment:
+        """An OVN attachment: br-int, the network's MTU (else the tunnel's), a logical port and its MAC."""
+        from ovsfab.ovn.network import default_mac, iface_id_for  # noqa: PLC0415
+
+        iface_id = iface_id_for(want.network, self.system_id, port)
+        return NewAttachment(want, target, port, mtu or self.mtu, self.datapath, iface_id=iface_id,
+                             mac=want.spec.mac or default_mac(iface_id, (want.address,)), chassis=self.system_id)
+
+
+def _ovn_local(fabric: Fabric, part: HostPart, backend: Backend, nl: Any) -> Optional[_OvnLocal]:
+    """The OVN facts a plan needs, or None when this host has no OVN attachments.
+
+    Refuses (before anything changes) a host that has not joined, or whose
+    ovn-controller has not made br-int yet.
+    """
+    ovn_nets = sorted({w.network for w in part.attachments if fabric.networks[w.network].mode == "ovn"})
+    if not ovn_nets:
+        return None
+    import ipaddress  # noqa: PLC0415
+
+    from ovsfab.ovn.control import INTEGRATION_BRIDGE  # noqa: PLC0415
+    from ovsfab.ovn.network import find_switch, nb_session, tunnel_mtu  # noqa: PLC0415
+
+    nb, settings = _joined(backend, f"network {ovn_nets[0]} is mode ovn")
+    datapath = backend.bridge_datapath(INTEGRATION_BRIDGE)
+    if datapath is None:
+        raise Unavailable(f"{INTEGRATION_BRIDGE} does not exist: ovn-controller has not created it",
+                          "check ovsfab ovn status (ovsfab ovn join starts ovn-controller), then apply again")
+    encap = settings.get("ovn-encap-type", "geneve")
+    encap_ip = settings.get("ovn-encap-ip") or part.host.underlay
+    v6 = ipaddress.ip_address(encap_ip).version == 6
+    # A network's own mtu in the file wins over this (see new_attachment).
+    mtu = tunnel_mtu(_underlay_mtu(nl, encap_ip, None), encap.split(",")[0], v6)
+    nbs = nb_session(nb)
+    try:
+        lports = {lsp.name for ls in nbs.rows("Logical_Switch") for lsp in ls.ports}
+        missing = [n for n in ovn_nets if find_switch(nbs, n) is None]
+    finally:
+        nbs.close()
+    return _OvnLocal(nb, settings["system-id"], datapath, mtu, lports, missing)
+
+
+def _joined(backend: Backend, why: str) -> Tuple[str, Dict[str, str]]:
+    """This host's northbound remote and OVN join settings; refuses a host that has not joined."""
+    from ovsfab.ovn.control import KEY_NB, joined_settings  # noqa: PLC0415
+
+    remote = getattr(backend, "remote", None)
+    if remote is None:
+        raise InvalidInput(f"OVN networks need the OVS backend ({why})", "run ovsfab --backend ovs apply FILE")
+    settings = joined_settings(remote)
+    if not settings.get(KEY_NB) or not settings.get("system-id"):
+        raise NotFound(f"this host has not joined an OVN central ({why})", "run ovsfab ovn join CENTRAL_IP first")
+    return settings[KEY_NB], settings
 
 
 def _underlay_mtu(nl: Any, underlay: str, uplink: Optional[str]) -> int:
@@ -352,7 +459,10 @@ def _differences(rec: Attachment, new: NewAttachment) -> List[str]:
     """How a recorded attachment differs from the wanted one (empty: the same)."""
     from ovsfab.ops.attach import differences  # noqa: PLC0415
 
-    return differences(rec, new.request())
+    diffs = differences(rec, new.request())
+    if (rec.iface_id or "") != new.iface_id:
+        diffs.append(f"logical port {rec.iface_id or 'none'}")
+    return diffs
 
 
 # ---------------------------------------------------------------------------
@@ -376,6 +486,16 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
     borrowed = Borrowed(backend)
     host = L3Handle()
     host_links = set(host.link_table())  # one dump, not one per attachment
+    nb: List[Any] = []  # the northbound session, opened when first needed
+
+    def nbs() -> Any:
+        if not nb:
+            from ovsfab.ovn.network import nb_session  # noqa: PLC0415
+
+            assert plan.ovn_nb is not None
+            nb.append(nb_session(plan.ovn_nb))
+        return nb[0]
+
     try:
         with Plan("apply") as steps:
             # 3. uplinks (each its own operation; undone by uplink del)
@@ -391,6 +511,12 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
                 if not plan.del_attachments and not plan.del_tunnels:
                     return
                 gone = [a.port for a in plan.del_attachments] + [t.port for t in plan.del_tunnels]
+                lports = [a.iface_id for a in plan.del_attachments if a.iface_id]
+                if lports and plan.ovn_nb:
+                    from ovsfab.ovn.network import del_lports, restore_lports  # noqa: PLC0415
+
+                    removed = del_lports(nbs(), lports)  # one NB transaction
+                    steps.add_undo("put removed logical ports back", lambda: restore_lports(nbs(), removed))
                 backend.del_ports(gone)  # type: ignore[attr-defined]
                 back = [NewPort(a.bridge, a.port, dict(a.external_ids), backend.bridge_datapath(a.bridge) or "netdev",
                                 a.vlan) for a in plan.del_attachments]
@@ -434,6 +560,14 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
             steps.step("prepare", prepare)
             timings["prepare_s"] = round(time.monotonic() - t_prep, 4)
             timings["prepared_s"] = stamps
+
+            # 6b. OVN: switches and logical ports before the interfaces that
+            # name them (ovn-controller binds an iface-id as soon as it sees it)
+            ovn_new = [new for new, _att in prepared if new.iface_id]
+            if ovn_new:
+                t_ovn = time.monotonic()
+                steps.step("ovn-ports", lambda: _add_logical_ports(nbs(), ovn_new, fabric, steps))
+                timings["ovn_ports_s"] = round(time.monotonic() - t_ovn, 4)
 
             # 7. commit: ONE transaction for all tunnels and attachment ports
             t_commit = time.monotonic()
@@ -506,8 +640,31 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
             result.attachments = [att for _new, att in prepared]
     finally:
         host.close()
+        for session in nb:
+            session.close()
     timings["total_s"] = round(time.monotonic() - t0, 4)
     return result
+
+
+def _add_logical_ports(nbs: Any, news: List[NewAttachment], fabric: Fabric, steps: Plan) -> None:
+    """The OVN networks' switches (if missing), then every logical port in ONE transaction."""
+    from ovsfab.model import KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME  # noqa: PLC0415
+    from ovsfab.ovn.network import (KEY_CHASSIS, LportSpec, add_lports, del_lports,  # noqa: PLC0415
+                                    delete_switch_if_empty, ensure_switch)
+
+    for name in sorted({new.ovn_network for new in news}):
+        if ensure_switch(nbs, name, str(fabric.networks[name].subnet)):
+            steps.add_undo(f"OVN network {name}", lambda n=name: delete_switch_if_empty(nbs, n))
+    specs = []
+    for new in news:
+        req = new.request()
+        ids = {KEY_CONTAINER_ID: new.target.key, KEY_CONTAINER_NAME: new.target.name,
+               KEY_IFNAME: new.want.spec.ifname, KEY_CHASSIS: new.chassis}
+        ids.update(fabric_ids(fabric, new.ovn_network))
+        specs.append(LportSpec(new.ovn_network, new.iface_id, req.mac or "", req.addresses, ids))
+    created = add_lports(nbs, specs)
+    if created:
+        steps.add_undo(f"{len(created)} logical port(s)", lambda: del_lports(nbs, created))
 
 
 def _prepare_all(news: List[NewAttachment], host: Any, steps: Plan, fabric: Fabric, host_links: Set[str],
@@ -563,7 +720,8 @@ def _prepare(new: NewAttachment, host: Any, steps: Plan, fabric: Fabric, host_li
         att = Attachment(bridge=new.want.bridge, port=new.port, container_key=target.key,
                          container_name=target.name, ifname=spec.ifname, addresses=req.addresses,
                          mac=link.mac, mtu=link.mtu, vlan=spec.vlan,
-                         target=spec.container if target.kind != "docker" else target.key)
+                         target=spec.container if target.kind != "docker" else target.key,
+                         network=new.ovn_network, iface_id=new.iface_id)
         ids = att.to_external_ids()
         ids.update(fabric_ids(fabric, spec.network))
         att.external_ids = ids

@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ovsfab.errors import Conflict, InvalidInput, NotFound
 from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, OWNER_KEY, OWNER_VALUE,
@@ -154,76 +154,126 @@ def find_lport(nbs: OvnSession, name: str):  # noqa: ANN201
     return None, None
 
 
+@dataclass(frozen=True)
+class LportSpec:
+    """A logical switch port to create: name, network, MAC, addresses and tags."""
+
+    network: str
+    name: str
+    mac: str
+    addresses: Tuple[AddressSpec, ...]
+    external_ids: Dict[str, str]
+
+
+def add_lports(nbs: OvnSession, specs: Sequence[LportSpec]) -> List[str]:
+    """Create logical ports, all in ONE transaction; returns the names created.
+
+    Idempotent per port (one that exists with the same addresses is left
+    alone).  Raises Conflict, creating none, when a port exists with other
+    settings or another port of the network already has one of the addresses.
+    """
+    def build(txn):  # noqa: ANN001, ANN202
+        created: List[str] = []
+        by_name = {lsp.name: lsp for ls in nbs.rows("Logical_Switch") for lsp in ls.ports}
+        taken: Dict[str, Dict[str, str]] = {}  # network -> ip -> holder, built once per network
+        switches: Dict[str, object] = {}
+        for spec in specs:
+            value = lport_addresses(spec.mac, spec.addresses)
+            existing = by_name.get(spec.name)
+            if existing is not None:
+                if list(existing.addresses) == [value] and list(existing.port_security) == [value]:
+                    continue
+                raise Conflict(f"logical port {spec.name} exists with other addresses "
+                               f"({' '.join(existing.addresses)})", "detach it first")
+            ls = switches.get(spec.network)
+            if ls is None:
+                ls = find_switch(nbs, spec.network)
+                if ls is None:
+                    raise NotFound(f"OVN network {spec.network} vanished while attaching", "run it again")
+                switches[spec.network] = ls
+                ls.verify("ports")
+                used: Dict[str, str] = {}
+                for lsp in ls.ports:
+                    for entry in list(lsp.addresses) + list(lsp.port_security):
+                        for ip in entry.split()[1:]:
+                            used[ip] = lsp.external_ids.get(KEY_CONTAINER_NAME) or lsp.name
+                taken[spec.network] = used
+            used = taken[spec.network]
+            for a in spec.addresses:
+                ip = str(a.interface.ip)
+                if ip in used:
+                    raise Conflict(f"address {ip} is already used on network {spec.network} by {used[ip]}",
+                                   "choose another address")
+                used[ip] = spec.external_ids.get(KEY_CONTAINER_NAME) or spec.name
+            lsp = txn.insert(nbs.idl.tables["Logical_Switch_Port"])
+            lsp.name = spec.name
+            lsp.addresses = [value]
+            lsp.port_security = [value]
+            lsp.external_ids = dict(spec.external_ids, **{OWNER_KEY: OWNER_VALUE, KEY_NETWORK: spec.network})
+            ls.addvalue("ports", lsp.uuid)
+            by_name[spec.name] = lsp
+            created.append(spec.name)
+        return created
+
+    if not specs:
+        return []
+    what = specs[0].name if len(specs) == 1 else f"{len(specs)} ports"
+    created, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: {what}")
+    return list(created or [])
+
+
 def add_lport(nbs: OvnSession, network: str, name: str, mac: str, addresses: Sequence[AddressSpec],
               external_ids: Dict[str, str]) -> bool:
-    """Create the logical port (idempotent); returns True if created.
+    """Create one logical port (idempotent); returns True if created.  See :func:`add_lports`."""
+    return bool(add_lports(nbs, [LportSpec(network, name, mac, tuple(addresses), external_ids)]))
 
-    Raises Conflict when the port exists with other settings, or when another
-    port of the network already has one of the addresses.
-    """
-    value = lport_addresses(mac, addresses)
-    wanted_ips = {str(a.interface.ip) for a in addresses}
 
+def del_lports(nbs: OvnSession, names: Sequence[str]) -> Dict[str, Dict[str, object]]:
+    """Remove ovsfab logical ports in ONE transaction; returns what each was (for an undo)."""
     def build(txn):  # noqa: ANN001, ANN202
-        ls = find_switch(nbs, network)
-        if ls is None:
-            raise NotFound(f"OVN network {network} vanished while attaching", "run the attach again")
-        _, existing = find_lport(nbs, name)
-        if existing is not None:
-            if list(existing.addresses) == [value] and list(existing.port_security) == [value]:
-                return False
-            raise Conflict(f"logical port {name} exists with other addresses ({' '.join(existing.addresses)})",
-                           "detach it first")
-        for lsp in ls.ports:
-            for entry in list(lsp.addresses) + list(lsp.port_security):
-                taken = wanted_ips & set(entry.split()[1:])
-                if taken and lsp.name != name:
-                    who = lsp.external_ids.get(KEY_CONTAINER_NAME) or lsp.name
-                    raise Conflict(f"address {', '.join(sorted(taken))} is already used on network {network} "
-                                   f"by {who}", "choose another address")
-        ls.verify("ports")
-        lsp = txn.insert(nbs.idl.tables["Logical_Switch_Port"])
-        lsp.name = name
-        lsp.addresses = [value]
-        lsp.port_security = [value]
-        lsp.external_ids = dict(external_ids, **{OWNER_KEY: OWNER_VALUE, KEY_NETWORK: network})
-        ls.addvalue("ports", lsp.uuid)
-        return True
+        records: Dict[str, Dict[str, object]] = {}
+        wanted = set(names)
+        for ls in nbs.rows("Logical_Switch"):
+            for lsp in list(ls.ports):
+                if lsp.name not in wanted or not _owned(lsp):
+                    continue
+                records[lsp.name] = {"network": lsp.external_ids.get(KEY_NETWORK, ls.name),
+                                     "addresses": list(lsp.addresses), "port_security": list(lsp.port_security),
+                                     "external_ids": dict(lsp.external_ids)}
+                ls.delvalue("ports", lsp.uuid)
+                lsp.delete()
+        return records
 
-    created, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: port {name} on {network}")
-    return bool(created)
+    names = [n for n in names if n]
+    if not names:
+        return {}
+    what = names[0] if len(names) == 1 else f"{len(names)} ports"
+    records, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: remove {what}")
+    return dict(records or {})
 
 
 def del_lport(nbs: OvnSession, name: str) -> Optional[Dict[str, object]]:
     """Remove an ovsfab logical port; returns what it was (for an undo), or None."""
+    return del_lports(nbs, [name]).get(name)
+
+
+def restore_lports(nbs: OvnSession, records: Dict[str, Dict[str, object]]) -> None:
+    """Put back ports :func:`del_lports` removed (an undo), in one transaction."""
     def build(txn):  # noqa: ANN001, ANN202
-        ls, lsp = find_lport(nbs, name)
-        if lsp is None or not _owned(lsp):
-            return None
-        record = {"network": lsp.external_ids.get(KEY_NETWORK, ls.name), "addresses": list(lsp.addresses),
-                  "port_security": list(lsp.port_security), "external_ids": dict(lsp.external_ids)}
-        ls.delvalue("ports", lsp.uuid)
-        lsp.delete()
-        return record
+        have = {lsp.name for ls in nbs.rows("Logical_Switch") for lsp in ls.ports}
+        for name, record in records.items():
+            ls = find_switch(nbs, str(record["network"]))
+            if ls is None or name in have:
+                continue
+            lsp = txn.insert(nbs.idl.tables["Logical_Switch_Port"])
+            lsp.name = name
+            lsp.addresses = record["addresses"]
+            lsp.port_security = record["port_security"]
+            lsp.external_ids = record["external_ids"]
+            ls.addvalue("ports", lsp.uuid)
 
-    record, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: remove port {name}")
-    return record
-
-
-def _restore_lport(nbs: OvnSession, name: str, record: Dict[str, object]) -> None:
-    def build(txn):  # noqa: ANN001, ANN202
-        ls = find_switch(nbs, str(record["network"]))
-        _, existing = find_lport(nbs, name)
-        if ls is None or existing is not None:
-            return
-        lsp = txn.insert(nbs.idl.tables["Logical_Switch_Port"])
-        lsp.name = name
-        lsp.addresses = record["addresses"]
-        lsp.port_security = record["port_security"]
-        lsp.external_ids = record["external_ids"]
-        ls.addvalue("ports", lsp.uuid)
-
-    nbs.transact(build, wait_applied=False, comment=f"ovsfab: restore port {name}")
+    if records:
+        nbs.transact(build, wait_applied=False, comment="ovsfab: restore ports")
 
 
 def wait_up(nbs: OvnSession, name: str, timeout: float) -> bool:
@@ -428,11 +478,12 @@ def detach_network(network: str, target_spec: str, ifname: str = "eth1", if_exis
             removed.update(del_lport(nbs, iface_id) or {})
 
         plan.step("ovn-lport-del", lport_del,
-                  undo=lambda: _restore_lport(nbs, iface_id, removed) if removed else None)
+                  undo=lambda: restore_lports(nbs, {iface_id: removed}) if removed else None)
         detach(INTEGRATION_BRIDGE, target_spec, ifname, True, factory, network=network)
         nbs.close()
     return OvnDetachResult(network, iface_id, att, changed=True)
 
 
-__all__ = ["attach_network", "detach_network", "ensure_switch", "add_lport", "del_lport", "find_switch",
+__all__ = ["attach_network", "detach_network", "ensure_switch", "add_lport", "add_lports", "del_lport",
+           "del_lports", "restore_lports", "LportSpec", "find_switch",
            "tunnel_mtu", "iface_id_for", "default_mac", "ATTACH_STEPS", "DETACH_STEPS", "KEY_NETWORK"]
