@@ -8,11 +8,13 @@
    the CLI wall time, ``bound_s`` (attach's plug → ovn-northd reports the
    port up, from the JSON) and the time from the end of the attach to the
    first reply.
-2. 300 attachments over three hosts: OVN mode (per host, one process entering
-   the host's namespace and calling ``attach_network`` N/3 times: the
-   logical port in NB plus the veth/port in br-int, one attachment at a
-   time) against full-mesh VXLAN mode (``ovsfab apply FILE --host H`` on each
-   host of a ``--mode vxlan --bare`` lab: one OVSDB transaction per host).
+2. ``ovsfab apply`` of 300 attachments over three hosts (the three hosts at
+   once, each ``apply FILE --host H``): an OVN network (``mode: ovn``, on an
+   ``ovsfab lab up --mode ovn`` lab: one NB transaction for the host's
+   logical ports, one OVSDB transaction for its br-int ports; then the time
+   until ovn-northd reports all 300 ports up) against a full-mesh VXLAN
+   network (``--mode vxlan --bare`` lab: one OVSDB transaction per host).
+   Both: then the time until the first container pings the last one.
 
 Usage (root, dockerd running, OVN installed)::
 
@@ -98,21 +100,6 @@ def bench_first_ping(k: int) -> Dict[str, object]:
             "max_after_attach_s": max(r["after_attach_s"] for r in rows)}
 
 
-_OVN_WORKER = r"""
-import json, sys, time
-from ovsfab.ovn.network import attach_network
-remote, names = sys.argv[1], sys.argv[2:]
-t0 = time.monotonic()
-per = []
-for name in names:
-    ns, addr = name.split("=")
-    t = time.monotonic()
-    attach_network("scale", f"netns:{ns}", [addr], ovs_remote=remote, wait=0)
-    per.append(time.monotonic() - t)
-print(json.dumps({"total": time.monotonic() - t0, "per": per}))
-"""
-
-
 def first_reply(src_ns: str, dst: str, limit: float = 30.0):  # -> Optional[float]
     """Seconds until ``src_ns`` gets a ping reply from ``dst`` (None: not within ``limit``)."""
     t0 = time.monotonic()
@@ -126,76 +113,69 @@ def addr(i: int) -> str:
     return f"10.90.{i // 250}.{i % 250 + 2}"
 
 
-def bench_scale_ovn(n: int) -> Dict[str, object]:
-    env = fresh_env()
-    lab(env, "up", "--mode", "ovn", "--hosts", "3")
-    names = [f"so{os.getpid() % 10000}-{i}" for i in range(n)]
-    try:
-        netns_batch(names, "add")
-        t0 = time.monotonic()
-        procs = []
-        for h, host in enumerate(HOSTS):  # the three hosts work at the same time, as real ones would
-            mine = [f"{nm}={addr(i)}/16" for i, nm in enumerate(names) if i % 3 == h]
-            d = f"{env['OVSFAB_LAB_DIR']}/{host}"
-            procs.append(subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-c", _OVN_WORKER,
-                                           f"unix:{d}/db.sock", *mine], env=dict(env, OVS_RUNDIR=d, OVN_RUNDIR=d),
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        per_host = []
-        for p in procs:
-            out, err = p.communicate(timeout=1800)
-            if p.returncode != 0:
-                raise RuntimeError(err.strip().splitlines()[-1])
-            per_host.append(json.loads(out))
-        total = time.monotonic() - t0
-        # all bound: every logical port up
-        nbctl = ["ovn-nbctl", f"--db=unix:{env['OVSFAB_LAB_DIR']}/central/ovnnb_db.sock"]
-        deadline = time.monotonic() + 60
-        while True:
-            ups = tb.run(nbctl + ["--bare", "--columns=up", "find", "Logical_Switch_Port",
-                                  "external_ids:ovsfab-network=scale"]).stdout.split()
-            if ups.count("true") == n or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        all_up = time.monotonic() - t0
-        ok = first_reply(names[0], addr(n - 1))
-        per = [p for h in per_host for p in h["per"][: max(1, len(h["per"]) // 10)]]
-        last = [p for h in per_host for p in h["per"][-max(1, len(h["per"]) // 10):]]
-        return {"mode": "ovn", "n": n, "total_s": total, "all_up_s": all_up,
-                "per_host_s": [round(h["total"], 2) for h in per_host],
-                "mean_ms_first_10pct": round(1000 * sum(per) / len(per), 1),
-                "mean_ms_last_10pct": round(1000 * sum(last) / len(last), 1),
-                "first_to_last_ping_after_s": ok}
-    finally:
-        lab(env, "down")
-        netns_batch([n for n in names if os.path.exists(f"/run/netns/{n}")], "delete")
+def _fabric(names: List[str], mode: str) -> str:
+    """The fabric file: N netns targets spread over the three hosts, one network of ``mode``."""
+    up = ", uplink: eth1" if mode == "vxlan" else ""
+    lines = ["name: scale", "hosts:"] + [f"  {h}: {{underlay: {UNDERLAY[h]}{up}}}" for h in HOSTS]
+    net = "{bridge: br0, mode: vxlan, key: 5001, subnet: 10.90.0.0/16}" if mode == "vxlan" else \
+        "{mode: ovn, subnet: 10.90.0.0/16}"
+    lines += ["networks:", f"  scale: {net}", "attachments:"]
+    lines += [f"  - {{container: 'netns:{nm}', network: scale, host: {HOSTS[i % 3]}, address: {addr(i)}}}"
+              for i, nm in enumerate(names)]
+    return "\n".join(lines) + "\n"
 
 
-def bench_scale_vxlan(n: int) -> Dict[str, object]:
+def _apply_everywhere(env: Dict[str, str], path: str) -> List[dict]:
+    """``ovsfab apply FILE --host H`` on the three hosts at once, as real hosts would run it."""
+    procs = []
+    for h in HOSTS:
+        d = f"{env['OVSFAB_LAB_DIR']}/{h}"
+        procs.append(subprocess.Popen(["ip", "netns", "exec", h, sys.executable, "-m", "ovsfab", "apply", path,
+                                       "--host", h, "--json"], env=dict(env, OVS_RUNDIR=d, OVN_RUNDIR=d),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    out = []
+    for p in procs:
+        stdout, err = p.communicate(timeout=1800)
+        if p.returncode != 0:
+            raise RuntimeError(err.strip())
+        out.append(json.loads(stdout))
+    return out
+
+
+def bench_scale(n: int, mode: str) -> Dict[str, object]:
+    """``apply`` of N attachments over three hosts: ``mode`` is ovn or vxlan (full mesh)."""
     env = fresh_env()
-    lab(env, "up", "--mode", "vxlan", "--hosts", "3", "--bare")
-    names = [f"sv{os.getpid() % 10000}-{i}" for i in range(n)]
+    lab(env, "up", "--mode", mode, "--hosts", "3", *(["--bare"] if mode == "vxlan" else []))
+    names = [f"s{mode[0]}{os.getpid() % 10000}-{i}" for i in range(n)]
     path = None
     try:
         netns_batch(names, "add")
-        lines = ["hosts:"] + [f"  {h}: {{underlay: {UNDERLAY[h]}, uplink: eth1}}" for h in HOSTS]
-        lines += ["networks:", "  blue: {bridge: br0, mode: vxlan, key: 5001, subnet: 10.90.0.0/16}", "attachments:"]
-        lines += [f"  - {{container: 'netns:{nm}', network: blue, host: {HOSTS[i % 3]}, address: {addr(i)}}}"
-                  for i, nm in enumerate(names)]
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-            fh.write("\n".join(lines) + "\n")
+            fh.write(_fabric(names, mode))
             path = fh.name
         t0 = time.monotonic()
-        procs = [subprocess.Popen(["ip", "netns", "exec", h, sys.executable, "-m", "ovsfab", "apply", path,
-                                   "--host", h, "--json"],
-                                  env=dict(env, OVS_RUNDIR=f"{env['OVSFAB_LAB_DIR']}/{h}"),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for h in HOSTS]
-        for p in procs:
-            _out, err = p.communicate(timeout=1800)
-            if p.returncode != 0:
-                raise RuntimeError(err.strip())
+        results = _apply_everywhere(env, path)
         total = time.monotonic() - t0
-        ok = first_reply(names[0], addr(n - 1))
-        return {"mode": "vxlan full mesh (apply)", "n": n, "total_s": total, "first_to_last_ping_after_s": ok}
+        out: Dict[str, object] = {
+            "mode": "ovn (apply)" if mode == "ovn" else "vxlan full mesh (apply)", "n": n,
+            "total_s": round(total, 2),
+            "per_host_s": [r["timings"]["total_s"] for r in results],
+            "commit_s": [r["timings"].get("commit_s") for r in results]}
+        if mode == "ovn":
+            out["ovn_ports_s"] = [r["timings"].get("ovn_ports_s") for r in results]
+            # every logical port bound (ovn-northd sets up=true once a chassis claimed it)
+            nbctl = ["ovn-nbctl", f"--db=unix:{env['OVSFAB_LAB_DIR']}/central/ovnnb_db.sock"]
+            deadline = time.monotonic() + 120
+            while True:
+                ups = tb.run(nbctl + ["--bare", "--columns=up", "find", "Logical_Switch_Port",
+                                      "external_ids:ovsfab-network=scale"]).stdout.split()
+                if ups.count("true") == n or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            out["all_bound_s"] = round(time.monotonic() - t0, 2)
+            out["bound"] = ups.count("true")
+        out["first_to_last_ping_after_s"] = first_reply(names[0], addr(n - 1))
+        return out
     finally:
         lab(env, "down")
         netns_batch([n for n in names if os.path.exists(f"/run/netns/{n}")], "delete")
@@ -211,7 +191,7 @@ def main() -> int:
     ap.add_argument("--only", choices=("ping", "ovn", "vxlan"), help="run one part only")
     args = ap.parse_args()
     if args.only in ("ovn", "vxlan"):
-        print(json.dumps((bench_scale_ovn if args.only == "ovn" else bench_scale_vxlan)(args.n), default=str))
+        print(json.dumps(bench_scale(args.n, args.only), default=str))
         return 0
     res = bench_first_ping(args.pings)
     print(f"attach -> first cross-host ping ({args.pings} samples): CLI median {res['median_cli_s']:.2f} s, "
@@ -220,9 +200,8 @@ def main() -> int:
     for r in res["samples"]:
         print(f"  cli {r['cli_s']:.2f} s  bound {r['bound_s']} s  after attach {r['after_attach_s']:.3f} s")
     if not args.skip_scale and args.only is None:
-        for fn in (bench_scale_vxlan, bench_scale_ovn):
-            r = fn(args.n)
-            print(json.dumps(r, default=str))
+        for mode in ("vxlan", "ovn"):
+            print(json.dumps(bench_scale(args.n, mode), default=str))
     return 0
 
 

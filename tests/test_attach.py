@@ -39,6 +39,10 @@ def check_attachment(host, c, bridge, addrs, ifname="eth1", mtu=None):
     assert len(name) <= 15
     assert tb.link_kind(hlink) == "veth"
     assert "UP" in hlink["flags"]
+    # the host end is a bridge port without IPv6: no link-local address ever
+    # (ovs-vswitchd re-reads routes and addresses on every change of them)
+    assert not tb.addrs_in(host.name, include_link_local=True).get(name), tb.addrs_in(host.name, True)
+    assert tb.ns_run(host.name, "cat", f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").stdout.strip() == "1"
     # port is on the right bridge
     assert host.vsctl("port-to-br", name).stdout.strip() == bridge
     # ownership + ovs-docker tags on both Port and Interface rows

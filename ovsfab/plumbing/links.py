@@ -435,7 +435,19 @@ class NetlinkHandle:
             raise netlink_error(exc, f"cannot set MTU {mtu}") from exc
 
     def enable_ipv6(self, name: str) -> None:
-        """Clear ``disable_ipv6`` on a link (Docker sets it in containers without IPv6).
+        """Clear ``disable_ipv6`` on a link (Docker sets it in containers without IPv6)."""
+        if not self._ipv6_sysctl(name, "0"):
+            raise OperationFailed(f"IPv6 is not available on {name}", "the kernel has IPv6 disabled")
+
+    def disable_ipv6(self, name: str) -> None:
+        """Set ``disable_ipv6`` on a link: no link-local address, no IPv6 routes, no RS/MLD/DAD.
+
+        A kernel without IPv6 has nothing to disable: not an error.
+        """
+        self._ipv6_sysctl(name, "1")
+
+    def _ipv6_sysctl(self, name: str, value: str) -> bool:
+        """Write ``net.ipv6.conf.NAME.disable_ipv6``; False when the kernel has no IPv6.
 
         There is no netlink attribute for it; the sysctl file belongs to the
         namespace of the thread that opens it, hence ``entered()``.
@@ -448,11 +460,21 @@ class NetlinkHandle:
                 with self.ns.entered():
                     fh = open(path, "w", encoding="ascii")
             with fh:
-                fh.write("0")
+                fh.write(value)
         except FileNotFoundError:
-            raise OperationFailed(f"IPv6 is not available on {name}", "the kernel has IPv6 disabled") from None
+            if os.path.isdir("/proc/sys/net/ipv6/conf"):
+                raise NotFound(f"no interface named {name}") from None
+            return False
         except OSError as exc:
-            raise netlink_error(exc, f"cannot enable IPv6 on {name}") from exc
+            raise netlink_error(exc, f"cannot {'enable' if value == '0' else 'disable'} IPv6 on {name}") from exc
+        return True
+
+    def set_up_by_name(self, name: str) -> None:
+        """Bring a link up by name (no index lookup first)."""
+        try:
+            self._rt.one(_ifinfmsg(flags=IFF_UP, change=IFF_UP, attrs=[("IFLA_IFNAME", name)]), RTM_SETLINK)
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot bring up {name}") from exc
 
     def add_address(self, index: int, spec: AddressSpec) -> None:
         """Add an address; IPv6 without DAD, so it is usable (and announced) at once."""
