@@ -71,6 +71,11 @@ class Agent:
     def served(self) -> int:
         return self.text().count("cli: ovsfab ")
 
+    def request_ms(self) -> List[float]:
+        """The agent's own time for each request it served (its log: ``... -> exit 0 (12 ms)``)."""
+        return [float(line.rsplit("(", 1)[1].split(" ms)")[0]) for line in self.text().splitlines()
+                if "cli: ovsfab " in line and line.endswith(" ms)")]
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -153,7 +158,9 @@ def bench_cli(args: argparse.Namespace) -> None:
             res["ovsfab attach (in-process)"].append(t)
             rows.append({"tool": "ovsfab (in-process)", "ports": n + 2, "seconds": t})
         assert agent.served() - served0 == args.runs, "not every agent-path attach went through the agent"
+        inside = agent.request_ms()[-args.runs:]
         helps = help_times(args.runs)
+        wrapper = med([timed(host_cmd(host, "true")) for _ in range(args.runs)])
     finally:
         if agent is not None:
             agent.stop()
@@ -169,6 +176,11 @@ def bench_cli(args: argparse.Namespace) -> None:
     print("\n| start-up | median of %d |\n|---|---|" % args.runs)
     for k, v in helps.items():
         print(f"| `{k}` | {v * 1000:.0f} ms |")
+    agent_wall = med(res["ovsfab attach (agent)"])
+    print(f"\nthe agent path, median: {med(inside):.0f} ms inside the agent (its log), "
+          f"{agent_wall * 1000 - med(inside):.0f} ms client start-up, socket and the wrapper; "
+          f"the simulated host's wrapper alone (`ip netns exec HOST env OVS_RUNDIR=.. true`): {wrapper * 1000:.0f} ms, "
+          f"part of every command above (ratio without it: {(agent_wall - wrapper) / (ref - wrapper):.2f})")
     if args.csv:
         write_csv(args.csv, rows)
 
