@@ -73,7 +73,7 @@ def inner_reconcile() -> None:
     t0 = time.perf_counter()
     res = Reconciler(backend, docker).all()
     dt = time.perf_counter() - t0
-    print(json.dumps({"seconds": dt, "summary": res.summary()}))
+    print(json.dumps({"seconds": dt, "summary": res.summary(), "timings": {k: round(v, 3) for k, v in res.timings.items()}}))
 
 
 def in_host(host: tb.OvsHost, *args: str) -> subprocess.CompletedProcess:
@@ -103,32 +103,21 @@ def restart_all(ctrs: list) -> float:
     return time.monotonic() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--containers", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--idle-seconds", type=float, default=20)
-    ap.add_argument("--inner", nargs="+", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.inner:
-        if args.inner[0] == "attach":
-            inner_attach(args.inner[2:], args.inner[1])
-        else:
-            inner_reconcile()
-        return
+def carries_traffic(ctrs: list) -> str:
+    """Ping from the first container to a spread of the others, and TCP data to the last one."""
+    for c in ctrs:
+        c.refresh_pid()
+    sample = sorted({1, len(ctrs) // 4, len(ctrs) // 2, 3 * len(ctrs) // 4, len(ctrs) - 1})
+    addr = lambda i: f"10.77.{i // 200}.{i % 200 + 1}"  # noqa: E731 - as inner_attach numbers them
+    pinged = sum(1 for i in sample if tb.ping(ctrs[0], addr(i), count=1))
+    tcp = tb.tcp_transfer(ctrs[0], ctrs[-1], addr(len(ctrs) - 1), nbytes=500_000)
+    return f"ping {pinged}/{len(sample)}, TCP {'ok' if tcp else 'FAILED'}"
 
-    tb.build_busybox_image()
-    host = tb.OvsHost()
-    prefix = tb.unique("b")
-    ctrs: list = []
+
+def agent_parts(host: "tb.OvsHost", ctrs: list, args: argparse.Namespace) -> None:
+    """Parts 1 and 3: restart -> first ping with the agent running; the agent's idle CPU."""
     agent = None
     try:
-        print(f"starting {args.containers} containers ...", flush=True)
-        ctrs = start_containers(args.containers, prefix)
-        t0 = time.monotonic()
-        in_host(host, "--inner", "attach", "10.77", *[c.name for c in ctrs])
-        print(f"attached {len(ctrs)} containers in {time.monotonic() - t0:.1f}s (one process)")
-
         # 1. docker restart -> first ping, agent running.
         log = open(Path(host.rundir) / "agent.log", "w")
         agent = subprocess.Popen(host.ovsfab_cmd("agent", "--interval", "3600"), stdout=log,
@@ -180,13 +169,50 @@ def main() -> None:
         agent.wait(timeout=20)
         log.close()
         agent = None
+    finally:
+        if agent is not None:
+            agent.kill()
+            agent.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--containers", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--idle-seconds", type=float, default=20)
+    ap.add_argument("--only-restore", action="store_true", help="part 2 only (restoring N restarted containers)")
+    ap.add_argument("--restore-rounds", type=int, default=1, help="repeat part 2a (in-process pass)")
+    ap.add_argument("--inner", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.inner:
+        if args.inner[0] == "attach":
+            inner_attach(args.inner[2:], args.inner[1])
+        else:
+            inner_reconcile()
+        return
+
+    tb.build_busybox_image()
+    host = tb.OvsHost()
+    prefix = tb.unique("b")
+    ctrs: list = []
+    try:
+        print(f"starting {args.containers} containers ...", flush=True)
+        ctrs = start_containers(args.containers, prefix)
+        t0 = time.monotonic()
+        in_host(host, "--inner", "attach", "10.77", *[c.name for c in ctrs])
+        print(f"attached {len(ctrs)} containers in {time.monotonic() - t0:.1f}s (one process)")
+
+        if not args.only_restore:
+            agent_parts(host, ctrs, args)
 
         # 2a. N restarted containers, one in-process pass.
-        dt = restart_all(ctrs)
-        print(f"restarted {len(ctrs)} containers in {dt:.1f}s (agent not running)")
-        doc = json.loads(in_host(host, "--inner", "reconcile").stdout)
-        print(f"restore {len(ctrs)} restarted containers, in-process pass: {doc['seconds']:.2f}s "
-              f"{doc['summary']}")
+        for _ in range(args.restore_rounds):
+            dt = restart_all(ctrs)
+            print(f"restarted {len(ctrs)} containers in {dt:.1f}s (agent not running)")
+            doc = json.loads(in_host(host, "--inner", "reconcile").stdout)
+            print(f"restore {len(ctrs)} restarted containers, in-process pass: {doc['seconds']:.2f}s "
+                  f"{doc['summary']} phases (s): {doc['timings']}", flush=True)
+            print(f"  restored ports carry traffic: {carries_traffic(ctrs)}", flush=True)
 
         # 2b. The same through the CLI.
         restart_all(ctrs)
@@ -201,8 +227,6 @@ def main() -> None:
         print(f"`ovsfab reconcile` with nothing to do ({len(ctrs)} attachments): "
               f"{time.monotonic() - t0:.2f}s")
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.kill()
         tb.remove_containers(c.name for c in ctrs)
         host.close()
 

@@ -122,6 +122,36 @@ def test_restart_restores_exactly_and_is_idempotent(ovs_host, ctrs):
     assert text.strip().splitlines()[-1] == "3 attachment(s): 3 ok"
 
 
+@pytest.mark.parametrize("step", ["restore-relink", "restore-up"])
+def test_batch_restore_fault_keeps_records_and_leaves_no_veth(ovs_host, ctrs, step):
+    """A restore of several attachments failing half-way: every record stays, no stray veth; then it works."""
+    c, peer = ctrs(), ctrs()
+    ovs_host.ovsfab("attach", "br0", c.name, "10.7.5.1/24", check=True)
+    ovs_host.ovsfab("attach", "br0", c.name, "10.7.6.1/24", "--ifname", "eth2", check=True)
+    ovs_host.ovsfab("attach", "br0", peer.name, "10.7.5.2/24", check=True)
+    ports = {port_facts(ovs_host, c)["name"], port_facts(ovs_host, c, "eth2")["name"]}
+    before = (eth_facts(c), eth_facts(c, "eth2"))
+    tb.docker("restart", "-t", "0", c.name)
+    c.refresh_pid()
+    cp = ovs_host.ovsfab("reconcile", env={"OVSFAB_INJECT_FAULT": step})
+    tb.assert_clean_error(cp)
+    assert ports <= set(tb.ovs_ports(ovs_host)), "a record was lost"
+    host_links = ovs_host.links()
+    if step == "restore-relink":
+        # Made (host end down) but never brought up: deleted, container ends included.
+        assert not ports & set(host_links), host_links
+        assert eth_facts(c) == {} and eth_facts(c, "eth2") == {}
+    # Either way, nothing half-made stays behind: the next pass finishes the job.
+    doc = reconcile(ovs_host)
+    assert set(results(doc).values()) <= {"restored", "ok"}
+    assert (eth_facts(c), eth_facts(c, "eth2")) == before
+    assert tb.tcp_transfer(peer, c, "10.7.5.1", nbytes=300_000)
+    assert not reconcile(ovs_host)["changed"]
+    # Every veth on the host is a port of the bridge, and every port but the bridge's own has one.
+    veths = {name for name, link in ovs_host.links().items() if tb.link_kind(link) == "veth"}
+    assert veths == set(tb.ovs_ports(ovs_host)) - {"br0"}, (veths, tb.ovs_ports(ovs_host))
+
+
 def test_rm_removes_port_and_veth(ovs_host, ctrs):
     keep, gone = ctrs(), ctrs()
     ovs_host.ovsfab("attach", "br0", keep.name, "10.7.1.1/24", check=True)

@@ -235,7 +235,7 @@ class LinkFacts:
     mtu: int
 
 
-def create_link(host: NetlinkHandle, ns: Namespace, port: str, req: AttachRequest) -> None:
+def create_link(host: NetlinkHandle, ns: Namespace, port: str, req: AttachRequest, host_up: bool = True) -> None:
     """Step create_veth: the pair, then the host end without IPv6, then up.
 
     The container end is born inside the container with its final name, MTU
@@ -247,8 +247,17 @@ def create_link(host: NetlinkHandle, ns: Namespace, port: str, req: AttachReques
     ports per host on the userspace datapath, its main thread stayed busy
     for minutes after an apply, and packets waited seconds.  So IPv6 is off
     before the end comes up (no address is ever made).
+
+    ``host_up=False``: the host end stays down and IPv6 is left alone (it is
+    made in a scratch namespace and moved later: :func:`host_end_up` then).
     """
     host.create_veth(port, req.ifname, ns, req.mtu, req.mac, up=False)
+    if host_up:
+        host_end_up(host, port)
+
+
+def host_end_up(host: NetlinkHandle, port: str) -> None:
+    """The host end without IPv6, then up (see :func:`create_link`)."""
     host.disable_ipv6(port)
     host.set_up_by_name(port)
 
@@ -283,7 +292,7 @@ def offload_link(host: NetlinkHandle, inner: NetlinkHandle, port: str, ifname: s
 
 
 def prepare_link(host: NetlinkHandle, ns: Namespace, port: str, req: AttachRequest, csum_off: bool,
-                 created: Callable[[], None]) -> LinkFacts:
+                 created: Callable[[], None], host_up: bool = True) -> LinkFacts:
     """attach's create_veth, configure and offloads for one container of a batch.
 
     ``created`` is called as soon as the veth exists (the caller registers
@@ -293,7 +302,7 @@ def prepare_link(host: NetlinkHandle, ns: Namespace, port: str, req: AttachReque
     """
     inner = NetlinkHandle(ns)
     try:
-        create_link(host, ns, port, req)
+        create_link(host, ns, port, req, host_up)
         created()
         link = read_link(inner, req.ifname)
         configure_link(inner, req, link)

@@ -71,3 +71,9 @@ class Plan:
             self.rollback()
         else:
             self._undo.clear()
+
+
+def fault_point(name: str, operation: str) -> None:
+    """The test hook for code that is not a :class:`Plan` (reconcile's batch restore)."""
+    if os.environ.get(FAULT_ENV) == name:
+        raise InjectedFault(f"fault injected after step {name!r} of {operation}", "unset OVSFAB_INJECT_FAULT")

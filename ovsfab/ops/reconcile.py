@@ -46,12 +46,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError, Unavailable
 from ovsfab.model import Attachment, AttachRequest, Target, parse_target_spec
+from ovsfab.ops.plan import fault_point
 
 LOG = logging.getLogger(__name__)
 
@@ -121,6 +123,9 @@ class ReconcileResult:
     #: "ok", "unavailable" or "not-needed" (no Docker attachment looked at).
     docker: str = "not-needed"
     notes: List[str] = field(default_factory=list)
+    #: Seconds per phase of a full pass ("look", and for a batch restore
+    #: "remove", "unlink", "relink", "add"): where the time went, for --json and bench/.
+    timings: Dict[str, float] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -144,7 +149,8 @@ class ReconcileResult:
     def to_json(self) -> Dict[str, Any]:
         return {"action": "reconcile", "dry_run": self.dry_run, "changed": self.changed,
                 "docker": self.docker, "summary": self.summary(),
-                "attachments": [a.to_json() for a in self.actions], "notes": list(self.notes)}
+                "attachments": [a.to_json() for a in self.actions], "notes": list(self.notes),
+                "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
 # ---------------------------------------------------------------------------
@@ -234,12 +240,16 @@ class _Background:
 
         self._value: Any = None
         self._error: Optional[BaseException] = None
+        self.seconds = 0.0  # how long the call took
 
         def run() -> None:
+            t0 = time.monotonic()
             try:
                 self._value = fn(*args)
             except BaseException as exc:  # handed to the caller by result()
                 self._error = exc
+            finally:
+                self.seconds = time.monotonic() - t0
 
         self._thread = threading.Thread(target=run, name="ovsfab-lookup", daemon=True)
         self._thread.start()
@@ -333,6 +343,7 @@ class Reconciler:
         passes skip it (Docker events trigger a deep check of each restart).
         """
         result = ReconcileResult(dry_run=dry_run)
+        t0 = time.monotonic()
         atts = [a for a in self.backend.list_attachments() if is_attachment(a)]
         states: Optional[Dict[str, str]] = None
         if any(target_kind(a)[0] == "docker" for a in atts):
@@ -374,7 +385,8 @@ class Reconciler:
                 to_restore.append((att, kind, info))  # together, below: batched
                 continue
             result.actions.append(self._act(att, state, healthy, links, dry_run, deep=False, info=info))
-        result.actions.extend(self._restore_many(to_restore, links))
+        result.timings["look"] = time.monotonic() - t0
+        result.actions.extend(self._restore_many(to_restore, links, result.timings))
         return result
 
     def _containers(self, keys: Iterable[str], dry_run: bool) -> ReconcileResult:
@@ -564,7 +576,8 @@ class Reconciler:
         return Action(RESTORED, res.attachment, "link was missing", changed=True)
 
     def _restore_many(self, items: List[Tuple[Attachment, str, Optional[Dict[str, Any]]]],
-                      links: Dict[str, Tuple[Optional[int], bool]]) -> List[Action]:
+                      links: Dict[str, Tuple[Optional[int], bool]],
+                      timings: Optional[Dict[str, float]] = None) -> List[Action]:
         """Restore several attachments with two OVSDB transactions in all.
 
         One transaction removes the broken ports; the lingering host ends of
@@ -595,71 +608,115 @@ class Reconciler:
             specs.append(NewPort(att.bridge, att.port, dict(att.external_ids),
                                           datapath=datapaths[att.bridge], tag=att.vlan))
 
-        # The PIDs of restarted containers (one Docker inspect each, ~4 ms of
-        # CPU in the SDK) are looked up while ovs-vswitchd removes the broken
-        # ports (below): the two waits overlap.  The Docker client is used by
-        # that thread alone, the IDL by this one.
+        # ovs-vswitchd takes ~13 ms per port it removes on the userspace
+        # datapath (1.3 s for 100, measured with ovs-vsctl alone), so the
+        # rest happens meanwhile: the IDL transaction runs in a thread (this
+        # one leaves the backend alone until it is joined), while this one
+        # looks up the PIDs of restarted containers and re-creates their
+        # veths -- host ends DOWN.  ovs-vswitchd, closing an old port, puts
+        # back the flags it found on the device of that name, so a new host
+        # end must not be up before the removal is done (tried: restored
+        # ports then carried no traffic).  Then: IPv6 off, up, one add.
+        # (Making them in a scratch namespace and moving them in was tried
+        # too: each move waits for an RCU grace period, 2 s for 100.)
+        from ovsfab.ops.attach import host_end_up  # noqa: PLC0415
+
+        timings = timings if timings is not None else {}
+        t0 = time.monotonic()
+        host = self._netlink()
         need = [att.container_key for att, kind, info in items if kind == "docker" and info is None]
-        lookup = _Background(self.docker.inspect_many, need) if need else None
-        # ovs-vswitchd must have let go of the old ports before a veth of the
-        # same name appears: overlapping its reconfiguration with the netlink
-        # work below (tried) leaves restored ports that carry no traffic.
-        try:
-            self.backend.del_ports([att.port for att, _, _ in items])  # type: ignore[attr-defined]
-        finally:
-            infos = lookup.result() if lookup is not None else {}
-        ready: List[Tuple[Attachment, Target]] = []
-        try:
-            for att, kind, info in items:
-                try:
-                    if kind == "docker":
-                        info = info if info is not None else infos.get(att.container_key)
-                        if info is None:
-                            actions.append(self._remove(att, "container removed", dry_run=False))
-                            continue
-                        target = docker_target(info)
-                        if target is None:  # stopped meanwhile: its record stays
-                            keep(att)
-                            actions.append(self._stopped(att, {}, dry_run=False))
-                            continue
-                    else:
-                        target = containers.resolve(att.target)
-                    ready.append((att, target))
-                except OvsfabError as exc:
-                    if isinstance(exc, Unavailable):
-                        raise
-                    keep(att)
-                    actions.append(Action(FAILED, att, "", error=exc))
-        except BaseException:
-            # Nothing re-created yet: every record goes back as it was.
-            for att, _, _ in items:
-                if all(spec.port != att.port for spec in specs):
-                    keep(att)
-            self._flush(specs)
-            raise
-        # The host ends of restarted containers' veths outlive their dead
-        # namespaces until the kernel's (slow, batched) namespace cleanup
-        # reaches them, and their names are the ones to re-create.  Deleted
-        # one by one, each would wait for RCU grace periods; together, the
-        # waits are paid once.
-        lingering = [att.port for att, _ in ready if att.port in links]
-        if lingering:
-            self._netlink().delete_many(lingering)
+        removal = _Background(self.backend.del_ports, [att.port for att, _, _ in items])
+        removed = False
+        gone: List[Attachment] = []  # containers removed meanwhile: dropped once the removal is done
+        dropped: Set[str] = set()
+        staged: List[Tuple[Attachment, Target, int]] = []
         done: List[Tuple[Attachment, Target, int]] = []
-        for att, target in ready:
-            if self.should_stop():
-                keep(att)  # not restored now: keep its record
-                continue
+        try:
             try:
-                restored, inode = self._relink(att, target, csum_off[att.bridge])
-            except OvsfabError as exc:
-                keep(att)
-                actions.append(Action(FAILED, att, "", error=exc))
-                continue
-            specs.append(NewPort(restored.bridge, restored.port, dict(restored.external_ids),
-                                          datapath=datapaths[restored.bridge], tag=restored.vlan))
-            done.append((restored, target, inode))
+                infos = self.docker.inspect_many(need) if need else {}
+                timings["lookup"] = time.monotonic() - t0
+                ready: List[Tuple[Attachment, Target]] = []
+                for att, kind, info in items:
+                    try:
+                        if kind == "docker":
+                            info = info if info is not None else infos.get(att.container_key)
+                            if info is None:
+                                gone.append(att)
+                                continue
+                            target = docker_target(info)
+                            if target is None:  # stopped meanwhile: its record stays
+                                keep(att)
+                                actions.append(self._stopped(att, {}, dry_run=False))
+                                continue
+                        else:
+                            target = containers.resolve(att.target)
+                        ready.append((att, target))
+                    except OvsfabError as exc:
+                        if isinstance(exc, Unavailable):
+                            raise
+                        keep(att)
+                        actions.append(Action(FAILED, att, "", error=exc))
+                # The host ends of restarted containers' veths outlive their
+                # dead namespaces until the kernel's (slow, batched) namespace
+                # cleanup reaches them, and their names are the ones to
+                # re-create.  Deleted one by one, each would wait for RCU
+                # grace periods; together, the waits are paid once.
+                lingering = [att.port for att, _ in ready if att.port in links]
+                if lingering:
+                    host.delete_many(lingering)
+                for att, target in ready:
+                    if self.should_stop():
+                        keep(att)  # not restored now: keep its record
+                        continue
+                    try:
+                        restored, inode = self._relink(att, target, csum_off[att.bridge], host_up=False)
+                    except OvsfabError as exc:
+                        keep(att)
+                        actions.append(Action(FAILED, att, "", error=exc))
+                        continue
+                    staged.append((restored, target, inode))
+                timings["relink"] = time.monotonic() - t0
+                fault_point("restore-relink", "reconcile")
+            finally:
+                removal.result()  # joined whatever happened; raises if the removal failed
+                removed = True
+                timings["remove"] = removal.seconds
+            for att in gone:
+                actions.append(self._remove(att, "container removed", dry_run=False))
+                dropped.add(att.port)
+            t1 = time.monotonic()
+            for restored, target, inode in staged:
+                try:
+                    host_end_up(host, restored.port)
+                except OvsfabError as exc:
+                    host.delete(restored.port, if_exists=True)
+                    keep(restored)
+                    actions.append(Action(FAILED, restored, "", error=exc))
+                    continue
+                specs.append(NewPort(restored.bridge, restored.port, dict(restored.external_ids),
+                                     datapath=datapaths[restored.bridge], tag=restored.vlan))
+                done.append((restored, target, inode))
+            timings["up"] = time.monotonic() - t1
+            fault_point("restore-up", "reconcile")
+        except BaseException:
+            # Veths made but not brought up go (container ends with them);
+            # every record not yet re-added goes back as it was.
+            up = {r.port for r, _, _ in done}
+            half = [r.port for r, _, _ in staged if r.port not in up]
+            if half:
+                try:
+                    host.delete_many(half)
+                except OvsfabError as exc:
+                    LOG.error("could not remove half-restored veths %s: %s", ", ".join(half), exc)
+            if removed:
+                for att, _, _ in items:
+                    if att.port not in dropped and all(spec.port != att.port for spec in specs):
+                        keep(att)
+                self._flush(specs)
+            raise
+        t3 = time.monotonic()
         applied = self._flush(specs)
+        timings["add"] = time.monotonic() - t3
         for restored, target, inode in done:
             ofport, error = applied.get(restored.port, (None, "not added"))
             restored.ofport = ofport
@@ -678,10 +735,11 @@ class Reconciler:
     def _datapath(self, bridge: str) -> str:
         return self.backend.bridge_datapath(bridge) or "netdev"
 
-    def _relink(self, att: Attachment, target: Target, csum_off: bool) -> Tuple[Attachment, int]:
+    def _relink(self, att: Attachment, target: Target, csum_off: bool,
+                host_up: bool = True) -> Tuple[Attachment, int]:
         """Re-create one recorded attachment's veth and configuration (no OVSDB change).
 
-        Returns the restored attachment (its external_ids: the recorded ones,
+        ``host_up=False``: the host end stays down (see :meth:`_restore_many`).  Returns the restored attachment (its external_ids: the recorded ones,
         updated -- keys other features added, like a fabric's tags, are
         kept) and the inode of the namespace it went into.  On failure the
         veth is gone again.
@@ -694,7 +752,8 @@ class Reconciler:
         created: List[str] = []
 
         def prepare() -> Any:
-            return prepare_link(host, ns, att.port, req, csum_off, created=lambda: created.append(att.port))
+            return prepare_link(host, ns, att.port, req, csum_off, created=lambda: created.append(att.port),
+                                host_up=host_up)
 
         ns = Namespace.open(target.netns_path)
         try:
