@@ -248,8 +248,9 @@ def create_link(host: NetlinkHandle, ns: Namespace, port: str, req: AttachReques
     for minutes after an apply, and packets waited seconds.  So IPv6 is off
     before the end comes up (no address is ever made).
 
-    ``host_up=False``: the host end stays down and IPv6 is left alone (it is
-    made in a scratch namespace and moved later: :func:`host_end_up` then).
+    ``host_up=False``: the host end stays down and IPv6 is left alone; a
+    batch restore (ops/reconcile.py) calls :func:`host_end_up` once
+    ovs-vswitchd has let go of the old port of that name.
     """
     host.create_veth(port, req.ifname, ns, req.mtu, req.mac, up=False)
     if host_up:

@@ -124,7 +124,8 @@ class ReconcileResult:
     docker: str = "not-needed"
     notes: List[str] = field(default_factory=list)
     #: Seconds per phase of a full pass ("look", and for a batch restore
-    #: "remove", "unlink", "relink", "add"): where the time went, for --json and bench/.
+    #: "lookup", "relink", "remove", "up", "add"; see docs/agent.md): where
+    #: the time went, for --json and bench/.
     timings: Dict[str, float] = field(default_factory=dict)
 
     @property
@@ -739,7 +740,8 @@ class Reconciler:
                 host_up: bool = True) -> Tuple[Attachment, int]:
         """Re-create one recorded attachment's veth and configuration (no OVSDB change).
 
-        ``host_up=False``: the host end stays down (see :meth:`_restore_many`).  Returns the restored attachment (its external_ids: the recorded ones,
+        ``host_up=False``: the host end stays down (see :meth:`_restore_many`).
+        Returns the restored attachment (its external_ids: the recorded ones,
         updated -- keys other features added, like a fabric's tags, are
         kept) and the inode of the namespace it went into.  On failure the
         veth is gone again.
