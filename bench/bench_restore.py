@@ -50,6 +50,11 @@ def start_containers(n: int, prefix: str) -> list:
     return out
 
 
+def address(subnet: str, i: int) -> str:
+    """The address of container ``i`` (without prefix): inner_attach's numbering."""
+    return f"{subnet}.{i // 200}.{i % 200 + 1}"
+
+
 def inner_attach(names: list, subnet: str) -> None:
     """Inside the host netns: attach every container in one process (fast set-up)."""
     from ovsfab.backends.factory import get_backend
@@ -57,7 +62,7 @@ def inner_attach(names: list, subnet: str) -> None:
     from ovsfab.ops.attach import attach
 
     for i, name in enumerate(names):
-        req = AttachRequest.parse("br0", name, [f"{subnet}.{i // 200}.{i % 200 + 1}/16"])
+        req = AttachRequest.parse("br0", name, [f"{address(subnet, i)}/16"])
         attach(req, lambda: get_backend("ovs"))
 
 
@@ -108,9 +113,8 @@ def carries_traffic(ctrs: list) -> str:
     for c in ctrs:
         c.refresh_pid()
     sample = sorted({1, len(ctrs) // 4, len(ctrs) // 2, 3 * len(ctrs) // 4, len(ctrs) - 1})
-    addr = lambda i: f"10.77.{i // 200}.{i % 200 + 1}"  # noqa: E731 - as inner_attach numbers them
-    pinged = sum(1 for i in sample if tb.ping(ctrs[0], addr(i), count=1))
-    tcp = tb.tcp_transfer(ctrs[0], ctrs[-1], addr(len(ctrs) - 1), nbytes=500_000)
+    pinged = sum(1 for i in sample if tb.ping(ctrs[0], address("10.77", i), count=1))
+    tcp = tb.tcp_transfer(ctrs[0], ctrs[-1], address("10.77", len(ctrs) - 1), nbytes=500_000)
     return f"ping {pinged}/{len(sample)}, TCP {'ok' if tcp else 'FAILED'}"
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort, OwnedPort
-from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError, Unavailable
+from ovsfab.errors import Conflict, InvalidInput, OperationFailed, OvsfabError, Unavailable
 from ovsfab.fabric.desired import HostPart, WantAttachment, WantTunnel, host_part, named_anywhere
 from ovsfab.fabric.spec import Fabric
 from ovsfab.model import OWNER_KEY, OWNER_VALUE, Attachment, AttachRequest, Target, host_ifname
@@ -430,15 +430,14 @@ def _ovn_local(fabric: Fabric, part: HostPart, backend: Backend, nl: Any) -> Opt
 
 
 def _joined(backend: Backend, why: str) -> Tuple[str, Dict[str, str]]:
-    """This host's northbound remote and OVN join settings; refuses a host that has not joined."""
-    from ovsfab.ovn.control import KEY_NB, joined_settings  # noqa: PLC0415
+    """This host's northbound remote and OVN join settings (see :func:`ovsfab.ovn.network.joined`)."""
+    from ovsfab.ovn.control import KEY_NB  # noqa: PLC0415
+    from ovsfab.ovn.network import joined  # noqa: PLC0415
 
     remote = getattr(backend, "remote", None)
     if remote is None:
         raise InvalidInput(f"OVN networks need the OVS backend ({why})", "run ovsfab --backend ovs apply FILE")
-    settings = joined_settings(remote)
-    if not settings.get(KEY_NB) or not settings.get("system-id"):
-        raise NotFound(f"this host has not joined an OVN central ({why})", "run ovsfab ovn join CENTRAL_IP first")
+    settings = joined(remote, why)
     return settings[KEY_NB], settings
 
 

@@ -308,10 +308,15 @@ class OvnAttachResult:
         return out
 
 
-def _local(ovs_remote: Optional[str]) -> Dict[str, str]:
+def joined(ovs_remote: Optional[str], why: str = "") -> Dict[str, str]:
+    """This host's OVN join settings (with the NB remote and system-id); refuses a host that has not joined.
+
+    ``why``: what needed them, added to the error (e.g. "network red is mode ovn").
+    """
     settings = joined_settings(ovs_remote)
     if not settings.get(KEY_NB) or not settings.get("system-id"):
-        raise NotFound("this host has not joined an OVN central", "run ovsfab ovn join CENTRAL_IP first")
+        raise NotFound("this host has not joined an OVN central" + (f" ({why})" if why else ""),
+                       "run ovsfab ovn join CENTRAL_IP first")
     return settings
 
 
@@ -351,7 +356,7 @@ def attach_network(network: str, target_spec: str, addresses: Sequence[str], ifn
     require_root()
     notes: List[str] = []
     with Plan("ovn-attach") as plan:
-        settings = plan.step("ovn-local", lambda: _local(ovs_remote))
+        settings = plan.step("ovn-local", lambda: joined(ovs_remote))
         sid = settings["system-id"]
         if probe.mtu is None:
             encap = settings.get("ovn-encap-type", "geneve")
@@ -449,7 +454,7 @@ def detach_network(network: str, target_spec: str, ifname: str = "eth1", if_exis
     require_root()
     factory = lambda: OvsBackend(ovs_remote)  # noqa: E731
     with Plan("ovn-detach") as plan:
-        settings = _local(ovs_remote)
+        settings = joined(ovs_remote)
 
         def find():  # noqa: ANN202
             backend = factory()
