@@ -7,13 +7,28 @@ containers are named netns.  `ip -j` and `ovs-vsctl` are the oracles.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 import testbed as tb
 from _crosshost_helpers import attach, configure_uplink_nic, l3_state, wire
 
-from ovsfab.ops.uplink import UPLINK_ADD_STEPS, UPLINK_DEL_STEPS, bridge_hwaddr
+from ovsfab.ops.uplink import UPLINK_ADD_STEPS, UPLINK_DEL_STEPS, nic_hwaddr
+
+
+def nic_sysctls(host: tb.OvsHost, nic: str = "eth1") -> dict:
+    """The sysctls uplink add changes on a netdev NIC, read with sysctl(8) as the oracle."""
+    keys = {"arp_ignore": f"net.ipv4.conf.{nic}.arp_ignore", "arp_announce": f"net.ipv4.conf.{nic}.arp_announce",
+            "disable_ipv6": f"net.ipv6.conf.{nic}.disable_ipv6"}
+    return {k: tb.ns_run(host.name, "sysctl", "-n", v).stdout.strip() for k, v in keys.items()}
+
+
+def arp_replies(host: tb.OvsHost, address: str) -> list:
+    """The MACs that answer an ARP request for ``address`` sent from ``host``'s br0 (busybox arping as the oracle)."""
+    cp = tb.ns_run(host.name, "busybox", "arping", "-b", "-c", "3", "-w", "3", "-I", "br0", address, check=False)
+    macs = re.findall(r"\[([0-9a-fA-F:]{17})\]", cp.stdout)
+    return sorted({m.lower() for m in macs})
 
 
 def test_walkthrough_and_exact_restore(ovs_hosts, netns_targets):
@@ -23,6 +38,7 @@ def test_walkthrough_and_exact_restore(ovs_hosts, netns_targets):
     h2.ip("addr", "add", "192.168.77.6/24", "dev", "eth1")
     before = l3_state(h1, "eth1")
     before_all = l3_state(h1)
+    sysctls_before = nic_sysctls(h1)
 
     # eth1 carries the default route: refused without --force, nothing changed
     cp = h1.ovsfab("uplink", "add", "br0", "eth1")
@@ -39,10 +55,15 @@ def test_walkthrough_and_exact_restore(ovs_hosts, netns_targets):
     assert {r["dst"]: r["dev"] for r in tb.routes_in(h1.name)}["10.200.0.0/16"] == "br0"
     assert {r["dst"]: r["dev"] for r in tb.routes_in(h1.name, v6=True)}["2001:db8:99::/48"] == "br0"
     br = tb.ovs_row(h1, "Bridge", "br0")
-    # netdev: the bridge gets a MAC of its own, derived from the NIC's (bridge_hwaddr)
+    # netdev: the bridge takes the NIC's MAC (neighbours' caches stay valid);
+    # the NIC, still a kernel interface, takes a derived one and answers nothing.
     nic_mac = before["addr"][0]["address"]
-    assert br["other_config"]["hwaddr"] == bridge_hwaddr(nic_mac, "netdev") != nic_mac
-    assert tb.links_in(h1.name)["br0"]["address"] == br["other_config"]["hwaddr"]
+    assert br["other_config"]["hwaddr"] == nic_mac
+    links = tb.links_in(h1.name)
+    assert links["br0"]["address"] == nic_mac
+    assert links["eth1"]["address"] == nic_hwaddr(nic_mac) != nic_mac
+    assert nic_sysctls(h1) == {"arp_ignore": "8", "arp_announce": "2", "disable_ipv6": "1"}
+    assert tb.addrs_in(h1.name, include_link_local=True)["eth1"] == []
     ids = tb.ovs_row_external_ids(h1, "Port", "eth1")
     assert ids["ovsfab-owner"] == "ovsfab" and ids["ovsfab-role"] == "uplink"
     # idempotent, and listed
@@ -66,7 +87,11 @@ def test_walkthrough_and_exact_restore(ovs_hosts, netns_targets):
     tb.assert_clean_error(cp, codes=(4,))
     assert "uplink del br0 eth1" in cp.stderr
 
-    # (e) uplink del restores addresses and routes exactly
+    # one answerer: h2 learned h1's address with the NIC's (= the bridge's) MAC
+    # only, and a fresh ARP from h2 gets exactly one reply
+    assert arp_replies(h2, "192.168.77.5") == [nic_mac]
+
+    # (e) uplink del restores addresses, routes, MAC and sysctls exactly
     h1.ovsfab("uplink", "del", "br0", "eth1", check=True)
     tb.wait_dad(h1.name)
     after = l3_state(h1, "eth1")
@@ -75,6 +100,7 @@ def test_walkthrough_and_exact_restore(ovs_hosts, netns_targets):
     assert l3_state(h1)["route6"] == before_all["route6"]
     assert "hwaddr" not in tb.ovs_row(h1, "Bridge", "br0")["other_config"]
     assert "eth1" not in tb.ovs_ports(h1)
+    assert nic_sysctls(h1) == sysctls_before
     h1.ovsfab("uplink", "del", "br0", "eth1", "--if-exists", check=True)
     cp = h1.ovsfab("uplink", "del", "br0", "eth1")
     tb.assert_clean_error(cp, codes=(3,))

@@ -6,12 +6,16 @@
 2. offloads       on netdev, TX checksum offload off on the NIC (OVS reads it
                   with AF_PACKET and forwards partial checksums as they are)
 3. plug           one OVSDB transaction: bridge (if missing) + port, the
-                  bridge's MAC pinned (see bridge_hwaddr), and everything needed
+                  bridge's MAC pinned to the NIC's, and everything needed
                   to restore the host recorded in the port's external_ids
 4. internal_port  wait (with a deadline) for the bridge's internal port to
                   exist with that MAC; bring it up
 5. move           addresses and routes (default route included) from the NIC
                   to the internal port: one step, undone as one step
+6. silence        netdev only: the NIC stays a kernel interface there, so it
+                  must stop answering for the moved addresses (IPv6 off,
+                  arp_ignore=8, arp_announce=2) and give its MAC to the
+                  bridge alone (it takes a derived one): see QUIET_SYSCTLS
 
 ``uplink del`` reverses it from the record alone (any process can run it).
 """
@@ -22,17 +26,20 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort
 from ovsfab.errors import Conflict, InvalidInput, NotFound
 from ovsfab.model import OWNER_KEY, OWNER_VALUE, parse_name
 from ovsfab.ops.plan import Plan
 
+if TYPE_CHECKING:
+    from ovsfab.plumbing.links import L3Handle
+
 LOG = logging.getLogger(__name__)
 
-UPLINK_ADD_STEPS = ("connect", "offloads", "plug", "internal_port", "move")
-UPLINK_DEL_STEPS = ("find", "move_back", "unplug", "offloads")
+UPLINK_ADD_STEPS = ("connect", "offloads", "plug", "internal_port", "move", "silence")
+UPLINK_DEL_STEPS = ("find", "unsilence", "move_back", "unplug", "offloads")
 
 ROLE_UPLINK = "uplink"
 KEY_NIC = "ovsfab-uplink-nic"
@@ -43,6 +50,18 @@ KEY_OFFLOADS = "ovsfab-uplink-offloads"
 KEY_PREV_HWADDR = "ovsfab-uplink-prev-hwaddr"
 KEY_CREATED_BRIDGE = "ovsfab-uplink-created-bridge"
 KEY_BRIDGE_WAS_DOWN = "ovsfab-uplink-bridge-was-down"
+#: netdev only: the NIC's sysctls before ``silence`` (JSON), and the MAC it took.
+KEY_NIC_SYSCTLS = "ovsfab-uplink-nic-sysctls"
+KEY_NIC_QUIET_MAC = "ovsfab-uplink-nic-quiet-mac"
+
+#: What ``silence`` sets on a netdev uplink NIC.  With the default
+#: ``arp_ignore=0`` the kernel answers an ARP request for the moved address
+#: on the NIC too, and a peer's tunnel neighbour cache (``ovs-appctl
+#: tnl/arp/show``) may keep that answer: its VXLAN frames then miss
+#: ``tnl_pop`` and die in the host's stack.  8 = answer for no local address;
+#: ``arp_announce=2`` = never source ARP from an address of another link;
+#: IPv6 off = no link-local, no ND, no DAD on the NIC.
+QUIET_SYSCTLS = {"ipv6/disable_ipv6": "1", "ipv4/arp_ignore": "8", "ipv4/arp_announce": "2"}
 
 #: How long the bridge's internal port may take to appear (netdev: a tap
 #: that vswitchd creates after applying the transaction).
@@ -51,28 +70,69 @@ INTERNAL_PORT_TIMEOUT = 10.0
 BackendFactory = Callable[[], Backend]
 
 
-def bridge_hwaddr(nic_mac: str, datapath: str) -> str:
-    """The MAC the bridge's internal port gets when ``nic_mac`` becomes its uplink.
+def nic_hwaddr(nic_mac: str) -> str:
+    """The MAC a NIC takes while it is a netdev bridge's uplink (its own goes to the bridge).
 
-    Kernel datapath: the NIC's own MAC, so neighbours' ARP/ND caches stay
-    valid (the NIC's frames belong to OVS there, as with a Linux bridge).
-
-    netdev: a MAC *derived* from the NIC's (locally administered, one bit
-    flipped).  OVS reads the NIC through an AF_PACKET socket while the NIC
-    stays in the kernel's stack, so frames addressed to the NIC's MAC are
-    taken up twice, once by OVS for the bridge and once by the kernel on the
-    NIC: every VXLAN packet also hits the kernel's UDP stack (Udp NoPorts
-    +100k per 5 s in docs/performance.md) and host pings get DUP! replies.
-    With its own MAC the bridge's frames are "other host" for the NIC and the
-    kernel drops them at L2.  Neighbours with the old MAC cached still get
-    answers (the kernel accepts a local address on any interface) until
-    their caches refresh.
+    A locally administered unicast MAC derived from the NIC's (one bit
+    flipped), so the record alone says what to put back.
     """
-    if datapath != "netdev":
-        return nic_mac
     octets = [int(x, 16) for x in nic_mac.split(":")]
     octets[0] = ((octets[0] ^ 0x04) | 0x02) & 0xFE  # differ, locally administered, unicast
     return ":".join(f"{x:02x}" for x in octets)
+
+
+def nic_stays_in_kernel(datapath: str) -> bool:
+    """True where an uplink NIC remains a kernel interface beside its bridge.
+
+    On the userspace (netdev) datapath OVS reads the NIC through an AF_PACKET
+    socket and the NIC stays in the kernel's IP stack.  On the kernel
+    datapath (and a Linux bridge) the NIC is enslaved: the bridge takes its
+    frames before the IP stack sees them.
+    """
+    return datapath == "netdev"
+
+
+def silence_nic(nl: "L3Handle", nic: str, idx: int, quiet_mac: str) -> None:
+    """Make the bridge the NIC's only answerer (netdev): see :data:`QUIET_SYSCTLS`.
+
+    IPv6 goes off first (the NIC's link-local with it), then the NIC takes
+    ``quiet_mac`` (the bridge now has the NIC's own MAC, so neighbours'
+    caches stay valid and frames to it are "other host" for the NIC's
+    kernel stack: no double delivery, no DUP! replies), then ARP is told to
+    answer nothing on it.  One step: on failure it puts the NIC back.
+    """
+    from ovsfab.plumbing import sysctl  # noqa: PLC0415
+
+    done: List[Callable[[], None]] = []
+    prev = sysctl.read_many(nic, QUIET_SYSCTLS, nl.ns)
+    mac = str(nl.link(nic)["mac"])  # type: ignore[index]
+    try:
+        sysctl.write_many(nic, {k: v for k, v in QUIET_SYSCTLS.items() if k.startswith("ipv6/")}, nl.ns)
+        done.append(lambda: sysctl.write_many(nic, {k: v for k, v in prev.items() if k.startswith("ipv6/")},
+                                              nl.ns))
+        nl.set_mac(idx, quiet_mac)
+        done.append(lambda: nl.set_mac(idx, mac))
+        sysctl.write_many(nic, {k: v for k, v in QUIET_SYSCTLS.items() if k.startswith("ipv4/")}, nl.ns)
+    except BaseException:
+        for undo in reversed(done):
+            try:
+                undo()
+            except Exception as exc:  # keep the first error
+                LOG.error("could not put %s back: %s", nic, exc)
+        raise
+
+
+def unsilence_nic(nl: "L3Handle", nic: str, idx: int, mac: str, prev: Dict[str, str]) -> None:
+    """Undo :func:`silence_nic` from the record: MAC first, then the sysctls.
+
+    The MAC goes back before IPv6 comes on, so the NIC's link-local address
+    is derived from its own MAC again.
+    """
+    from ovsfab.plumbing import sysctl  # noqa: PLC0415
+
+    nl.set_mac(idx, mac)
+    sysctl.write_many(nic, {k: v for k, v in prev.items() if k.startswith("ipv4/")}, nl.ns)
+    sysctl.write_many(nic, {k: v for k, v in prev.items() if k.startswith("ipv6/")}, nl.ns)
 
 
 @dataclass
@@ -133,6 +193,14 @@ def _loads(text: Optional[str]) -> List[Dict[str, object]]:
     except ValueError:
         return []
     return value if isinstance(value, list) else []
+
+
+def _loads_map(text: Optional[str]) -> Dict[str, str]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _route_text(r: Dict[str, object]) -> str:
@@ -222,7 +290,10 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
                 raise Conflict(f"bridge {bridge} exists with datapath {existing_dp}",
                                f"use --datapath {existing_dp} or auto")
         mac = str(info["mac"]).lower()
-        br_mac = bridge_hwaddr(mac, dp)
+        # The bridge's own port always takes the NIC's MAC: neighbours'
+        # ARP/ND caches (and peers' tunnel neighbour caches) stay valid.
+        br_mac = mac
+        quiet = nic_stays_in_kernel(dp)
         prev_hwaddr = backend.bridge_other_config(bridge).get("hwaddr", "")
 
         disabled: List[str] = []
@@ -247,6 +318,11 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
             KEY_PREV_HWADDR: prev_hwaddr,
             KEY_CREATED_BRIDGE: "true" if existing_dp is None else "false",
         }
+        if quiet:
+            from ovsfab.plumbing import sysctl  # noqa: PLC0415
+
+            ids[KEY_NIC_SYSCTLS] = json.dumps(sysctl.read_many(nic, QUIET_SYSCTLS, nl.ns), sort_keys=True)
+            ids[KEY_NIC_QUIET_MAC] = nic_hwaddr(mac)
         def unplug() -> None:
             backend.del_uplink_port(nic, hwaddr=prev_hwaddr or None)
             if existing_dp is None:  # this add created the bridge: it goes too
@@ -270,6 +346,10 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
 
         bidx: int = plan.step("internal_port", internal_port)
         plan.step("move", lambda: nl.move_l3(idx, bidx, cfg), undo=lambda: nl.move_l3(bidx, idx, cfg))
+        if quiet:
+            prev_sysctls = json.loads(ids[KEY_NIC_SYSCTLS])
+            plan.step("silence", lambda: silence_nic(nl, nic, idx, ids[KEY_NIC_QUIET_MAC]),
+                      undo=lambda: unsilence_nic(nl, nic, idx, mac, prev_sysctls))
 
         up = Uplink(bridge=bridge, nic=nic, mac=mac, datapath=dp, addresses=cfg.addresses,
                     routes=cfg.routes, offloads=disabled, ofport=res.ofport)
@@ -311,6 +391,12 @@ def uplink_del(bridge: str, nic: str, if_exists: bool, backend_factory: BackendF
         bidx = nl.index(bridge)
         cfg = L3Config(up.addresses, up.routes)
 
+        quiet_mac = ids.get(KEY_NIC_QUIET_MAC)
+        if quiet_mac:  # netdev: the NIC answers again, with its own MAC
+            prev_sysctls = _loads_map(ids.get(KEY_NIC_SYSCTLS))
+            plan.step("unsilence", lambda: unsilence_nic(nl, nic, idx, up.mac, prev_sysctls),
+                      undo=lambda: silence_nic(nl, nic, idx, quiet_mac))
+
         def move_back() -> None:
             if bidx is None:  # bridge's port gone (vswitchd restarting?): just restore the NIC
                 for a in cfg.addresses:
@@ -324,7 +410,7 @@ def uplink_del(bridge: str, nic: str, if_exists: bool, backend_factory: BackendF
                   undo=lambda: nl.move_l3(idx, bidx, cfg) if bidx is not None else None)
         plan.step("unplug", lambda: backend.del_uplink_port(nic, hwaddr=prev_hwaddr),
                   undo=lambda: backend.add_uplink_port(bridge, nic, external_ids=ids, datapath=up.datapath,
-                                                       hwaddr=bridge_hwaddr(up.mac, up.datapath)))
+                                                       hwaddr=up.mac))
         plan.step("offloads", lambda: nl.enable_features(nic, up.offloads),
                   undo=lambda: nl.disable_tx_checksum(nic))
         if ids.get(KEY_CREATED_BRIDGE) == "true":

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ovsfab.errors import Conflict, NotFound, OperationFailed, OvsfabError, PermissionDenied
 from ovsfab.model import AddressSpec
+from ovsfab.plumbing import sysctl
 from ovsfab.plumbing.netns import Namespace
 
 LOG = logging.getLogger(__name__)
@@ -434,6 +435,25 @@ class NetlinkHandle:
         except OSError as exc:
             raise netlink_error(exc, f"cannot set MTU {mtu}") from exc
 
+    def set_mac(self, index: int, mac: str) -> None:
+        """Set a link's MAC; a driver that refuses a live change gets it while down."""
+        msg = lambda: _ifinfmsg(index=index, attrs=[("IFLA_ADDRESS", mac)])  # noqa: E731
+        try:
+            self._rt.one(msg(), RTM_SETLINK)
+            return
+        except OSError as exc:
+            if (getattr(exc, "code", None) or exc.errno) != errno.EBUSY:
+                raise netlink_error(exc, f"cannot set MAC {mac}") from exc
+        was_up = bool(self.ipr.get_links(index)[0]["flags"] & IFF_UP)
+        try:
+            self._rt.one(_ifinfmsg(index=index, flags=0, change=IFF_UP), RTM_SETLINK)
+            self._rt.one(msg(), RTM_SETLINK)
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot set MAC {mac}") from exc
+        finally:
+            if was_up:
+                self.set_up(index)
+
     def enable_ipv6(self, name: str) -> None:
         """Clear ``disable_ipv6`` on a link (Docker sets it in containers without IPv6)."""
         if not self._ipv6_sysctl(name, "0"):
@@ -447,27 +467,8 @@ class NetlinkHandle:
         self._ipv6_sysctl(name, "1")
 
     def _ipv6_sysctl(self, name: str, value: str) -> bool:
-        """Write ``net.ipv6.conf.NAME.disable_ipv6``; False when the kernel has no IPv6.
-
-        There is no netlink attribute for it; the sysctl file belongs to the
-        namespace of the thread that opens it, hence ``entered()``.
-        """
-        path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
-        try:
-            if self.ns is None:
-                fh = open(path, "w", encoding="ascii")
-            else:
-                with self.ns.entered():
-                    fh = open(path, "w", encoding="ascii")
-            with fh:
-                fh.write(value)
-        except FileNotFoundError:
-            if os.path.isdir("/proc/sys/net/ipv6/conf"):
-                raise NotFound(f"no interface named {name}") from None
-            return False
-        except OSError as exc:
-            raise netlink_error(exc, f"cannot {'enable' if value == '0' else 'disable'} IPv6 on {name}") from exc
-        return True
+        """Write ``net.ipv6.conf.NAME.disable_ipv6``; False when the kernel has no IPv6."""
+        return sysctl.write(name, "ipv6/disable_ipv6", value, self.ns)
 
     def set_up_by_name(self, name: str) -> None:
         """Bring a link up by name (no index lookup first)."""
