@@ -46,15 +46,17 @@ COMPRESS = os.environ.get("OVSFAB_VM_GZIP") == "1"
 
 #: Modules the guests load; their dependencies come from modprobe.
 MODULES = ("virtio_pci", "virtio_net", "veth", "nfnetlink", "nf_conntrack_netlink",
-           "openvswitch", "vport-vxlan", "vport-geneve", "vport-gre")
+           "openvswitch", "vport-vxlan", "vport-geneve", "vport-gre",
+           # the Linux backend: bridge (vlan_filtering); gretap, vxlan, geneve come with the vports
+           "bridge")
 
 #: Host binaries the guests run (besides python): found on PATH.
 BINARIES = ("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool", "ovs-dpctl", "ovs-appctl",
-            "ovs-ofctl", "ip", "ping", "ethtool")
+            "ovs-ofctl", "ip", "bridge", "ping", "ethtool")
 DATA_FILES = ("/usr/share/openvswitch/vswitch.ovsschema",)
 
 #: Busybox applets not linked because a real tool is shipped instead.
-REAL_TOOLS = {"ip", "ping", "ping6", "ethtool"}
+REAL_TOOLS = {"ip", "bridge", "ping", "ping6", "ethtool"}
 
 #: Top-level stdlib entries not shipped (size; nothing on the guest imports them).
 STDLIB_SKIP = {"test", "site-packages", "tkinter", "idlelib", "ensurepip", "lib2to3", "turtledemo",

@@ -73,3 +73,25 @@ def test_uplink_two_hosts(vm_run):
 def test_vxlan_tunnel_two_hosts(vm_run):
     """Two hosts through a kernel-routed VXLAN: auto MTU 1450, DF 1422 passes, 1423 too long, TCP."""
     _check(vm_run, "tunnel")
+
+
+def test_vlan_isolation_ovs_and_linux_bridge(vm_run):
+    """--vlan: a pair per VLAN pings; across VLANs and untagged<->tagged nothing passes.
+
+    Guest a: OVS on the system datapath; guest b: a Linux bridge with vlan_filtering."""
+    _check(vm_run, "vlan")
+
+
+def test_linux_bridge_uplink_two_hosts(vm_run):
+    """`--backend linux uplink add brl eth0`: ping across; `uplink del` restores eth0's addr/route/link."""
+    _check(vm_run, "linux-uplink")
+
+
+def test_geneve_gre_tunnels_two_hosts(vm_run):
+    """OVS Geneve and GRE on the system datapath: auto MTU, the DF boundary, ping and TCP."""
+    _check(vm_run, "tunnels")
+
+
+def test_linux_gretap_vxlan_two_hosts(vm_run):
+    """Linux backend: gretap with a key (DF boundary, TCP) and a kernel VXLAN between the guests."""
+    _check(vm_run, "linux-tunnel")

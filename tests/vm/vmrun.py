@@ -33,7 +33,7 @@ import initramfs  # noqa: E402
 
 CACHE = Path(os.environ.get("OVSFAB_VM_CACHE") or Path.home() / ".cache" / "ovsfab-vm")
 GUESTS = (("a", "192.168.77.5", "192.168.77.6"), ("b", "192.168.77.6", "192.168.77.5"))
-SCENARIOS = ("attach", "uplink", "tunnel")
+SCENARIOS = ("attach", "vlan", "uplink", "linux-uplink", "tunnel", "tunnels", "linux-tunnel")
 #: The whole two-guest run (boot included) must finish within this.
 RUN_TIMEOUT = float(os.environ.get("OVSFAB_VM_TIMEOUT", "240"))
 RESULT_RE = re.compile(r"^OVSFAB-RESULT (\S+) (PASS|FAIL) ?(.*)$")
