@@ -54,6 +54,9 @@ MODULES = ("virtio_pci", "virtio_net", "veth", "nfnetlink", "nf_conntrack_netlin
 BINARIES = ("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool", "ovs-dpctl", "ovs-appctl",
             "ovs-ofctl", "ip", "bridge", "ping", "ethtool")
 DATA_FILES = ("/usr/share/openvswitch/vswitch.ovsschema",)
+#: Libraries loaded with dlopen (ldd does not list them): glibc's pthread_exit
+#: needs libgcc_s when a python process ends with threads (the bench's cold runs).
+DLOPEN_LIBS = ("/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",)
 
 #: Busybox applets not linked because a real tool is shipped instead.
 REAL_TOOLS = {"ip", "bridge", "ping", "ping6", "ethtool"}
@@ -294,7 +297,7 @@ def build(tree: Path, out: Path, inp: Dict[str, object]) -> None:
     exe = inp["python"][0][0]
     elves.append(exe)
     c.symlink("usr/bin/python3", exe)
-    for lib in sorted(ldd(elves)):
+    for lib in sorted(ldd(elves) | {p for p in DLOPEN_LIBS if os.path.exists(p)}):
         c.copy(os.path.realpath(lib), guest_path(lib))
     for f in DATA_FILES:
         c.copy(f)

@@ -120,7 +120,11 @@ def free_udp_ports(n: int) -> List[int]:
             s.close()
 
 
-def run(only: Optional[List[str]] = None, logdir: Optional[Path] = None) -> Run:
+def run(only: Optional[List[str]] = None, logdir: Optional[Path] = None, roles: Tuple[str, ...] = ("a", "b"),
+        timeout: float = RUN_TIMEOUT, append: str = "", memory: int = 1024) -> Run:
+    """Boot the guests named in ``roles``, wait for them (at most ``timeout`` s), parse their results.
+
+    ``append`` goes onto the kernel command line (the bench's ``ovsfab.bench=...``)."""
     t0 = time.monotonic()
     qemu = qemu_binary()
     tree = kernel_tree()
@@ -132,18 +136,21 @@ def run(only: Optional[List[str]] = None, logdir: Optional[Path] = None) -> Run:
     ports = free_udp_ports(2)
     procs: List[Tuple[GuestRun, subprocess.Popen]] = []
     for i, (role, ip, peer) in enumerate(GUESTS):
+        if role not in roles:
+            continue
         g = GuestRun(role, logdir / f"guest-{role}.log")
-        append = (f"console=ttyS0 quiet panic=-1 mitigations=off ovsfab.role={role} ovsfab.ip={ip} "
-                  f"ovsfab.peer={peer}" + (f" ovsfab.only={','.join(only)}" if only else ""))
+        cmdline = (f"console=ttyS0 quiet panic=-1 mitigations=off ovsfab.role={role} ovsfab.ip={ip} "
+                   f"ovsfab.peer={peer}" + (f" ovsfab.only={','.join(only)}" if only else "")
+                   + (f" {append}" if append else ""))
         mac = f"52:54:00:77:00:0{i + 5}"
-        cmd = [qemu, "-accel", "tcg", "-m", "1024", "-smp", "1", "-no-reboot",
+        cmd = [qemu, "-accel", "tcg", "-m", str(memory), "-smp", "1", "-no-reboot",
                "-nographic", "-display", "none", "-monitor", "none", "-serial", f"file:{g.log}",
-               "-kernel", str(tree / "vmlinuz"), "-initrd", str(image), "-append", append,
+               "-kernel", str(tree / "vmlinuz"), "-initrd", str(image), "-append", cmdline,
                "-netdev", f"socket,id=n0,udp=127.0.0.1:{ports[1 - i]},localaddr=127.0.0.1:{ports[i]}",
                "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile="]
         procs.append((g, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=open(logdir / f"qemu-{role}.err", "w"))))
-    deadline = time.monotonic() + RUN_TIMEOUT
+    deadline = time.monotonic() + timeout
     for g, p in procs:
         try:
             g.rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -151,7 +158,7 @@ def run(only: Optional[List[str]] = None, logdir: Optional[Path] = None) -> Run:
             p.kill()
             g.rc = p.wait()
             with open(g.log, "a") as fh:
-                fh.write(f"\n[harness] guest {g.role} killed after {RUN_TIMEOUT:.0f}s\n")
+                fh.write(f"\n[harness] guest {g.role} killed after {timeout:.0f}s\n")
     for g, _ in procs:
         err = (logdir / f"qemu-{g.role}.err").read_text(errors="replace").strip()
         if err:

@@ -69,7 +69,7 @@ def _report(cp: subprocess.CompletedProcess, secs: float, quiet: bool) -> None:
     log(f"$ {' '.join(cp.args)} -> rc={cp.returncode} ({secs:.1f}s)" + (f"\n{out}" if out else ""))
 
 
-def ovsfab(*args: str, check: bool = True, env: dict = None) -> subprocess.CompletedProcess:
+def ovsfab(*args: str, check: bool = True, env: dict = None, setup=None) -> subprocess.CompletedProcess:
     """``ovsfab ARGS`` in a fresh process forked from this warm interpreter.
 
     The child runs exactly what ``python3 -m ovsfab ARGS`` runs
@@ -89,6 +89,8 @@ def ovsfab(*args: str, check: bool = True, env: dict = None) -> subprocess.Compl
             os.dup2(err_f.fileno(), 2)
             sys.argv = ["ovsfab", *args]
             os.environ.update(env or {})
+            if setup is not None:  # the bench's timing probes (never used by the suite)
+                setup()
             try:
                 from ovsfab.cli.main import main as cli_main
                 cli_main()
@@ -835,6 +837,145 @@ SCENARIOS = [("attach", scenario_attach), ("vlan", scenario_vlan), ("uplink", sc
              ("linux-uplink", scenario_linux_uplink), ("tunnel", scenario_tunnel), ("tunnels", scenario_tunnels),
              ("linux-tunnel", scenario_linux_tunnel)]
 
+# ------------------------------------------------------------------ bench (never run by the suite)
+def _probe(path: str):
+    """A child setup for :func:`ovsfab`: time OVSDB connect+sync and the wait for ovs-vswitchd.
+
+    Wraps ``IdlSession.__init__`` and ``IdlSession.wait_applied`` in the forked
+    child only and writes their seconds to ``path`` at exit (the product is not
+    changed; if those names moved, the breakdown is just missing)."""
+    def setup() -> None:
+        import atexit  # noqa: PLC0415
+        try:
+            from ovsfab.backends.ovs.idl import IdlSession  # noqa: PLC0415
+        except ImportError:
+            return
+        spent = {"connect": 0.0, "wait_vswitchd": 0.0}
+
+        def wrap(name: str, key: str) -> None:
+            orig = getattr(IdlSession, name, None)
+            if orig is None:
+                return
+
+            def timed(*a, **kw):
+                t = time.perf_counter()
+                try:
+                    return orig(*a, **kw)
+                finally:
+                    spent[key] += time.perf_counter() - t
+            setattr(IdlSession, name, timed)
+        wrap("__init__", "connect")
+        wrap("wait_applied", "wait_vswitchd")
+
+        def dump() -> None:
+            with open(path, "w") as fh:
+                json.dump(spent, fh)
+        atexit.register(dump)
+        # os._exit skips atexit: the child ends through it, so write on SystemExit too
+        import ovsfab.cli.main as m  # noqa: PLC0415
+        orig_main = m.main
+
+        def main_then_dump() -> None:
+            try:
+                orig_main()
+            finally:
+                dump()
+        m.main = main_then_dump
+    return setup
+
+
+def _filler(start: int, stop: int) -> None:
+    """Veth ports start..stop-1 on br0, recorded like ovsfab attachments (one transaction per 50)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as fh:
+        for i in range(start, stop):
+            fh.write(f"link add f{i} type veth peer name g{i}\nlink set f{i} up\n")
+    run(IP, "-batch", fh.name, timeout=600, quiet=True)
+    os.unlink(fh.name)
+    for lo in range(start, stop, 50):
+        cmd = ["ovs-vsctl", "--timeout=600"]
+        for i in range(lo, min(stop, lo + 50)):
+            cmd += ["--", "add-port", "br0", f"f{i}",
+                    "--", "set", "Port", f"f{i}", f"external_ids:ovsfab-owner=ovsfab",
+                    f"external_ids:ovsfab-container-id=netns:fill{i}", "external_ids:ovsfab-ifname=eth1",
+                    f"external_ids:ovsfab-target=netns:fill{i}", f"external_ids:ovsfab-addresses=10.99.{i // 250}.{i % 250 + 1}/16",
+                    "--", "set", "Interface", f"f{i}", f"external_ids:container_id=netns:fill{i}",
+                    "external_ids:container_iface=eth1"]
+        run(*cmd, timeout=660, quiet=True)
+
+
+def _ovs_docker_add(ns: str, port: str, addr: str) -> float:
+    """What ``ovs-docker add-port br0 eth1 CONTAINER --ipaddress=ADDR`` runs, for a named netns."""
+    t0 = time.perf_counter()
+    found = run("ovs-vsctl", "--data=bare", "--no-heading", "--columns=name", "find", "interface",
+                f"external_ids:container_id={ns}", "external_ids:container_iface=eth1", quiet=True)
+    expect(not found.stdout.strip(), f"{ns} already attached")
+    run(IP, "link", "add", f"{port}_l", "type", "veth", "peer", "name", f"{port}_c", quiet=True)
+    run("ovs-vsctl", "--may-exist", "add-port", "br0", f"{port}_l", "--", "set", "interface", f"{port}_l",
+        f"external_ids:container_id={ns}", "external_ids:container_iface=eth1", quiet=True)
+    run(IP, "link", "set", f"{port}_l", "up", quiet=True)
+    run(IP, "link", "set", f"{port}_c", "netns", ns, quiet=True)
+    run(IP, "netns", "exec", ns, IP, "link", "set", "dev", f"{port}_c", "name", "eth1", quiet=True)
+    run(IP, "netns", "exec", ns, IP, "link", "set", "eth1", "up", quiet=True)
+    run(IP, "netns", "exec", ns, IP, "addr", "add", addr, "dev", "eth1", quiet=True)
+    return time.perf_counter() - t0
+
+
+def bench_attach() -> str:
+    """Attach #1 against attach #N+1 on the system datapath, ovsfab and ovs-docker's commands alike.
+
+    OVSFAB_BENCH="SIZES/K" (e.g. "0,250,500,1000/5"): at each size (ports
+    already on br0, as veth ports recorded like ovsfab attachments), K ovsfab
+    attaches (forked CLI, with the OVSDB-sync and wait-for-vswitchd parts
+    timed), K ovs-docker-style attaches, one cold ``python3 -m ovsfab attach``,
+    and 3 empty reconfigurations (``ovs-vsctl set``, which waits for vswitchd).
+    Prints one ``OVSFAB-BENCH {json}`` line per measurement."""
+    spec = os.environ.get("OVSFAB_BENCH", "0,100/3")
+    sizes_s, _, k_s = spec.partition("/")
+    sizes, k = [int(x) for x in sizes_s.split(",")], int(k_s or 3)
+    vsctl("add-br", "br0")
+    made, seq = 0, 0
+    t_start = time.monotonic()
+    for n in sizes:
+        if n > made:
+            t0 = time.monotonic()
+            _filler(made, n)
+            made = n
+            log(f"bench: {made} filler ports in {time.monotonic() - t0:.1f}s")
+        for j in range(k):
+            ports = len(vsctl("list-ports", "br0").stdout.split())
+            seq += 1
+            ns = new_netns(f"b{seq}")
+            probe = f"/tmp/probe{seq}"
+            t0 = time.perf_counter()
+            ovsfab("attach", "br0", f"netns:{ns}", f"10.60.{seq // 250}.{seq % 250 + 1}/16", setup=_probe(probe))
+            dt = time.perf_counter() - t0
+            parts = json.load(open(probe)) if os.path.exists(probe) else {}
+            print("OVSFAB-BENCH " + json.dumps({"tool": "ovsfab", "size": n, "ports": ports, "s": dt, **parts}),
+                  flush=True)
+            ns2 = new_netns(f"d{seq}")
+            dt = _ovs_docker_add(ns2, f"od{seq}", f"10.61.{seq // 250}.{seq % 250 + 1}/16")
+            print("OVSFAB-BENCH " + json.dumps({"tool": "ovs-docker", "size": n, "ports": ports + 1, "s": dt}),
+                  flush=True)
+        seq += 1
+        ns = new_netns(f"b{seq}")
+        ports = len(vsctl("list-ports", "br0").stdout.split())
+        t0 = time.perf_counter()
+        run(PY, "-m", "ovsfab", "attach", "br0", f"netns:{ns}", f"10.60.{seq // 250}.{seq % 250 + 1}/16",
+            timeout=300, quiet=True)
+        print("OVSFAB-BENCH " + json.dumps({"tool": "ovsfab-cold", "size": n, "ports": ports,
+                                            "s": time.perf_counter() - t0}), flush=True)
+        for r in range(3):
+            t0 = time.perf_counter()
+            run("ovs-vsctl", "--timeout=300", "set", "Open_vSwitch", ".", f"external_ids:bench={n}-{r}", quiet=True)
+            print("OVSFAB-BENCH " + json.dumps({"tool": "reconfigure", "size": n, "ports": ports + 1,
+                                                "s": time.perf_counter() - t0}), flush=True)
+    kp = len(dp_ports())
+    return f"sizes {sizes}, {k} each; {kp} ports in the kernel datapath at the end ({time.monotonic() - t_start:.0f}s)"
+
+
+#: Run only when named in ovsfab.only (bench/bench_vm_attach.py), never by default.
+EXTRA = [("bench", bench_attach)]
+
 
 def main() -> int:
     only = set(filter(None, ONLY.split(","))) or {n for n, _ in SCENARIOS}
@@ -848,13 +989,13 @@ def main() -> int:
             time.sleep(0.2)
     except Exception as exc:  # noqa: BLE001
         log(traceback.format_exc())
-        for name, _ in SCENARIOS:
+        for name, _ in SCENARIOS + EXTRA:
             if name in only:
                 print(f"OVSFAB-RESULT {name} FAIL not run: {exc}", flush=True)
         return 1
     failed = 0
     peer_lost = False
-    for name, fn in SCENARIOS:
+    for name, fn in SCENARIOS + EXTRA:
         if name not in only:
             continue
         if peer_lost and name != "attach":
