@@ -7,13 +7,18 @@ error), and the first error is re-raised.
 
 Test hook: when the environment variable ``OVSFAB_INJECT_FAULT`` names a
 step, the plan raises :class:`~ovsfab.errors.InjectedFault` right after that
-step was done, so tests can prove that every step is undone.
+step was done, so tests can prove that every step is undone.  When it is
+``kill:<step>``, the process sends itself SIGKILL at that point instead: no
+undo, no ``finally``, no OVSDB or netlink session closed -- what a crash or
+``kill -9`` leaves behind, so tests can prove that the next run converges
+(tests/test_crash.py, docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 from types import TracebackType
 from typing import Callable, List, Optional, Tuple, Type, TypeVar
 
@@ -23,6 +28,8 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FAULT_ENV = "OVSFAB_INJECT_FAULT"
+#: Prefix of the hook's value that asks for SIGKILL instead of an exception.
+KILL_PREFIX = "kill:"
 
 
 class Plan:
@@ -47,10 +54,8 @@ class Plan:
         self._undo.append((name, undo))
 
     def checkpoint(self, name: str) -> None:
-        """Raise the injected fault if the test hook names this step."""
-        if self._fault == name:
-            raise InjectedFault(f"fault injected after step {name!r} of {self.operation}",
-                                "unset OVSFAB_INJECT_FAULT")
+        """Raise the injected fault (or die, ``kill:``) if the test hook names this step."""
+        _inject(self._fault, name, self.operation)
 
     def rollback(self) -> None:
         """Undo every done step in reverse order; log (never raise) undo errors."""
@@ -75,5 +80,14 @@ class Plan:
 
 def fault_point(name: str, operation: str) -> None:
     """The test hook for code that is not a :class:`Plan` (reconcile's batch restore)."""
-    if os.environ.get(FAULT_ENV) == name:
+    _inject(os.environ.get(FAULT_ENV), name, operation)
+
+
+def _inject(fault: Optional[str], name: str, operation: str) -> None:
+    """Act on the hook's value ``fault`` at step ``name``: raise, SIGKILL ourselves, or nothing."""
+    if fault == name:
         raise InjectedFault(f"fault injected after step {name!r} of {operation}", "unset OVSFAB_INJECT_FAULT")
+    if fault == KILL_PREFIX + name:
+        LOG.debug("%s: killing this process after step %s (%s)", operation, name, FAULT_ENV)
+        # SIGKILL, not exit(): nothing may run after this point, as in a real crash.
+        os.kill(os.getpid(), signal.SIGKILL)
