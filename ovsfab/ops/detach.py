@@ -4,7 +4,9 @@ Steps: find the recorded attachment, delete the OVS port (undo: put it back
 exactly as recorded), delete the veth (which removes both ends).  Deleting
 the veth is the last step, so a failure leaves the attachment whole.  Works
 when the container has stopped or been removed: the record in OVSDB names
-everything needed.
+everything needed.  A process killed between the two leaves a veth with no
+record; the next detach of the same target finds it by its derived name and
+deletes it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Callable, Optional
 
 from ovsfab.backends.base import Backend
 from ovsfab.errors import Conflict, NotFound, OvsfabError
-from ovsfab.model import Attachment, parse_name, parse_target_spec
+from ovsfab.model import Attachment, host_ifname, parse_name, parse_target_spec
 from ovsfab.ops.attach import require_root
 from ovsfab.ops.plan import Plan
 from ovsfab.plumbing import containers
@@ -67,6 +69,33 @@ def _find(backend: Backend, bridge: str, target_spec: str, ifname: str) -> Optio
     return on_bridge[0] if on_bridge else None
 
 
+def _clear_leftover(target_spec: str, ifname: str) -> bool:
+    """Delete the host-end veth an interrupted detach (or attach) left; True if there was one.
+
+    The host end's name is derived from the target's key and ifname
+    (:func:`~ovsfab.model.host_ifname`), so only our own veth can carry it;
+    anything of another kind by that name is left alone (attach refuses it).
+    """
+    kind, ref = parse_target_spec(target_spec)
+    if kind != "docker":
+        key = f"{kind}:{ref}"
+    else:
+        try:
+            key = containers.resolve(target_spec, require_running=False).key
+        except OvsfabError:
+            return False  # a removed container's namespace took both veth ends with it
+    port = host_ifname(key, ifname)
+    host = NetlinkHandle()
+    try:
+        leftover = host.link(port)
+        if leftover is None or leftover["kind"] != "veth":
+            return False
+        LOG.debug("removing leftover veth %s of an interrupted detach", port)
+        return host.delete(port, if_exists=True)
+    finally:
+        host.close()
+
+
 def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
            backend_factory: Callable[[], Backend], network: Optional[str] = None) -> DetachResult:
     """Detach (container, ifname) from a bridge.
@@ -85,6 +114,10 @@ def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
         att = plan.step("find", lambda: _find(backend, bridge, target_spec, ifname))
         if att is None:
             backend.close()
+            if _clear_leftover(target_spec, ifname):
+                # A detach killed between del_port and the veth's deletion
+                # left the veth without its record: this retry finishes it.
+                return DetachResult(None, changed=True)
             if if_exists:
                 return DetachResult(None, changed=False)
             raise NotFound(f"{target_spec} has no {ifname} attached to {bridge}",
