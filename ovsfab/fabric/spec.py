@@ -154,6 +154,9 @@ def load_yaml(text: str, path: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
+        # At the end of the text (an unclosed bracket or quote) the mark is on
+        # the line after the last one, which no editor shows: name the last.
+        line = min(line, max(1, len(text.splitlines())))
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise FabricError(f"{path}:{line}: bad YAML: {problem}",
                           "fix the syntax (indentation, colons, brackets)") from None
