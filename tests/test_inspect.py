@@ -204,7 +204,7 @@ def test_inspect_hand_plugged_linux_bridge(bed):
     [vx] = br["tunnels"]
     assert vx["name"] == "lvx0"
     assert vx["tunnel"] == {"type": "vxlan", "remote_ip": "192.0.2.9", "local_ip": None, "key": "42",
-                            "dst_port": "4789"}
+                            "dst_port": "4789", "bfd": None}  # kernel tunnel devices have no BFD
     # a Linux bridge never needs OVSDB
     assert doc["ovs"]["status"] == "not-needed"
     out = h.ovsfab("inspect", n3.target, check=True).stdout

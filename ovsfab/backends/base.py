@@ -12,13 +12,23 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from ovsfab.model import Attachment
 
 #: external_ids key naming what an ovsfab port is for ("uplink" | "tunnel");
 #: attachments have none (they predate it).
 KEY_ROLE = "ovsfab-role"
+
+
+
+def is_attachment(att: Attachment) -> bool:
+    """True for container attachments (not uplinks or tunnels, which also carry the owner tag)."""
+    return KEY_ROLE not in att.external_ids and bool(att.container_key) and bool(att.ifname)
+
+
+#: Capability: tunnels can run BFD (Interface ``bfd`` / ``bfd_status``).
+CAP_BFD = "bfd"
 
 
 @dataclass
@@ -38,6 +48,9 @@ class Backend(abc.ABC):
 
     #: "ovs" or "linux".
     kind: str = ""
+    #: What this backend offers beyond the abstract methods, declared so that
+    #: operations ask instead of catching AttributeError: CAP_BFD, ...
+    capabilities: FrozenSet[str] = frozenset()
 
     @abc.abstractmethod
     def bridge_datapath(self, bridge: str) -> Optional[str]:
@@ -124,9 +137,15 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"the {self.kind} backend has no uplinks")
 
     def add_tunnel_port(self, bridge: str, port: str, *, iface_type: str, options: Dict[str, str],
-                        external_ids: Dict[str, str], datapath: str = "netdev") -> PortResult:
-        """Add a tunnel port (Interface of ``iface_type`` with ``options``)."""
+                        external_ids: Dict[str, str], datapath: str = "netdev",
+                        bfd: Optional[Dict[str, str]] = None) -> PortResult:
+        """Add a tunnel port (Interface of ``iface_type`` with ``options``; ``bfd``
+        only where the backend declares CAP_BFD)."""
         raise NotImplementedError(f"the {self.kind} backend has no tunnels")
+
+    def set_tunnel_bfd(self, port: str, bfd: Dict[str, str]) -> None:
+        """Replace a tunnel's BFD settings (CAP_BFD backends only)."""
+        raise NotImplementedError(f"the {self.kind} backend has no BFD")
 
     def del_tunnel_port(self, port: str, *, remote: Optional[str] = None) -> bool:
         """Remove one tunnel (the one to ``remote`` when a port carries several)."""
@@ -160,7 +179,8 @@ class Backend(abc.ABC):
         for p in ports:
             if p.iface_type:
                 res = self.add_tunnel_port(p.bridge, p.port, iface_type=p.iface_type, options=p.options,
-                                           external_ids=p.external_ids, datapath=p.datapath)
+                                           external_ids=p.external_ids, datapath=p.datapath,
+                                           bfd=p.bfd or None)
             else:
                 res = self.add_port(p.bridge, p.port, external_ids=p.external_ids, tag=p.tag,
                                     datapath=p.datapath, may_exist=may_exist)
@@ -199,6 +219,12 @@ class OwnedPort:
     options: Dict[str, str] = field(default_factory=dict)
     ofport: Optional[int] = None
     error: Optional[str] = None
+    #: Tunnels on a CAP_BFD backend: the Interface's ``bfd`` and ``bfd_status``.
+    bfd: Dict[str, str] = field(default_factory=dict)
+    bfd_status: Dict[str, str] = field(default_factory=dict)
+    #: Tunnels on a kernel device: its carrier and the remotes in its FDB.
+    carrier: Optional[bool] = None
+    fdb: Optional[List[str]] = None
 
 
 @dataclass
@@ -213,3 +239,5 @@ class NewPort:
     #: "" for a veth end; "vxlan", "gre", "geneve" for a tunnel.
     iface_type: str = ""
     options: Dict[str, str] = field(default_factory=dict)
+    #: Tunnels only: the Interface's ``bfd`` column (CAP_BFD backends).
+    bfd: Dict[str, str] = field(default_factory=dict)

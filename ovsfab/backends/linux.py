@@ -36,6 +36,8 @@ from ovsfab.model import (KEY_ADDRESSES, KEY_CONTAINER_ID, KEY_CONTAINER_NAME, K
 
 LOG = logging.getLogger(__name__)
 
+IFF_LOWER_UP = 0x10000  # linux/if.h: the carrier is up
+
 #: The alias of every link ovsfab owns starts with this.
 ALIAS_PREFIX = "ovsfab:"
 #: IFALIASZ is 256 including the terminating NUL.
@@ -314,7 +316,8 @@ class LinuxBackend(Backend):
             out.append({"index": int(msg["index"]), "name": msg.get_attr("IFLA_IFNAME"), "kind": kind,
                         "master": msg.get_attr("IFLA_MASTER"), "alias": msg.get_attr("IFLA_IFALIAS"),
                         "mac": msg.get_attr("IFLA_ADDRESS"), "mtu": msg.get_attr("IFLA_MTU"),
-                        "up": bool(msg["flags"] & 1), "data": data})
+                        "up": bool(msg["flags"] & 1), "carrier": bool(msg["flags"] & IFF_LOWER_UP),
+                        "data": data})
         return out
 
     def _by_name(self, name: str) -> Optional[Dict[str, Any]]:
@@ -592,6 +595,16 @@ class LinuxBackend(Backend):
         return True
 
     # -- tunnels -----------------------------------------------------------
+    def _fdb_entries(self, idx: int) -> List[str]:
+        """A tunnel device's forwarding entries as ``MAC dst REMOTE`` (what the kernel learned or was told)."""
+        out = []
+        for msg in self.ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=idx):
+            if msg["ifindex"] != idx:
+                continue
+            dst = msg.get_attr("NDA_DST")
+            out.append(f"{msg.get_attr('NDA_LLADDR')}" + (f" dst {ipaddress.ip_address(dst)}" if dst else ""))
+        return sorted(set(out))
+
     def _fdb_remotes(self, idx: int) -> List[str]:
         """Remotes of a VXLAN device: the destinations of its all-zeros FDB entries."""
         out = []
@@ -611,6 +624,7 @@ class LinuxBackend(Backend):
         base = {k: v for k, v in ids.items() if not k.startswith("opt:")}
         remotes = (self._fdb_remotes(ln["index"]) if ln["kind"] == "vxlan"
                    else [ids.get("ovsfab-tunnel-remote", "")])
+        fdb = self._fdb_entries(ln["index"])
         out = []
         for remote in remotes:
             rec_ids = dict(base)
@@ -618,7 +632,8 @@ class LinuxBackend(Backend):
             out.append(OwnedPort(bridge=br, port=ln["name"], datapath=DATAPATH, external_ids=rec_ids,
                                  iface_type=ids.get("ovsfab-tunnel-type", ""),
                                  options=dict(options, remote_ip=remote),
-                                 ofport=ln["index"] if ln["master"] else None))
+                                 ofport=ln["index"] if ln["master"] else None,
+                                 carrier=ln["carrier"], fdb=fdb))
         return out
 
     def _underlay_mtu(self, remote: str) -> int:
@@ -632,7 +647,9 @@ class LinuxBackend(Backend):
         return DEFAULT_UNDERLAY_MTU
 
     def add_tunnel_port(self, bridge: str, port: str, *, iface_type: str, options: Dict[str, str],
-                        external_ids: Dict[str, str], datapath: str = DATAPATH) -> PortResult:
+                        external_ids: Dict[str, str], datapath: str = DATAPATH,
+                        bfd: Optional[Dict[str, str]] = None) -> PortResult:
+        # No CAP_BFD: the kernel's tunnel devices have no BFD (tunnel_add never asks).
         if iface_type not in _TUNNEL_KINDS:
             raise InvalidInput(f"tunnel type {iface_type!r} is unknown", "use vxlan, gre or geneve")
         remote = options["remote_ip"]

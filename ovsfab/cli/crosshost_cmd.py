@@ -101,6 +101,8 @@ def tunnel_add_cmd(
     local_ip: Optional[str] = typer.Option(None, "--local-ip", help="Local underlay address."),
     csum: Optional[bool] = typer.Option(None, "--csum/--no-csum", help="Outer checksum (default: OVS's)."),
     datapath: str = typer.Option("auto", "--datapath", help="auto, system or netdev (for a new bridge)."),
+    bfd: Optional[bool] = typer.Option(None, "--bfd/--no-bfd", help="BFD liveness on the tunnel "
+                                       "(default: on where the backend has it, i.e. OVS)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Add a tunnel from BRIDGE to REMOTE (idempotent)."""
@@ -108,7 +110,7 @@ def tunnel_add_cmd(
     def op() -> None:
         from ovsfab.ops.tunnel import TunnelRequest, tunnel_add  # noqa: PLC0415
 
-        req = TunnelRequest.parse(bridge, remote, tun_type, key, name, dstport, local_ip, csum, datapath)
+        req = TunnelRequest.parse(bridge, remote, tun_type, key, name, dstport, local_ip, csum, datapath, bfd)
         res = tunnel_add(req, ovs_factory(bridge))
         _notes(res.notes)
         tun = res.tunnel
@@ -157,7 +159,7 @@ def tunnel_list_cmd(
         from ovsfab.ops.tunnel import tunnel_list  # noqa: PLC0415
 
         tuns = tunnel_list(bridge, ovs_factory(bridge))
-        lines = [f"{t.bridge}\t{t.name}\t{t.tun_type}\t{t.remote}\tkey={t.key}"
+        lines = [f"{t.bridge}\t{t.name}\t{t.tun_type}\t{t.remote}\tkey={t.key}\t{t.liveness.summary()}"
                  + (f"\terror: {t.error}" if t.error else "") for t in tuns]
         emit({"tunnels": [t.to_json() for t in tuns]}, as_json, "\n".join(lines) if lines else "no tunnels")
 

@@ -95,6 +95,11 @@ def _tunnel_text(tun: Optional[Dict[str, Any]]) -> str:
         text += f"{ARROW}{tun['remote_ip']}"
     if tun.get("key"):
         text += f" key {tun['key']}"
+    bfd = tun.get("bfd")
+    if bfd:
+        text += f"  bfd {bfd.get('state') or 'pending'}"
+        if bfd.get("state") != "up" and bfd.get("diagnostic") not in (None, "No Diagnostic"):
+            text += f" ({bfd['diagnostic']})"
     return text
 
 

@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort, OwnedPort
+from ovsfab.backends.base import CAP_BFD, KEY_ROLE, Backend, Borrowed, NewPort, OwnedPort, is_attachment
 from ovsfab.errors import Conflict, InvalidInput, OperationFailed, OvsfabError, Unavailable
 from ovsfab.fabric.desired import HostPart, WantAttachment, WantTunnel, host_part, named_anywhere
 from ovsfab.fabric.spec import Fabric
@@ -152,12 +152,15 @@ class ApplyResult:
     changed: bool
     attachments: List[Attachment] = field(default_factory=list)
     timings: Dict[str, Any] = field(default_factory=dict)
+    #: ``wait`` > 0: what ``ovsfab check`` found once it passed or time ran out.
+    check: Optional[Any] = None
 
     def to_json(self) -> Dict[str, Any]:
         out = {"action": "apply", "dry_run": self.dry_run, "changed": self.changed}
         out.update(self.plan.to_json())
         out["attachments"] = [a.to_json() for a in self.attachments]
         out["timings"] = self.timings
+        out["check"] = self.check.to_json() if self.check is not None else None
         return out
 
 
@@ -179,7 +182,6 @@ def _att_text(name: str, ifname: str, addresses: str, bridge: str) -> str:
 # ---------------------------------------------------------------------------
 def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) -> ApplyPlan:
     """Compare this host's part of the fabric with what exists; change nothing."""
-    from ovsfab.ops.reconcile import is_attachment  # noqa: PLC0415
     from ovsfab.ops.tunnel import ROLE_TUNNEL, KEY_KEY, KEY_REMOTE, overhead, tunnel_port_name  # noqa: PLC0415
     from ovsfab.ops.uplink import find_uplink  # noqa: PLC0415
     from ovsfab.plumbing import containers  # noqa: PLC0415
@@ -471,7 +473,7 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
     """Carry out a plan; undo everything on failure."""
     from ovsfab.ops.attach import attach  # noqa: PLC0415
     from ovsfab.ops.reconcile import request_of  # noqa: PLC0415
-    from ovsfab.ops.tunnel import (KEY_KEY, KEY_REMOTE, KEY_TYPE, ROLE_TUNNEL,  # noqa: PLC0415
+    from ovsfab.ops.tunnel import (BFD_ON, KEY_KEY, KEY_REMOTE, KEY_TYPE, ROLE_TUNNEL,  # noqa: PLC0415
                                    check_underlay)
     from ovsfab.ops.uplink import uplink_add, uplink_del  # noqa: PLC0415
     from ovsfab.plumbing.links import L3Handle  # noqa: PLC0415
@@ -520,7 +522,7 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
                 back = [NewPort(a.bridge, a.port, dict(a.external_ids), backend.bridge_datapath(a.bridge) or "netdev",
                                 a.vlan) for a in plan.del_attachments]
                 back += [NewPort(t.bridge, t.port, dict(t.external_ids), t.datapath, None, t.iface_type,
-                                 dict(t.options)) for t in plan.del_tunnels]
+                                 dict(t.options), dict(t.bfd)) for t in plan.del_tunnels]
                 steps.add_undo("put removed ports back", lambda: backend.add_many(back))
                 for att in plan.del_attachments:
                     host.delete(att.port, if_exists=True)
@@ -576,7 +578,8 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
                        KEY_KEY: str(want.key)}
                 ids.update(fabric_ids(fabric, want.network))
                 ports.append(NewPort(want.bridge, port, ids, dp, None, "vxlan",
-                                     {"remote_ip": want.remote, "key": str(want.key)}))
+                                     {"remote_ip": want.remote, "key": str(want.key)},
+                                     dict(BFD_ON) if CAP_BFD in backend.capabilities else {}))
             for new, att in prepared:
                 ports.append(NewPort(new.want.bridge, new.port, att.external_ids, new.datapath, new.want.spec.vlan))
             created_bridges = [b for b in {p.bridge for p in ports} if backend.bridge_datapath(b) is None]
@@ -739,8 +742,14 @@ def host_needs_csum_off(datapath: str) -> bool:
 # ---------------------------------------------------------------------------
 def apply(path: str, host: str, backend_factory: BackendFactory, dry_run: bool = False, prune: bool = False,
           progress: Optional[Progress] = None,
-          on_plan: Optional[Callable[[ApplyPlan], None]] = None) -> ApplyResult:
-    """Load the file, plan this host's part, and (unless dry_run) carry it out."""
+          on_plan: Optional[Callable[[ApplyPlan], None]] = None, wait: float = 0.0,
+          db_remote: Optional[str] = None) -> ApplyResult:
+    """Load the file, plan this host's part, and (unless dry_run) carry it out.
+
+    ``wait`` > 0: then wait up to that long for ``ovsfab check`` to pass
+    (tunnels' BFD up, neighbour caches right, MTUs fit); the result carries
+    what it found, and the caller decides what a failed check means.
+    """
     from ovsfab.fabric.spec import load_fabric  # noqa: PLC0415
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
 
@@ -758,6 +767,11 @@ def apply(path: str, host: str, backend_factory: BackendFactory, dry_run: bool =
                                timings={"total_s": round(time.monotonic() - t0, 4)})
         result = execute(plan, backend, progress)
         result.timings["total_s"] = round(time.monotonic() - t0, 4)
-        return result
     finally:
         backend.close()
+    if wait > 0:
+        from ovsfab.ops.check import check  # noqa: PLC0415
+
+        result.check = check(backend_factory, db_remote, wait=wait)
+        result.timings["converge_s"] = round(result.check.elapsed, 4)
+    return result

@@ -58,7 +58,8 @@ KEY_ROLE = "ovsfab-role"
 OVSDB_COLUMNS: Dict[str, List[str]] = {
     "Bridge": ["name", "ports", "datapath_type", "external_ids"],
     "Port": ["name", "interfaces", "tag", "external_ids"],
-    "Interface": ["name", "type", "ofport", "error", "external_ids", "options", "link_state"],
+    "Interface": ["name", "type", "ofport", "error", "external_ids", "options", "link_state", "bfd",
+                  "bfd_status"],
 }
 
 #: OVS Interface types that are tunnels.
@@ -372,7 +373,7 @@ def _linux_tunnel(kind: Optional[str], data: Any) -> Optional[Dict[str, Any]]:
     port = get("IFLA_VXLAN_PORT") if kind == "vxlan" else None
     return {"type": kind, "remote_ip": _addr_text(remote), "local_ip": _addr_text(local),
             "key": str(key) if key not in (None, 0) else None,
-            "dst_port": str(port) if port else None}
+            "dst_port": str(port) if port else None, "bfd": None}
 
 
 def parse_link(msg: Any) -> LinkFacts:
@@ -573,6 +574,8 @@ class _OvsIface:
     link_state: Optional[str]
     external_ids: Dict[str, str]
     options: Dict[str, str]
+    bfd: Dict[str, str]
+    bfd_status: Dict[str, str]
 
     @classmethod
     def read(cls, row: Any) -> "_OvsIface":
@@ -580,7 +583,8 @@ class _OvsIface:
         return cls(name=_scalar(row, "name"), type=_scalar(row, "type") or "",
                    ofport=ofport if isinstance(ofport, int) else None,
                    error=_scalar(row, "error") or None, link_state=_scalar(row, "link_state"),
-                   external_ids=_map(row, "external_ids"), options=_map(row, "options"))
+                   external_ids=_map(row, "external_ids"), options=_map(row, "options"),
+                   bfd=_map(row, "bfd"), bfd_status=_map(row, "bfd_status"))
 
 
 # Column readers.  python-ovs's Row.__getattr__ rebuilds and re-validates a
@@ -624,6 +628,15 @@ def _refs(row: Any, column: str) -> List[Any]:
     return [atom.value for atom in datum.values]
 
 
+def _bfd(iface: Optional[_OvsIface]) -> Optional[Dict[str, Any]]:
+    """A tunnel's BFD as vswitchd reports it; None when BFD is not enabled on it."""
+    if iface is None or iface.bfd.get("enable") != "true":
+        return None
+    st = iface.bfd_status
+    return {"state": st.get("state"), "remote_state": st.get("remote_state"),
+            "diagnostic": st.get("diagnostic") or None}
+
+
 def classify_ovs_port(name: str, tag: Optional[int], port_ids: Mapping[str, str],
                       ifaces: List[_OvsIface], links_by_name: Mapping[str, LinkFacts]) -> PortFacts:
     """PortFacts for one OVS Port (its columns and its Interfaces' columns)."""
@@ -648,7 +661,7 @@ def classify_ovs_port(name: str, tag: Optional[int], port_ids: Mapping[str, str]
         facts.cls = "tunnel"
         facts.tunnel = {"type": itype or None, "remote_ip": options.get("remote_ip"),
                         "local_ip": options.get("local_ip"), "key": options.get("key"),
-                        "dst_port": options.get("dst_port")}
+                        "dst_port": options.get("dst_port"), "bfd": _bfd(iface)}
     elif role == "uplink":
         facts.cls = "uplink"
     elif facts.owner is not None:

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from ovsfab.backends.base import KEY_ROLE, Backend, Borrowed, NewPort
+from ovsfab.backends.base import Backend, Borrowed, NewPort, is_attachment
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError, Unavailable
 from ovsfab.model import Attachment, AttachRequest, Target, parse_target_spec
 from ovsfab.ops.plan import fault_point
@@ -280,11 +280,6 @@ def target_kind(att: Attachment) -> Tuple[str, str]:
         return parse_target_spec(att.target or att.container_key)
     except OvsfabError:
         return "docker", att.container_key
-
-
-def is_attachment(att: Attachment) -> bool:
-    """True for container attachments (not uplinks or tunnels, which also carry the owner tag)."""
-    return KEY_ROLE not in att.external_ids and bool(att.container_key) and bool(att.ifname)
 
 
 class Reconciler:

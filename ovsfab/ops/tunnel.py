@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort, PortResult
+from ovsfab.backends.base import CAP_BFD, KEY_ROLE, Backend, OwnedPort, PortResult
 from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed
 from ovsfab.model import MAX_MTU, MIN_MTU, OWNER_KEY, OWNER_VALUE, parse_name
 from ovsfab.ops.plan import Plan
@@ -43,6 +43,9 @@ KEY_KEY = "ovsfab-tunnel-key"
 #: Largest key per type: VXLAN VNI and Geneve VNI are 24 bits, the GRE key 32.
 MAX_KEY = {"vxlan": (1 << 24) - 1, "geneve": (1 << 24) - 1, "gre": (1 << 32) - 1}
 _NAME_PREFIX = {"vxlan": "vx", "gre": "gr", "geneve": "gn"}
+#: The Interface ``bfd`` column of a tunnel with BFD: OVS's default timers
+#: (detect multiplier 3, 1 s receive interval) declare a dead path in ~3 s.
+BFD_ON = {"enable": "true"}
 #: Underlay MTU assumed when the route to a remote is unknown.
 DEFAULT_UNDERLAY_MTU = 1500
 
@@ -166,11 +169,13 @@ class TunnelRequest:
     local_ip: Optional[str] = None
     csum: Optional[bool] = None
     datapath: str = "auto"
+    #: BFD on the tunnel: None = on where the backend has it (OVS), False = off.
+    bfd: Optional[bool] = None
 
     @classmethod
     def parse(cls, bridge: str, remote: str, tun_type: str = "vxlan", key: Optional[str] = None,
               name: Optional[str] = None, dstport: Optional[str] = None, local_ip: Optional[str] = None,
-              csum: Optional[bool] = None, datapath: str = "auto") -> "TunnelRequest":
+              csum: Optional[bool] = None, datapath: str = "auto", bfd: Optional[bool] = None) -> "TunnelRequest":
         """Validate every argument; raises InvalidInput before anything changes."""
         parse_name(bridge, "bridge name")
         if tun_type not in TUNNEL_TYPES:
@@ -196,7 +201,13 @@ class TunnelRequest:
             parse_name(name, "tunnel name")
         if datapath not in ("auto", "system", "netdev"):
             raise InvalidInput(f"datapath {datapath!r} is unknown", "use auto, system or netdev")
-        return cls(bridge, rip, tun_type, k, name, port, lip, csum, datapath)
+        return cls(bridge, rip, tun_type, k, name, port, lip, csum, datapath, bfd)
+
+    def bfd_config(self, backend: Backend) -> Dict[str, str]:
+        """The Interface ``bfd`` column to write: enabled unless turned off, where the backend has BFD."""
+        if CAP_BFD not in backend.capabilities or self.bfd is False:
+            return {}
+        return dict(BFD_ON)
 
     def options(self) -> Dict[str, str]:
         """The Interface options OVS needs."""
@@ -249,6 +260,7 @@ class Tunnel:
     options: Dict[str, str] = field(default_factory=dict)
     ofport: Optional[int] = None
     error: Optional[str] = None
+    liveness: "Liveness" = field(default_factory=lambda: Liveness(available=False))
 
     @classmethod
     def from_owned(cls, rec: OwnedPort) -> "Tunnel":
@@ -257,7 +269,7 @@ class Tunnel:
         return cls(bridge=rec.bridge, name=rec.port, tun_type=ids.get(KEY_TYPE, rec.iface_type),
                    remote=ids.get(KEY_REMOTE, rec.options.get("remote_ip", "")),
                    key=int(key) if key.isdigit() else 0, datapath=rec.datapath, options=dict(rec.options),
-                   ofport=rec.ofport, error=rec.error)
+                   ofport=rec.ofport, error=rec.error, liveness=Liveness.of(rec))
 
     def identity(self) -> Tuple[str, str, str, int]:
         return (self.bridge, self.remote, self.tun_type, self.key)
@@ -270,8 +282,54 @@ class Tunnel:
             "dstport": int(opts["dst_port"]) if opts.get("dst_port", "").isdigit() else None,
             "local_ip": opts.get("local_ip"),
             "csum": {"true": True, "false": False}.get(opts.get("csum", "")),
-            "ofport": self.ofport, "error": self.error,
+            "ofport": self.ofport, "error": self.error, "bfd": self.liveness.to_json(),
         }
+
+
+@dataclass
+class Liveness:
+    """What is known of a tunnel's path: BFD's view (OVS) or the kernel device's (Linux)."""
+
+    #: True where the backend has BFD (then ``enabled`` says whether it runs).
+    available: bool
+    enabled: bool = False
+    state: Optional[str] = None
+    remote_state: Optional[str] = None
+    diagnostic: Optional[str] = None
+    forwarding: Optional[bool] = None
+    #: Linux: the device's carrier and its forwarding entries (``MAC dst REMOTE``).
+    carrier: Optional[bool] = None
+    fdb: Optional[List[str]] = None
+
+    @classmethod
+    def of(cls, rec: OwnedPort) -> "Liveness":
+        if rec.carrier is not None or rec.fdb is not None:
+            return cls(available=False, carrier=rec.carrier, fdb=list(rec.fdb or []))
+        st = rec.bfd_status
+        return cls(available=True, enabled=rec.bfd.get("enable") == "true", state=st.get("state"),
+                   remote_state=st.get("remote_state"), diagnostic=st.get("diagnostic") or None,
+                   forwarding={"true": True, "false": False}.get(st.get("forwarding", "")))
+
+    @property
+    def up(self) -> Optional[bool]:
+        """True/False where BFD runs; None where nothing can tell."""
+        return self.state == "up" if self.enabled else None
+
+    def summary(self) -> str:
+        """One word or two for tables: ``bfd up``, ``bfd down (Control Detection Time Expired)``, ..."""
+        if not self.available:
+            return "no bfd (linux: " + ("carrier up" if self.carrier else "no carrier") + ")"
+        if not self.enabled:
+            return "bfd off"
+        text = f"bfd {self.state or 'pending'}"
+        if self.state != "up" and self.diagnostic and self.diagnostic != "No Diagnostic":
+            text += f" ({self.diagnostic})"
+        return text
+
+    def to_json(self) -> dict:
+        return {"available": self.available, "enabled": self.enabled, "state": self.state,
+                "remote_state": self.remote_state, "diagnostic": self.diagnostic, "forwarding": self.forwarding,
+                "carrier": self.carrier, "fdb": self.fdb}
 
 
 @dataclass
@@ -318,6 +376,11 @@ def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelRes
         name = req.name or tunnel_port_name(req.bridge, req.remote, req.tun_type, req.key)
         existing = [Tunnel.from_owned(r) for r in backend.owned_ports(ROLE_TUNNEL, req.bridge)]
         ident = (req.bridge, req.remote, req.tun_type, req.key)
+        bfd = req.bfd_config(backend)
+        notes: List[str] = []
+        if req.bfd and CAP_BFD not in backend.capabilities:
+            notes.append(f"the {backend.kind} backend has no BFD: `ovsfab tunnel list` shows the device's "
+                         "carrier and forwarding entries instead")
         for tun in existing:
             if tun.identity() == ident:
                 diffs = _differences(tun, req)
@@ -325,9 +388,15 @@ def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelRes
                     raise Conflict(f"a {req.tun_type} tunnel to {req.remote} with key {req.key} exists on "
                                    f"{req.bridge} with other settings ({'; '.join(diffs)})",
                                    f"remove it first: ovsfab tunnel del {req.bridge} --name {tun.name}")
+                changed = False
+                if tun.liveness.available and tun.liveness.enabled != bool(bfd):
+                    # BFD is liveness, not identity: switch it in place.
+                    backend.set_tunnel_bfd(tun.name, bfd)
+                    tun.liveness = Liveness(available=True, enabled=bool(bfd))
+                    changed = True
                 nl.close()
                 backend.close()
-                return TunnelResult("tunnel-add", tun, changed=False)
+                return TunnelResult("tunnel-add", tun, changed=changed, notes=notes)
         owner = backend.port_exists(name)
         if owner is not None:
             raise Conflict(f"OVS already has a port named {name}" + (f" on {owner}" if owner else ""),
@@ -335,7 +404,6 @@ def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelRes
 
         existing_dp = backend.bridge_datapath(req.bridge)
         dp = existing_dp or backend.new_bridge_datapath(req.bridge, req.datapath)[0]
-        notes: List[str] = []
 
         def check() -> None:
             route = nl.route_to(req.remote)
@@ -355,7 +423,7 @@ def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelRes
 
         def plug() -> PortResult:
             result = backend.add_tunnel_port(req.bridge, name, iface_type=req.tun_type, options=req.options(),
-                                             external_ids=ids, datapath=dp)
+                                             external_ids=ids, datapath=dp, bfd=bfd or None)
             used["port"] = result.port or name
             return result
 
@@ -370,7 +438,8 @@ def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelRes
         name = used["port"]
         notes.extend(backend.traffic_notes(req.bridge))
         tun = Tunnel(bridge=req.bridge, name=name, tun_type=req.tun_type, remote=req.remote, key=req.key,
-                     datapath=res.datapath, options=req.options(), ofport=res.ofport)
+                     datapath=res.datapath, options=req.options(), ofport=res.ofport,
+                     liveness=Liveness(available=CAP_BFD in backend.capabilities, enabled=bool(bfd)))
         nl.close()
         backend.close()
         return TunnelResult("tunnel-add", tun, changed=True, notes=notes)

@@ -7,7 +7,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
-from ovsfab.backends.base import KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
+from ovsfab.backends.base import CAP_BFD, KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
 from ovsfab.backends.ovs.idl import IdlSession, default_remote
 from ovsfab.backends.ovs.index import PortIndex
 from ovsfab.errors import Conflict, NotFound, OperationFailed
@@ -21,7 +21,8 @@ COLUMNS: Dict[str, List[str]] = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
     "Bridge": ["name", "ports", "datapath_type", "external_ids", "other_config"],
     "Port": ["name", "interfaces", "tag", "external_ids", "protected"],
-    "Interface": ["name", "type", "ofport", "error", "external_ids", "options", "link_state"],
+    "Interface": ["name", "type", "ofport", "error", "external_ids", "options", "link_state", "bfd",
+                  "bfd_status"],
 }
 
 
@@ -36,6 +37,7 @@ class OvsBackend(Backend):
     """Bridges and ports in OVSDB, through one IDL session."""
 
     kind = "ovs"
+    capabilities = frozenset({CAP_BFD})
 
     def __init__(self, remote: Optional[str] = None, timeout: float = 10.0) -> None:
         self.remote = remote or default_remote()
@@ -167,6 +169,8 @@ class OvsBackend(Backend):
                     ofport = _opt(iface.ofport)
                     rec.ofport = ofport if isinstance(ofport, int) else None
                     rec.error = _opt(iface.error) or None
+                    rec.bfd = dict(iface.bfd)
+                    rec.bfd_status = dict(iface.bfd_status)
             out.append(rec)
         return sorted(out, key=lambda r: (r.bridge, r.port))
 
@@ -185,7 +189,7 @@ class OvsBackend(Backend):
     def _insert_port(self, txn: ovs.db.idl.Transaction, bridge: str, port: str,
                      external_ids: Dict[str, str], datapath: str, iface_type: str = "",
                      options: Optional[Dict[str, str]] = None,
-                     tag: Optional[int] = None) -> Tuple[object, bool]:
+                     tag: Optional[int] = None, bfd: Optional[Dict[str, str]] = None) -> Tuple[object, bool]:
         """Insert Port+Interface into ``bridge`` (created if missing); returns (bridge row, created)."""
         tables = self.session.idl.tables
         if self._port(port) is not None:
@@ -208,12 +212,22 @@ class OvsBackend(Backend):
             local_port.interfaces = [local_if.uuid]
             root.addvalue("bridges", br.uuid)
             br.ports = [local_port.uuid]
+        self._insert_rows(txn, br, port, external_ids, iface_type, options, tag, bfd)
+        return br, created
+
+    def _insert_rows(self, txn: ovs.db.idl.Transaction, br: object, port: str, external_ids: Dict[str, str],
+                     iface_type: str = "", options: Optional[Dict[str, str]] = None, tag: Optional[int] = None,
+                     bfd: Optional[Dict[str, str]] = None) -> None:
+        """Port + Interface rows of ``port``, added to bridge row ``br``."""
+        tables = self.session.idl.tables
         iface = txn.insert(tables["Interface"])
         iface.name = port
         if iface_type:
             iface.type = iface_type
         if options:
             iface.options = options
+        if bfd:
+            iface.bfd = bfd
         iface.external_ids = external_ids
         prow = txn.insert(tables["Port"])
         prow.name = port
@@ -227,7 +241,6 @@ class OvsBackend(Backend):
             # out another (no broadcast loop through three hosts).
             prow.protected = True
         br.addvalue("ports", prow.uuid)
-        return br, created
 
     @staticmethod
     def _remove_port(br, row) -> None:
@@ -281,14 +294,23 @@ class OvsBackend(Backend):
         return found
 
     def add_tunnel_port(self, bridge: str, port: str, *, iface_type: str, options: Dict[str, str],
-                        external_ids: Dict[str, str], datapath: str = "netdev") -> PortResult:
+                        external_ids: Dict[str, str], datapath: str = "netdev",
+                        bfd: Optional[Dict[str, str]] = None) -> PortResult:
         def build(txn: ovs.db.idl.Transaction) -> Tuple[bool, str]:
             br, created = self._insert_port(txn, bridge, port, external_ids, datapath,
-                                            iface_type=iface_type, options=options)
+                                            iface_type=iface_type, options=options, bfd=bfd)
             return created, br.datapath_type or "system"
 
         (created, dp), _ = self.session.transact(build, comment=f"ovsfab: tunnel {port} on {bridge}")
         return self._applied_port(bridge, port, created, dp)
+
+    def set_tunnel_bfd(self, port: str, bfd: Dict[str, str]) -> None:
+        def build(txn: ovs.db.idl.Transaction) -> None:
+            row = self._port(port)
+            for iface in (row.interfaces if row is not None else []):
+                iface.bfd = bfd
+
+        self.session.transact(build, comment=f"ovsfab: bfd of tunnel {port}")
 
     # -- ovsfab reconcile: many ports per transaction (additive) ----------
     # Restoring 100 containers one port at a time costs 200 transactions,
@@ -341,7 +363,6 @@ class OvsBackend(Backend):
         error means.
         """
         set_ids = set_ids or {}
-        tables = self.session.idl.tables
 
         def build(txn: ovs.db.idl.Transaction) -> None:
             bridges: Dict[str, object] = {}
@@ -356,25 +377,12 @@ class OvsBackend(Backend):
                     br = self._bridge(p.bridge)
                 if br is None:  # the first port of a new bridge creates it (verified, as in add_port)
                     br, _ = self._insert_port(txn, p.bridge, p.port, p.external_ids, p.datapath,
-                                              iface_type=p.iface_type, options=p.options or None, tag=p.tag)
+                                              iface_type=p.iface_type, options=p.options or None, tag=p.tag,
+                                              bfd=p.bfd or None)
                     bridges[p.bridge] = br
                     continue
-                iface = txn.insert(tables["Interface"])
-                iface.name = p.port
-                if p.iface_type:
-                    iface.type = p.iface_type
-                if p.options:
-                    iface.options = p.options
-                iface.external_ids = p.external_ids
-                prow = txn.insert(tables["Port"])
-                prow.name = p.port
-                prow.interfaces = [iface.uuid]
-                prow.external_ids = p.external_ids
-                if p.tag is not None:
-                    prow.tag = [p.tag]
-                if p.iface_type:
-                    prow.protected = True  # split horizon, as _insert_port does for tunnels
-                br.addvalue("ports", prow.uuid)
+                self._insert_rows(txn, br, p.port, p.external_ids, p.iface_type, p.options or None, p.tag,
+                                  p.bfd or None)
             for port, ids in set_ids.items():
                 row = self._port(port)
                 if row is not None:
