@@ -15,6 +15,7 @@ Exit codes (documented in docs/cli.md):
  5    a service is unreachable (OVSDB, dockerd)
  6    the operation failed (vswitchd, netlink or the kernel refused it)
  7    permission denied (not root / missing CAP_NET_ADMIN)
+ 8    not converged: ``ovsfab check`` (or a ``--wait``) found problems
 ====  ==========================================================
 """
 
@@ -73,6 +74,12 @@ class PermissionDenied(OvsfabError):
     """The caller lacks the privileges (root / CAP_NET_ADMIN)."""
 
     exit_code = 7
+
+
+class NotConverged(OvsfabError):
+    """The fabric is not (yet) in a working state: ``ovsfab check`` found problems."""
+
+    exit_code = 8
 
 
 class InjectedFault(OperationFailed):

@@ -30,7 +30,7 @@ def up(
 
     def op() -> None:
         from ovsfab.cli.inspect_cmd import Painter, render_inspect, use_colour  # noqa: PLC0415
-        from ovsfab.errors import OperationFailed  # noqa: PLC0415
+        from ovsfab.errors import NotConverged, OperationFailed  # noqa: PLC0415
         from ovsfab.lab import lab  # noqa: PLC0415
         from ovsfab.ops.inspect import inspect as do_inspect  # noqa: PLC0415
         from ovsfab.plumbing.netns import Namespace, named_path  # noqa: PLC0415
@@ -51,6 +51,13 @@ def up(
         failed = [k for k, v in state.results.items() if v is None]
         if as_json:
             emit(lab.status() or {}, True, "")
+        if state.problems:
+            for line in state.problems:
+                typer.echo(f"ovsfab: problem: {line}", err=True)
+            raise NotConverged(f"{len(state.problems)} problem(s) after {lab.CONVERGE_TIMEOUT:g} s"
+                               + (f", and no ping reply on {', '.join(failed)}" if failed else ""),
+                               "the lab stays up for a look (ovsfab lab exec docker-test1 -- ovsfab check); "
+                               "ovsfab lab down removes it")
         if failed:
             raise OperationFailed(f"no ping reply on {', '.join(failed)}",
                                   "the lab stays up for a look (ovsfab lab status); ovsfab lab down removes it")

@@ -156,6 +156,7 @@ app.command("reconcile")(agent_cmd.reconcile)
 app.command("agent")(agent_cmd.agent)
 from ovsfab.cli import apply_cmd; apply_cmd.register(app)  # noqa: E402,E702 - ovsfab apply FILE
 from ovsfab.cli import ovn_cmd; app.add_typer(ovn_cmd.ovn_app, name="ovn")  # noqa: E402,E702 - ovsfab ovn ...
+from ovsfab.cli import check_cmd; app.command("check")(check_cmd.check)  # noqa: E402,E702 - ovsfab check
 
 
 def main() -> None:

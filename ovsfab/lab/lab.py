@@ -82,6 +82,8 @@ class LabState:
     results: Dict[str, object] = field(default_factory=dict)
     #: --mode ovn: rundirs where OVN daemons run (central first), stopped by down.
     ovn_rundirs: List[str] = field(default_factory=list)
+    #: What ``ovsfab check`` found on hosts that did not converge (one line each).
+    problems: List[str] = field(default_factory=list)
 
     def save(self) -> None:
         os.makedirs(LAB_DIR, mode=0o750, exist_ok=True)
@@ -259,8 +261,37 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
         return
     for host in state.hosts:
         _connect(state, host, progress)
+    for host in state.hosts:
+        _converge(state, host, progress)
     state.results = _ping_all(state, progress)
     state.save()
+
+
+#: How long ``lab up`` waits for every host's ``ovsfab check`` to pass.
+CONVERGE_TIMEOUT = 30.0
+
+
+def _converge(state: LabState, host: LabHost, progress: Callable[[str], None]) -> None:
+    """``ovsfab check --wait`` as that host: BFD up, one ARP answerer, neighbour caches right."""
+    from ovsfab.ops.check import check  # noqa: PLC0415
+
+    if state.mode == "ovn":  # OVN's own tunnels: ovn-controller's business (ovn status)
+        return
+    if state.backend == "linux":
+        from ovsfab.backends.linux import LinuxBackend  # noqa: PLC0415
+
+        factory: Callable[[], object] = LinuxBackend
+    else:
+        from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
+
+        factory = lambda: OvsBackend(host.remote)  # noqa: E731
+    with Namespace.open(named_path(host.netns)) as ns, ns.entered():
+        res = check(factory, host.remote, wait=CONVERGE_TIMEOUT)  # type: ignore[arg-type]
+    if not res.ok:  # kept, not raised: the lab stays up for a look
+        state.problems.extend(f"{host.name}: {p.line()}" for p in res.problems)
+        progress(f"{host.name}: ovsfab check: {len(res.problems)} problem(s) after {res.elapsed:.1f} s")
+        return
+    progress(f"{host.name}: ovsfab check: {len(res.tunnels)} tunnel(s) converged in {res.elapsed:.1f} s")
 
 
 def _connect(state: LabState, host: LabHost, progress: Callable[[str], None]) -> None:
