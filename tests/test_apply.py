@@ -255,3 +255,46 @@ def test_runtime_failure_leaves_nothing_behind(ovs_hosts, tmp_path):
         tb.delete_netns(good.name)
         tb.delete_netns(busy.name)
         sw.close()
+
+
+#: The three-host mesh of issue 16 (each host `uplink: eth1`, two VXLAN
+#: networks), repeated; bench/bench_converge.py runs it 20 times.
+MESH_RUNS = 3
+
+
+def _mesh_text(fab: Fabric3) -> str:
+    hosts = "".join(f"  {n}: {{underlay: {u}, uplink: eth1}}\n" for n, u in zip(fab.names, fab.underlays))
+    atts = "".join(f"  - {{container: '{fab.cs[2 * h + k].target}', network: {net}, host: {fab.names[h]}}}\n"
+                   for h in range(3) for k, net in enumerate(("blue", "green")))
+    return (f"hosts:\n{hosts}networks:\n"
+            "  blue: {bridge: br0, mode: vxlan, key: 5001, subnet: 10.77.0.0/16}\n"
+            "  green: {bridge: br1, mode: vxlan, key: 5002, subnet: 10.78.0.0/16}\n"
+            f"attachments:\n{atts}")
+
+
+@pytest.mark.slow
+def test_three_host_apply_mesh_converges_every_time(tmp_path):
+    """Apply on three hosts, one after the other, then `apply --wait`/`check --wait` on each:
+    every host's tunnel neighbour cache holds each peer's bridge MAC, BFD is up on all
+    eight tunnels, and every pair of containers in each network talks, every run."""
+    for run in range(MESH_RUNS):
+        fab = Fabric3(3)
+        try:
+            path = tmp_path / f"mesh{run}.yaml"
+            path.write_text(_mesh_text(fab))
+            for i in range(3):
+                fab.apply(path, i)
+            for i, h in enumerate(fab.hosts):
+                res = fab.apply(path, i, "--wait", "20")  # re-apply: nothing to change, then converge
+                assert res["changes"] == [] and res["check"]["ok"] is True, (run, i, res["check"])
+            macs = {u: tb.links_in(h.name)["br-eth1"]["address"] for h, u in zip(fab.hosts, fab.underlays)}
+            for h, me in zip(fab.hosts, fab.underlays):
+                neigh = h.tnl_neighbours()
+                assert {ip: neigh.get(ip) for ip in macs if ip != me} == {ip: m for ip, m in macs.items() if ip != me}
+                tunnels = [r["name"] for r in tb.ovs_table(h, "Interface", ["name", "type"]) if r["type"] == "vxlan"]
+                assert len(tunnels) == 4 and all(h.bfd_status(t).get("state") == "up" for t in tunnels), run
+            for net in (0, 1):
+                _all_ping(fab, [2 * h + net for h in range(3)])
+            assert tb.tcp_transfer(fab.cs[0], fab.cs[4], _addr(fab.cs[4]), nbytes=1_000_000)
+        finally:
+            fab.close()

@@ -12,7 +12,7 @@ import json
 import pytest
 
 import testbed as tb
-from _crosshost_helpers import Switch, attach, mtu_of, ovs_routes, ping_df, wire
+from _crosshost_helpers import Switch, attach, mtu_of, ovs_routes, ping_df, wait_for, wire
 
 from ovsfab.errors import Conflict, InvalidInput
 from ovsfab.ops.tunnel import (TUNNEL_ADD_STEPS, TunnelRequest, check_underlay, mtu_for, overhead,
@@ -163,6 +163,60 @@ def test_vxlan_overlay(pair):
     cp = pair.h1.ovsfab("tunnel", "add", "br0", U2, "--key", "5001", "--dstport", "4790")
     tb.assert_clean_error(cp, codes=(4,))
     assert "tunnel del" in cp.stderr
+
+
+def _bfd_up(host, iface, timeout=15.0) -> bool:
+    return wait_for(lambda: host.bfd_status(iface).get("state") == "up", timeout=timeout, interval=0.2)
+
+
+def test_bfd_and_check_catch_a_broken_tunnel(pair):
+    """BFD is on by default and visible; `ovsfab check` proves the tunnel and catches a dead underlay."""
+    _tunnels(pair, "brb", "vxlan", 5201)
+    c1, c2 = pair.container(), pair.container()
+    attach(pair.h1, "brb", c1, "10.21.0.10/24")
+    attach(pair.h2, "brb", c2, "10.21.0.20/24")
+    name = json.loads(pair.h1.ovsfab("tunnel", "list", "brb", "--json", check=True).stdout)["tunnels"][0]["name"]
+    assert tb.ovs_row(pair.h1, "Interface", name)["bfd"] == {"enable": "true"}  # oracle: the column itself
+    assert _bfd_up(pair.h1, name), pair.h1.bfd_status(name)
+    listed = json.loads(pair.h1.ovsfab("tunnel", "list", "brb", "--json", check=True).stdout)["tunnels"][0]
+    assert listed["bfd"]["enabled"] is True and listed["bfd"]["state"] == "up"
+    assert listed["bfd"]["remote_state"] == "up"
+    assert tb.tcp_transfer(c1, c2, "10.21.0.20", nbytes=1_000_000, timeout=15)
+
+    # check passes, and what it read is what the oracles say: the neighbour
+    # cache holds h2's bridge MAC (br-ul, which took eth1's own MAC)
+    cp = pair.h1.ovsfab("check", "--json")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    res = json.loads(cp.stdout)
+    assert res["ok"] is True and res["problems"] == []
+    rep = next(t for t in res["tunnels"] if t["name"] == name)
+    h2_bridge_mac = tb.links_in(pair.h2.name)["br-ul"]["address"]
+    assert rep["neighbour_mac"] == pair.h1.tnl_neighbours()[U2] == h2_bridge_mac
+    assert rep["arp_answers"] == [h2_bridge_mac] and rep["path_mtu"] == 1450
+
+    # break it: the remote's underlay address goes away
+    pair.h2.ip("addr", "del", f"{U2}/24", "dev", "br-ul")
+    try:
+        assert wait_for(lambda: pair.h1.bfd_status(name).get("state") != "up", timeout=15, interval=0.2)
+        cp = pair.h1.ovsfab("check")
+        assert cp.returncode == 8, cp.stdout + cp.stderr
+        problems = [ln for ln in cp.stdout.splitlines() if ln.startswith("problem:") and name in ln]
+        assert any(f"{U2} does not answer" in ln for ln in problems), cp.stdout
+        assert any("BFD is down" in ln for ln in problems), cp.stdout
+        assert cp.stderr.startswith("ovsfab: error:") and len(cp.stderr.strip().splitlines()) == 1
+    finally:
+        pair.h2.ip("addr", "add", f"{U2}/24", "dev", "br-ul")
+    cp = pair.h1.ovsfab("check", "--wait", "20", "--json")
+    assert cp.returncode == 0 and json.loads(cp.stdout)["ok"], cp.stdout
+
+    # opt-out in place (BFD is liveness, not identity), and back
+    cp = pair.h1.ovsfab("tunnel", "add", "brb", U2, "--key", "5201", "--no-bfd", "--json", check=True)
+    assert json.loads(cp.stdout)["changed"] is True
+    assert tb.ovs_row(pair.h1, "Interface", name)["bfd"] == {}
+    listed = json.loads(pair.h1.ovsfab("tunnel", "list", "brb", "--json", check=True).stdout)["tunnels"][0]
+    assert listed["bfd"]["enabled"] is False
+    cp = pair.h1.ovsfab("tunnel", "add", "brb", U2, "--key", "5201", "--json", check=True)
+    assert json.loads(cp.stdout)["changed"] is True and _bfd_up(pair.h1, name)
 
 
 def test_key_isolation(pair):

@@ -409,6 +409,23 @@ class OvsHost:
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return run(["ip", "-n", self.name, *args], check=check)
 
+    def appctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """ovs-appctl to this host's ovs-vswitchd."""
+        return run(["ovs-appctl", "-t", str(self.rundir / "ovs-vswitchd.ctl"), *args], check=check, timeout=20)
+
+    def tnl_neighbours(self) -> dict:
+        """vswitchd's tunnel neighbour cache (`ovs-appctl tnl/neigh/show`): {ip: mac}."""
+        out = {}
+        for line in self.appctl("tnl/neigh/show").stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1].count(":") == 5:
+                out[parts[0]] = parts[1].lower()
+        return out
+
+    def bfd_status(self, iface: str) -> dict:
+        """The Interface's bfd_status column (`ovs-vsctl get`)."""
+        return ovs_row(self, "Interface", iface).get("bfd_status", {})
+
     def links(self) -> dict:
         return links_in(self.name)
 

@@ -40,6 +40,8 @@ LOG = logging.getLogger(__name__)
 
 UPLINK_ADD_STEPS = ("connect", "offloads", "plug", "internal_port", "move", "silence")
 UPLINK_DEL_STEPS = ("find", "unsilence", "move_back", "unplug", "offloads")
+#: Steps that only run where the NIC stays a kernel interface (OVS netdev).
+NETDEV_ONLY_STEPS = ("silence", "unsilence")
 
 ROLE_UPLINK = "uplink"
 KEY_NIC = "ovsfab-uplink-nic"
