@@ -17,6 +17,7 @@ Flow (each step undone in reverse if a later one fails):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Callable, List, Optional
 from ovsfab.backends.base import Backend, PortResult
 from ovsfab.errors import Conflict, OperationFailed, PermissionDenied
 from ovsfab.model import Attachment, AttachRequest, Target, host_ifname
+from ovsfab.ops.lock import attachment_lock
 from ovsfab.ops.plan import Plan
 from ovsfab.plumbing import containers
 from ovsfab.plumbing.links import NetlinkHandle
@@ -95,8 +97,13 @@ def attach(req: AttachRequest, backend_factory: BackendFactory,
     looks many containers up at once instead of one Docker call each).
     """
     require_root()
-    with Plan("attach") as plan:
+    # The lock is released after the Plan's rollback (ExitStack exits last).
+    with contextlib.ExitStack() as stack, Plan("attach") as plan:
         target: Target = plan.step("resolve", lambda: resolved or containers.resolve(req.target_spec))
+        port = host_ifname(target.key, req.ifname)
+        # Before connecting: what OVSDB says is then read after any other
+        # attach / detach of this interface is done (ovsfab/ops/lock.py).
+        stack.enter_context(attachment_lock(port))
         ns = Namespace.open(target.netns_path)
         plan.add_undo("close namespace", ns.close)
         inode = ns.inode()
@@ -106,7 +113,6 @@ def attach(req: AttachRequest, backend_factory: BackendFactory,
         plan.add_undo("close netlink", host.close)
         inner = NetlinkHandle(ns)
         plan.add_undo("close netlink", inner.close)
-        port = host_ifname(target.key, req.ifname)
 
         recorded = backend.find_attachment(target.key, req.ifname)
         if recorded is not None:

@@ -6,7 +6,8 @@ the veth is the last step, so a failure leaves the attachment whole.  Works
 when the container has stopped or been removed: the record in OVSDB names
 everything needed.  A process killed between the two leaves a veth with no
 record; the next detach of the same target finds it by its derived name and
-deletes it.
+deletes it, under the attachment's lock (ovsfab/ops/lock.py) so that it is
+never the veth of an attach running at the same time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ovsfab.backends.base import Backend
 from ovsfab.errors import Conflict, NotFound, OvsfabError
 from ovsfab.model import Attachment, host_ifname, parse_name, parse_target_spec
 from ovsfab.ops.attach import require_root
+from ovsfab.ops.lock import attachment_lock
 from ovsfab.ops.plan import Plan
 from ovsfab.plumbing import containers
 from ovsfab.plumbing.links import NetlinkHandle
@@ -69,22 +71,24 @@ def _find(backend: Backend, bridge: str, target_spec: str, ifname: str) -> Optio
     return on_bridge[0] if on_bridge else None
 
 
-def _clear_leftover(target_spec: str, ifname: str) -> bool:
-    """Delete the host-end veth an interrupted detach (or attach) left; True if there was one.
-
-    The host end's name is derived from the target's key and ifname
-    (:func:`~ovsfab.model.host_ifname`), so only our own veth can carry it;
-    anything of another kind by that name is left alone (attach refuses it).
-    """
+def _derived_port(target_spec: str, ifname: str) -> Optional[str]:
+    """The host-end name an attachment of this target would have (None: the target is gone)."""
     kind, ref = parse_target_spec(target_spec)
     if kind != "docker":
-        key = f"{kind}:{ref}"
-    else:
-        try:
-            key = containers.resolve(target_spec, require_running=False).key
-        except OvsfabError:
-            return False  # a removed container's namespace took both veth ends with it
-    port = host_ifname(key, ifname)
+        return host_ifname(f"{kind}:{ref}", ifname)
+    try:
+        return host_ifname(containers.resolve(target_spec, require_running=False).key, ifname)
+    except OvsfabError:
+        return None  # a removed container's namespace took both veth ends with it
+
+
+def _delete_leftover(port: str) -> bool:
+    """Delete the host-end veth ``port`` if there is one; True if there was.
+
+    The name is derived from the target and ifname
+    (:func:`~ovsfab.model.host_ifname`), so only our own veth carries it;
+    a link of another kind by that name is left alone (attach refuses it).
+    """
     host = NetlinkHandle()
     try:
         leftover = host.link(port)
@@ -108,13 +112,26 @@ def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
     parse_name(ifname, "interface name")
     parse_target_spec(target_spec)
     require_root()
+    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, None)
+
+
+def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
+            backend_factory: Callable[[], Backend], network: Optional[str], locked: Optional[str]) -> DetachResult:
+    """:func:`detach`; ``locked``: the host-end name whose lock (ovsfab/ops/lock.py) the caller holds."""
     with Plan("detach") as plan:
         backend = backend_factory()
         plan.add_undo("close backend", backend.close)
         att = plan.step("find", lambda: _find(backend, bridge, target_spec, ifname))
         if att is None:
             backend.close()
-            if _clear_leftover(target_spec, ifname):
+            port = locked or _derived_port(target_spec, ifname)
+            if port is not None and locked is None:
+                # Look again under the lock, with a fresh view of OVSDB: an
+                # attach of this interface in flight is then done (and is
+                # detached as usual) or not begun (its veth is not touched).
+                with attachment_lock(port):
+                    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, port)
+            if port is not None and _delete_leftover(port):
                 # A detach killed between del_port and the veth's deletion
                 # left the veth without its record: this retry finishes it.
                 return DetachResult(None, changed=True)
