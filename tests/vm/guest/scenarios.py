@@ -745,6 +745,21 @@ def scenario_tunnels() -> str:
                f"{tt}: auto MTU {att[tt]['mtu']} (eth1 {links(ns)['eth1']['mtu']}), want 1500 - {1500 - want}")
         sinks[tt] = TcpSink(ns, f"10.{net}.0.{me}", port)
     barrier("tunnels-ready")
+    # BFD is on by default for the tunnels ovsfab makes: both ends run it, so
+    # vswitchd must report state=up (default timers: ~1-3 s after both exist)
+    deadline, bfd = time.monotonic() + 30, {}
+    while True:
+        bfd = {tt: vsctl("get", "Interface", tun[tt]["name"], "bfd_status").stdout.strip() for tt in tun}
+        if all("state=up" in v for v in bfd.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    log(f"bfd_status: {bfd}")
+    expect(all("state=up" in v for v in bfd.values()), f"BFD not up within 30 s: {bfd}")
+    listed = {t["name"]: t.get("bfd") or {} for t in ovsfab_json("tunnel", "list")["tunnels"]}
+    for tt in tun:
+        b = listed.get(tun[tt]["name"], {})
+        expect(b.get("enabled") is True and b.get("state") == "up",
+               f"tunnel list --json: {tt} tunnel {tun[tt]['name']} bfd {b}")
     for tt, br, key, net, port, _v in kinds:
         ns, peer = f"s{tt[:2]}", f"10.{net}.0.{them}"
         expect(ping(ns, peer), f"ping over {tt} failed")
@@ -763,8 +778,8 @@ def scenario_tunnels() -> str:
     expect(not [p for p in after["dp"] if p.startswith(("genev", "gre", "ovf"))], f"kernel vports left: {after['dp']}")
     expect(not [n for n, _ in after["links"] if n.startswith("ovf")], "veth left")
     barrier("tunnels-end")
-    return ("Geneve key 5002 MTU {} and GRE key 5003 MTU {} on the system datapath: DF fill ok / +1 "
-            "'message too long', ping, TCP {}B each").format(att["geneve"]["mtu"], att["gre"]["mtu"], SMALL_TCP)
+    return ("Geneve key 5002 MTU {} and GRE key 5003 MTU {} on the system datapath: BFD up (ovs-vsctl and "
+            "tunnel list), DF fill ok / +1 'message too long', ping, TCP {}B each").format(att["geneve"]["mtu"], att["gre"]["mtu"], SMALL_TCP)
 
 
 def scenario_linux_tunnel() -> str:
@@ -802,6 +817,11 @@ def scenario_linux_tunnel() -> str:
             fdb = json.loads(run("/usr/sbin/bridge", "-j", "fdb", "show", "dev", tun["name"], quiet=True).stdout)
             expect(data.get("id") == key and any(e.get("mac") == "00:00:00:00:00:00" and e.get("dst") == PEER
                                                  for e in fdb), f"vxlan {tun['name']}: {data} fdb {fdb}")
+            # no BFD on kernel devices: tunnel list reports the carrier and the FDB instead
+            b = {t["name"]: t.get("bfd") or {} for t in ovsfab_json(*pre, "tunnel", "list")["tunnels"]}
+            b = b.get(tun["name"], {})
+            expect(b.get("available") is False and b.get("carrier") is True
+                   and f"00:00:00:00:00:00 dst {PEER}" in (b.get("fdb") or []), f"tunnel list --json (linux): {b}")
         ns = new_netns(f"l{tt[:2]}")
         att = ovsfab_json(*pre, "attach", br, f"netns:{ns}", f"10.{net}.0.{me}/24")
         want = 1500 - tunnel_overhead(tt, key)
