@@ -339,3 +339,61 @@ def test_which_command_lines_skip_typer():
     finally:
         os.environ.pop("OVSFAB_BACKEND", None)
         os.environ.update(env_free)
+
+
+def _refusal(path: str, payload: bytes) -> dict:
+    """Send ``payload`` as a whole request; the agent's one-object reply."""
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(10)
+    try:
+        c.connect(path)
+        try:
+            c.sendall(payload)
+            c.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it read everything: the reply is still there
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return json.loads(data)
+    finally:
+        c.close()
+
+
+def test_idle_and_malformed_clients_do_not_hold_up_an_attach(agent_host, netns_targets):
+    """20 clients that connect and send nothing used to stall every request for 30 s (each held
+    the loop for its read timeout).  Now they are read by the intake thread: an attach goes
+    through the agent while all 20 are still connected, and bad requests get clear refusals."""
+    host, agent = agent_host
+    path = sock_path(host)
+    idle = []
+    for _ in range(20):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(path)
+        idle.append(c)
+    try:
+        t = netns_targets()
+        n0 = served(agent)
+        host.ovsfab("attach", "br0", t.target, "10.9.3.1/24", check=True)
+        assert served(agent) == n0 + 1, agent.text()  # the agent served it ...
+        for c in idle:  # ... while every idle client was still connected and unanswered
+            c.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                c.recv(1)
+    finally:
+        for c in idle:
+            c.close()
+    assert _refusal(path, b"{not json") == {"refused": "not a JSON object"}
+    assert _refusal(path, b"[1, 2]") == {"refused": "not a JSON object"}
+    big = _refusal(path, b"x" * (2 << 20))
+    assert "larger than" in big["refused"] and "code" not in big
+    # idle connections are closed by the agent after its read timeout, not kept forever
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(10)
+    c.connect(path)
+    assert c.recv(1) == b""
+    c.close()
+    assert "Traceback" not in agent.text()

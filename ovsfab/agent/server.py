@@ -26,39 +26,27 @@ root can write; every peer's credentials are checked with SO_PEERCRED and a
 peer that is not uid 0 gets a refusal (its CLI then runs in-process and
 fails with "needs root" exactly as without an agent).
 
-Requests are served from the agent's main loop (python-ovs is not thread
-safe), one at a time, between reconcile actions.
+Requests are read by the intake thread (agent/intake.py), so idle or slow
+clients never hold anyone up, and run on the agent's main loop (python-ovs is
+not thread safe), one at a time, between reconcile actions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
-import json
 import logging
 import os
 import socket
-import struct
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from ovsfab.agent.intake import Intake, send_reply
 from ovsfab.cli.fast import FORWARD_ENV, PROTOCOL, eligible, netns_id, socket_path
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError
 
 LOG = logging.getLogger("ovsfab.agent")
 
-#: A client sends its request right after connecting; a peer that does not
-#: must not stall the agent's loop for long.
-READ_TIMEOUT = 2.0
-MAX_REQUEST = 1 << 20
-_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
-def peer_uid(conn: socket.socket) -> Tuple[int, int]:
-    """(pid, uid) of the process at the other end of a unix socket (SO_PEERCRED)."""
-    pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    return pid, uid
 
 
 class Borrowed:
@@ -87,6 +75,7 @@ class ControlServer:
         self._file: Tuple[int, int] = (-1, -1)
         self._netns = netns_id()
         self.inspect_sessions = InspectSessions()
+        self.intake: Optional[Intake] = None
 
     # -- lifecycle -------------------------------------------------------
     def open(self) -> None:
@@ -119,8 +108,10 @@ class ControlServer:
         os.chmod(self.path, 0o600)
         st = os.stat(self.path)
         self._file = (st.st_dev, st.st_ino)  # to remove only our own file at close
-        sock.listen(64)
+        sock.listen(128)
         self.sock = sock
+        self.intake = Intake(sock)
+        self.intake.start()
         LOG.info("serving attach/detach/show/inspect on %s", self.path)
 
     def _answers(self) -> bool:
@@ -137,6 +128,9 @@ class ControlServer:
     def close(self) -> None:
         """Stop listening and remove the socket (only if it is still ours)."""
         self.inspect_sessions.close()
+        if self.intake is not None:
+            self.intake.halt()
+            self.intake = None
         if self.sock is None:
             return
         try:
@@ -151,71 +145,34 @@ class ControlServer:
                 os.unlink(self.path)
 
     def fileno(self) -> int:
-        """For the main loop's poll()."""
-        assert self.sock is not None
-        return self.sock.fileno()
+        """For the main loop's poll(): readable when a complete request waits."""
+        assert self.intake is not None
+        return self.intake.fileno
 
     # -- serving ---------------------------------------------------------
     def serve_pending(self) -> int:
-        """Accept and serve every connection waiting; returns how many were served."""
+        """Serve every complete request the intake has read; returns how many were served.
+
+        Reading happened in the intake thread (agent/intake.py); running the
+        request happens here, on the main loop, one at a time.
+        """
         self.inspect_sessions.drain()
+        if self.intake is None:
+            return 0
+        self.intake.waker.drain()
         served = 0
-        while self.sock is not None:
-            try:
-                conn, _ = self.sock.accept()
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno in (errno.EINTR, errno.ECONNABORTED):
-                    continue
-                LOG.warning("control socket: accept failed: %s", exc.strerror)
-                break
-            with conn:
-                self._serve(conn)
-            served += 1
-        return served
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.setblocking(True)
-        conn.settimeout(READ_TIMEOUT)
-        try:
-            pid, uid = peer_uid(conn)
-            if uid != 0:
-                LOG.warning("control socket: refused a request from uid %d (pid %d): root only", uid, pid)
-                self._send(conn, {"refused": "root only"})
-                return
-            req = self._read(conn)
-            if req is None:
-                return
-            reply = self.handle(req)
-            self._send(conn, reply)
-        except OSError as exc:  # the client went away: it falls back or has its answer
-            LOG.debug("control socket: %s", exc)
-
-    @staticmethod
-    def _read(conn: socket.socket) -> Optional[Dict[str, Any]]:
-        chunks: List[bytes] = []
-        size = 0
-        deadline = time.monotonic() + READ_TIMEOUT
         while True:
-            conn.settimeout(max(0.01, deadline - time.monotonic()))
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_REQUEST:
-                return None
-            chunks.append(chunk)
-        try:
-            req = json.loads(b"".join(chunks))
-        except ValueError:
-            return None
-        return req if isinstance(req, dict) else None
-
-    @staticmethod
-    def _send(conn: socket.socket, reply: Dict[str, Any]) -> None:
-        conn.settimeout(5.0)
-        conn.sendall(json.dumps(reply).encode())
+            item = self.intake.take()
+            if item is None:
+                return served
+            conn, req = item
+            try:
+                reply = self.handle(req)
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the agent; the client falls back
+                LOG.error("control socket: request failed: %s: %s", type(exc).__name__, exc)
+                reply = {"v": PROTOCOL, "declined": "the agent failed on this request"}
+            send_reply(conn, reply)
+            served += 1
 
     def handle(self, req: Dict[str, Any]) -> Dict[str, Any]:
         """Run one request; a reply without ``code`` makes the client fall back."""
