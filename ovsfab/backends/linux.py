@@ -595,26 +595,28 @@ class LinuxBackend(Backend):
         return True
 
     # -- tunnels -----------------------------------------------------------
-    def _fdb_entries(self, idx: int) -> List[str]:
-        """A tunnel device's forwarding entries as ``MAC dst REMOTE`` (what the kernel learned or was told)."""
-        out = []
+    def _fdb(self, idx: int) -> Tuple[List[str], List[str]]:
+        """A VXLAN device's own forwarding entries, in one dump: (remotes, ``MAC dst REMOTE`` lines).
+
+        Remotes are the destinations of its all-zeros entries.  Entries
+        without a destination are the bridge's (one per VLAN on a
+        vlan_filtering bridge: thousands), not the device's: left out.
+        """
+        remotes, lines = set(), set()
         for msg in self.ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=idx):
-            if msg["ifindex"] != idx:
-                continue
             dst = msg.get_attr("NDA_DST")
-            out.append(f"{msg.get_attr('NDA_LLADDR')}" + (f" dst {ipaddress.ip_address(dst)}" if dst else ""))
-        return sorted(set(out))
+            if msg["ifindex"] != idx or not dst:
+                continue
+            dst = str(ipaddress.ip_address(dst))
+            mac = msg.get_attr("NDA_LLADDR")
+            lines.add(f"{mac} dst {dst}")
+            if mac == "00:00:00:00:00:00":
+                remotes.add(dst)
+        return sorted(remotes), sorted(lines)
 
     def _fdb_remotes(self, idx: int) -> List[str]:
         """Remotes of a VXLAN device: the destinations of its all-zeros FDB entries."""
-        out = []
-        for msg in self.ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=idx):
-            if msg["ifindex"] != idx or msg.get_attr("NDA_LLADDR") != "00:00:00:00:00:00":
-                continue
-            dst = msg.get_attr("NDA_DST")
-            if dst:
-                out.append(str(ipaddress.ip_address(dst)))
-        return sorted(set(out))
+        return self._fdb(idx)[0]
 
     def _tunnel_records(self, ln: Dict[str, Any], ids: Dict[str, str], br: str) -> List[OwnedPort]:
         options = {k[len("opt:"):]: v for k, v in ids.items() if k.startswith("opt:")}
@@ -622,9 +624,11 @@ class LinuxBackend(Backend):
         if key != "0":
             options["key"] = key
         base = {k: v for k, v in ids.items() if not k.startswith("opt:")}
-        remotes = (self._fdb_remotes(ln["index"]) if ln["kind"] == "vxlan"
-                   else [ids.get("ovsfab-tunnel-remote", "")])
-        fdb = self._fdb_entries(ln["index"])
+        fdb: Optional[List[str]] = None
+        if ln["kind"] == "vxlan":
+            remotes, fdb = self._fdb(ln["index"])
+        else:
+            remotes = [ids.get("ovsfab-tunnel-remote", "")]
         out = []
         for remote in remotes:
             rec_ids = dict(base)
