@@ -123,6 +123,9 @@ def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
         plan.add_undo("close backend", backend.close)
         att = plan.step("find", lambda: _find(backend, bridge, target_spec, ifname))
         if att is None:
+            # A port of that name in OVSDB is this interface attached to
+            # another bridge: not a leftover, never deleted here.
+            recorded = locked is not None and backend.port_exists(locked) is not None
             backend.close()
             port = locked or _derived_port(target_spec, ifname)
             if port is not None and locked is None:
@@ -131,7 +134,7 @@ def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
                 # detached as usual) or not begun (its veth is not touched).
                 with attachment_lock(port):
                     return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, port)
-            if port is not None and _delete_leftover(port):
+            if port is not None and not recorded and _delete_leftover(port):
                 # A detach killed between del_port and the veth's deletion
                 # left the veth without its record: this retry finishes it.
                 return DetachResult(None, changed=True)
