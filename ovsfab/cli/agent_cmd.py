@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from ovsfab.cli.common import STATE, emit, ovs_factory, run
+from ovsfab.cli.common import STATE, context, emit, ovs_factory, run
 
 
 def reconcile(
@@ -30,7 +30,7 @@ def reconcile(
         from ovsfab.errors import Unavailable  # noqa: PLC0415
         from ovsfab.ops.reconcile import OK, RESULTS, reconcile as do_reconcile  # noqa: PLC0415
 
-        result = do_reconcile(ovs_factory(), dry_run=dry_run)
+        result = do_reconcile(ovs_factory(), dry_run=dry_run, fault=context().fault)
         lines = [a.text(dry_run) for a in result.actions if a.result != OK]
         counts = result.summary()
         parts = ", ".join(f"{counts[r]} {r}" for r in RESULTS if counts[r])

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from ovsfab.cli.common import STATE, ovs_factory, run
+from ovsfab.cli.common import context, ovs_factory, run
 
 
 class _Bar:
@@ -58,6 +58,7 @@ def apply_cmd(
             raise InvalidInput(f"--wait {wait} is outside 0..3600 seconds")
 
         name = host or socket.gethostname()
+        ctx = context()
         bar = _Bar() if not as_json else None
 
         def show_plan(plan: Any) -> None:
@@ -75,7 +76,7 @@ def apply_cmd(
 
         try:
             result = apply(path, name, ovs_factory(), dry_run=dry_run, prune=prune, progress=bar, on_plan=show_plan,
-                           wait=wait, db_remote=STATE.db)
+                           wait=wait, db_remote=ctx.db, fault=ctx.fault)
         finally:
             if bar is not None:
                 bar.end()

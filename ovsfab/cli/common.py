@@ -1,14 +1,18 @@
-"""What every command shares: global options, backend factory, error handling, output."""
+"""What every command shares: global options, the request context, error handling, output."""
 
 from __future__ import annotations
 
 import json
+import os
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import typer
 
 from ovsfab.errors import OvsfabError
+
+#: The test hook's variable: the CLI puts its value into each request's context.
+FAULT_ENV = "OVSFAB_INJECT_FAULT"
 
 
 class State:
@@ -24,27 +28,53 @@ STATE = State()
 
 
 def ovs_factory(bridge: Optional[str] = None) -> Callable[[], Any]:
-    """The backend factory of the chosen kind (name kept: it predates --backend).
+    """The backend factory of this process's context (name kept: it predates --backend).
 
-    ``bridge`` lets ``--backend auto`` follow the kind of an existing bridge.
+    ``bridge`` lets ``--backend auto`` follow the kind of an existing bridge;
+    what ``auto`` chose when it was not obvious is printed as a note.
     """
+    return context().backend_factory(bridge, notes=lambda note: typer.echo(f"ovsfab: note: {note}", err=True))
 
-    def factory() -> Any:
-        from ovsfab.backends.factory import choose, configured_kind  # noqa: PLC0415
 
-        backend, note = choose(configured_kind(STATE.backend), db=STATE.db, bridge=bridge)
-        if note:
-            typer.echo(f"ovsfab: note: {note}", err=True)
-        return backend
+def context() -> Any:  # -> ovsfab.ops.context.Context
+    """This process's request context: --db/--backend, else the environment and the config file.
 
-    return factory
+    Only the CLI front end reads the environment; operations get what it
+    found as arguments (ovsfab/ops/context.py).
+    """
+    from ovsfab.backends.factory import configured_kind  # noqa: PLC0415
+    from ovsfab.backends.ovs.idl import default_remote  # noqa: PLC0415
+    from ovsfab.ops.context import Context  # noqa: PLC0415
 
+    return Context(db=STATE.db or default_remote(), backend=configured_kind(STATE.backend),
+                   fault=os.environ.get(FAULT_ENV) or None, docker_host=os.environ.get("DOCKER_HOST") or None)
+
+
+def execute(op: str, params: Dict[str, Any], as_json: bool) -> None:
+    """Run one operation through the operations API and print its result as every front end does."""
+    from ovsfab.cli.inspect_view import use_colour  # noqa: PLC0415
+    from ovsfab.cli.render import render, verdict  # noqa: PLC0415
+    from ovsfab.ops import api  # noqa: PLC0415
+
+    data = api.execute(op, params, context()).to_json()
+    colour = not as_json and op in ("show", "inspect") and use_colour()
+    out = render(op, params, data, as_json, colour)
+    for line in out.stderr:
+        typer.echo(line, err=True)
+    # click strips ANSI codes from a stream that is not a terminal; use_colour() decided already.
+    typer.echo(out.stdout, color=True if colour else None)
+    line, code = verdict(params, data)
+    if code:
+        typer.echo(line, err=True)
+        raise typer.Exit(code)
 
 
 def run(fn: Callable[[], Any]) -> Any:
     """Run an operation; turn errors into one line and an exit code."""
     try:
         return fn()
+    except typer.Exit:  # an exit code decided by the command itself (a failed check)
+        raise
     except OvsfabError as exc:
         if STATE.debug:
             traceback.print_exc()

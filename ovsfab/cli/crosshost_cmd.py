@@ -1,7 +1,7 @@
 """``ovsfab uplink`` and ``ovsfab tunnel``: joining hosts (L2 uplink or overlay).
 
-Thin like the rest of the CLI: parse, call one operation, render.  Heavy
-imports happen inside the commands.
+Thin like the rest of the CLI: parameters in, one operation of the
+operations API (ovsfab/ops/api.py), the result rendered by ovsfab/cli/render.py.
 """
 
 from __future__ import annotations
@@ -10,16 +10,11 @@ from typing import Optional
 
 import typer
 
-from ovsfab.cli.common import emit, ovs_factory, run
+from ovsfab.cli.common import execute, run
 
 uplink_app = typer.Typer(help="Plug a host NIC into a bridge (its addresses and routes move along).",
                          no_args_is_help=True)
 tunnel_app = typer.Typer(help="Overlay tunnels (VXLAN, GRE, Geneve) to other hosts.", no_args_is_help=True)
-
-
-def _notes(notes: list) -> None:
-    for note in notes:
-        typer.echo(f"ovsfab: note: {note}", err=True)
 
 
 # -- uplink ------------------------------------------------------------------
@@ -33,21 +28,8 @@ def uplink_add_cmd(
 ) -> None:
     """Make NIC a port of BRIDGE; its addresses and routes move to the bridge's own port."""
 
-    def op() -> None:
-        from ovsfab.ops.uplink import uplink_add  # noqa: PLC0415
-
-        res = uplink_add(bridge, nic, force, datapath, ovs_factory(bridge))
-        _notes(res.notes)
-        up = res.uplink
-        assert up is not None
-        if res.changed:
-            moved = ", ".join(f"{a['address']}/{a['prefixlen']}" for a in up.addresses) or "no addresses"
-            text = f"{nic} is now the uplink of {bridge} ({moved} and {len(up.routes)} route(s) moved to {bridge})"
-        else:
-            text = f"{nic} is already the uplink of {bridge}"
-        emit(res.to_json(), as_json, text)
-
-    run(op)
+    run(lambda: execute("uplink.add", {"bridge": bridge, "nic": nic, "force": force, "datapath": datapath},
+                        as_json))
 
 
 @uplink_app.command("del")
@@ -59,17 +41,7 @@ def uplink_del_cmd(
 ) -> None:
     """Take NIC out of BRIDGE; its addresses and routes go back exactly as they were."""
 
-    def op() -> None:
-        from ovsfab.ops.uplink import uplink_del  # noqa: PLC0415
-
-        res = uplink_del(bridge, nic, if_exists, ovs_factory(bridge))
-        if res.uplink is None:
-            text = f"{nic} is not an uplink of {bridge}; nothing to do"
-        else:
-            text = f"{nic} removed from {bridge}; its addresses and routes are back on {nic}"
-        emit(res.to_json(), as_json, text)
-
-    run(op)
+    run(lambda: execute("uplink.del", {"bridge": bridge, "nic": nic, "if_exists": if_exists}, as_json))
 
 
 @uplink_app.command("list")
@@ -79,14 +51,7 @@ def uplink_list_cmd(
 ) -> None:
     """List the uplinks ovsfab added."""
 
-    def op() -> None:
-        from ovsfab.ops.uplink import uplink_list  # noqa: PLC0415
-
-        ups = uplink_list(bridge, ovs_factory(bridge))
-        lines = [f"{u.bridge}\t{u.nic}\t{u.mac}\t{','.join(u.to_json()['addresses']) or '-'}" for u in ups]
-        emit({"uplinks": [u.to_json() for u in ups]}, as_json, "\n".join(lines) if lines else "no uplinks")
-
-    run(op)
+    run(lambda: execute("uplink.list", {"bridge": bridge}, as_json))
 
 
 # -- tunnel ------------------------------------------------------------------
@@ -107,21 +72,9 @@ def tunnel_add_cmd(
 ) -> None:
     """Add a tunnel from BRIDGE to REMOTE (idempotent)."""
 
-    def op() -> None:
-        from ovsfab.ops.tunnel import TunnelRequest, tunnel_add  # noqa: PLC0415
-
-        req = TunnelRequest.parse(bridge, remote, tun_type, key, name, dstport, local_ip, csum, datapath, bfd)
-        res = tunnel_add(req, ovs_factory(bridge))
-        _notes(res.notes)
-        tun = res.tunnel
-        assert tun is not None
-        if res.changed:
-            text = f"added {tun.tun_type} tunnel {tun.name} on {bridge} to {tun.remote} (key {tun.key})"
-        else:
-            text = f"{tun.tun_type} tunnel {tun.name} on {bridge} to {tun.remote} (key {tun.key}) already exists"
-        emit(res.to_json(), as_json, text)
-
-    run(op)
+    params = {"bridge": bridge, "remote": remote, "tun_type": tun_type, "key": key, "name": name,
+              "dstport": dstport, "local_ip": local_ip, "csum": csum, "datapath": datapath, "bfd": bfd}
+    run(lambda: execute("tunnel.add", params, as_json))
 
 
 @tunnel_app.command("del")
@@ -136,16 +89,9 @@ def tunnel_del_cmd(
 ) -> None:
     """Remove a tunnel, by remote (and --key/--type) or by --name."""
 
-    def op() -> None:
-        from ovsfab.ops.tunnel import tunnel_del  # noqa: PLC0415
-
-        res = tunnel_del(bridge, remote, name, key, tun_type, if_exists, ovs_factory(bridge))
-        tun = res.tunnel
-        text = (f"removed {tun.tun_type} tunnel {tun.name} from {bridge}" if tun is not None
-                else f"no such tunnel on {bridge}; nothing to do")
-        emit(res.to_json(), as_json, text)
-
-    run(op)
+    params = {"bridge": bridge, "remote": remote, "name": name, "key": key, "tun_type": tun_type,
+              "if_exists": if_exists}
+    run(lambda: execute("tunnel.del", params, as_json))
 
 
 @tunnel_app.command("list")
@@ -155,12 +101,4 @@ def tunnel_list_cmd(
 ) -> None:
     """List the tunnels ovsfab added."""
 
-    def op() -> None:
-        from ovsfab.ops.tunnel import tunnel_list  # noqa: PLC0415
-
-        tuns = tunnel_list(bridge, ovs_factory(bridge))
-        lines = [f"{t.bridge}\t{t.name}\t{t.tun_type}\t{t.remote}\tkey={t.key}\t{t.liveness.summary()}"
-                 + (f"\terror: {t.error}" if t.error else "") for t in tuns]
-        emit({"tunnels": [t.to_json() for t in tuns]}, as_json, "\n".join(lines) if lines else "no tunnels")
-
-    run(op)
+    run(lambda: execute("tunnel.list", {"bridge": bridge}, as_json))

@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from ovsfab import __version__
-from ovsfab.cli.common import STATE, emit, ovs_factory, run
+from ovsfab.cli.common import STATE, execute, run
 
 app = typer.Typer(
     name="ovsfab",
@@ -77,36 +77,12 @@ def attach(
 ) -> None:
     """Give a container a veth interface with addresses, plugged into BRIDGE."""
 
-    def op() -> None:
-        from ovsfab.model import AttachRequest  # noqa: PLC0415
-        from ovsfab.ops.attach import attach as do_attach  # noqa: PLC0415
-
-        if network is not None:  # attach --network NAME CONTAINER ADDR...: OVN (cli/ovn_cmd.py)
-            from ovsfab.cli.ovn_cmd import attach_network  # noqa: PLC0415
-
-            if vlan is not None:
-                from ovsfab.errors import InvalidInput  # noqa: PLC0415
-
-                raise InvalidInput("--vlan does not apply to OVN networks", "leave it out with --network")
-            return attach_network(network, bridge, [container] + list(addresses or []), ifname, mac, mtu,
-                                  no_persist, as_json)
-
-        req = AttachRequest.parse(bridge, container, addresses or [], ifname=ifname, mac=mac,
-                                  mtu=None if mtu == "auto" else mtu,  # auto == unset: see ops/attach.py
-                                  vlan=vlan, datapath=datapath, persist=not no_persist)
-        result = do_attach(req, ovs_factory(bridge))
-        for note in result.notes:
-            typer.echo(f"ovsfab: note: {note}", err=True)
-        att = result.attachment
-        addrs = ", ".join(str(a) for a in att.addresses)
-        if result.changed:
-            text = (f"attached {att.container_name} {att.ifname} ({addrs}) to {att.bridge} "
-                    f"as port {att.port} (ofport {att.ofport})")
-        else:
-            text = f"{att.container_name} {att.ifname} is already attached to {att.bridge} as port {att.port}"
-        emit(result.to_json(), as_json, text)
-
-    run(op)
+    params = {"bridge": bridge, "container": container, "addresses": list(addresses or []), "ifname": ifname,
+              "network": network, "mac": mac, "mtu": mtu, "vlan": vlan, "datapath": datapath,
+              "no_persist": no_persist}
+    if network is not None:  # attach --network NAME CONTAINER ADDR...: the bridge is br-int
+        params.update(bridge=None, container=bridge, addresses=[container] + list(addresses or []))
+    run(lambda: execute("attach", params, as_json))
 
 
 @app.command()
@@ -121,26 +97,11 @@ def detach(
 ) -> None:
     """Remove a container's interface from BRIDGE (port and veth)."""
 
-    def op() -> None:
-        from ovsfab.ops.detach import detach as do_detach  # noqa: PLC0415
-
-        if network is not None:  # detach --network NAME CONTAINER: OVN (cli/ovn_cmd.py)
-            from ovsfab.cli.ovn_cmd import detach_network  # noqa: PLC0415
-
-            return detach_network(network, bridge, ifname, if_exists, as_json)
-        if container is None:
-            from ovsfab.errors import InvalidInput  # noqa: PLC0415
-
-            raise InvalidInput("no container given", "ovsfab detach BRIDGE CONTAINER")
-        result = do_detach(bridge, container, ifname, if_exists, ovs_factory(bridge))
-        att = result.attachment
-        if att is None:
-            text = f"{container} has no {ifname} on {bridge}; nothing to do"
-        else:
-            text = f"detached {att.container_name} {att.ifname} from {att.bridge} (port {att.port} removed)"
-        emit(result.to_json(), as_json, text)
-
-    run(op)
+    params = {"bridge": bridge, "container": container, "ifname": ifname, "network": network,
+              "if_exists": if_exists}
+    if network is not None:  # detach --network NAME CONTAINER
+        params.update(bridge=None, container=bridge)
+    run(lambda: execute("detach", params, as_json))
 
 
 # -- sub-commands from other modules are registered below (one line each) --

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from ovsfab.cli.common import STATE, emit, run
+from ovsfab.cli.common import STATE, context, emit, run
 
 ovn_app = typer.Typer(help="Scale out on OVN: a central control plane and ovn-controller on every host.",
                       no_args_is_help=True)
@@ -24,7 +24,7 @@ def central(
     def op() -> None:
         from ovsfab.ovn.control import central as do_central  # noqa: PLC0415
 
-        res = do_central(address)
+        res = do_central(address, fault=context().fault)
         parts = []
         if res.started:
             parts.append("started " + ", ".join(res.started))
@@ -56,7 +56,7 @@ def join(
         from ovsfab.ovn.control import join as do_join  # noqa: PLC0415
 
         res = do_join(central_ip, encap=encap, encap_ip=encap_ip, system_id=system_id, hostname=hostname,
-                      datapath=datapath, ovs_remote=STATE.db)
+                      datapath=datapath, ovs_remote=STATE.db, fault=context().fault)
         what = "joined" if res.changed else "already joined"
         text = (f"{what} OVN central {central_ip} as chassis {res.system_id} "
                 f"({res.settings['ovn-encap-type']} from {res.settings['ovn-encap-ip']}); "
@@ -130,34 +130,3 @@ def apply(
     run(op)
 
 
-def attach_network(network: str, container: str, addresses: List[str], ifname: str, mac: Optional[str],
-                   mtu: Optional[str], no_persist: bool, as_json: bool) -> None:
-    """``ovsfab attach --network NAME CONTAINER ADDR...`` (called inside cli/main.py's ``run``)."""
-    from ovsfab.ovn.network import attach_network as do_attach  # noqa: PLC0415
-
-    res = do_attach(network, container, addresses, ifname=ifname, mac=mac,
-                    mtu=None if mtu in (None, "auto") else mtu, persist=not no_persist,
-                    ovs_remote=STATE.db)
-    for note in res.notes:
-        typer.echo(f"ovsfab: note: {note}", err=True)
-    att = res.attachment
-    addrs = ", ".join(str(a) for a in att.addresses)  # type: ignore[attr-defined]
-    bound = "bound" if res.bound else "not bound yet"
-    if res.changed:
-        text = (f"attached {att.container_name} {att.ifname} ({addrs}) to OVN network {network} "  # type: ignore[attr-defined]
-                f"as logical port {res.iface_id} ({bound})")
-    else:
-        text = f"{att.container_name} {att.ifname} is already on OVN network {network} ({bound})"  # type: ignore[attr-defined]
-    emit(res.to_json(), as_json, text)
-
-
-def detach_network(network: str, container: str, ifname: str, if_exists: bool, as_json: bool) -> None:
-    """``ovsfab detach --network NAME CONTAINER`` (called inside cli/main.py's ``run``)."""
-    from ovsfab.ovn.network import detach_network as do_detach  # noqa: PLC0415
-
-    res = do_detach(network, container, ifname, if_exists, ovs_remote=STATE.db)
-    if res.attachment is None:
-        text = f"{container} has no {ifname} on OVN network {network}; nothing to do"
-    else:
-        text = f"detached {res.attachment.container_name} {ifname} from OVN network {network}"  # type: ignore[attr-defined]
-    emit(res.to_json(), as_json, text)

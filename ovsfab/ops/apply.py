@@ -469,7 +469,8 @@ def _differences(rec: Attachment, new: NewAttachment) -> List[str]:
 # ---------------------------------------------------------------------------
 # 3..9 execute
 # ---------------------------------------------------------------------------
-def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = None) -> ApplyResult:
+def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = None,
+            fault: Optional[str] = None) -> ApplyResult:
     """Carry out a plan; undo everything on failure."""
     from ovsfab.ops.attach import attach  # noqa: PLC0415
     from ovsfab.ops.reconcile import request_of  # noqa: PLC0415
@@ -498,7 +499,7 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
         return nb[0]
 
     try:
-        with Plan("apply") as steps:
+        with Plan("apply", fault) as steps:
             # 3. uplinks (each its own operation; undone by uplink del)
             def uplinks() -> None:
                 for bridge, nic in plan.uplinks:
@@ -743,7 +744,7 @@ def host_needs_csum_off(datapath: str) -> bool:
 def apply(path: str, host: str, backend_factory: BackendFactory, dry_run: bool = False, prune: bool = False,
           progress: Optional[Progress] = None,
           on_plan: Optional[Callable[[ApplyPlan], None]] = None, wait: float = 0.0,
-          db_remote: Optional[str] = None) -> ApplyResult:
+          db_remote: Optional[str] = None, fault: Optional[str] = None) -> ApplyResult:
     """Load the file, plan this host's part, and (unless dry_run) carry it out.
 
     ``wait`` > 0: then wait up to that long for ``ovsfab check`` to pass
@@ -765,7 +766,7 @@ def apply(path: str, host: str, backend_factory: BackendFactory, dry_run: bool =
         if dry_run:
             return ApplyResult(plan, dry_run=True, changed=False,
                                timings={"total_s": round(time.monotonic() - t0, 4)})
-        result = execute(plan, backend, progress)
+        result = execute(plan, backend, progress, fault)
         result.timings["total_s"] = round(time.monotonic() - t0, 4)
     finally:
         backend.close()

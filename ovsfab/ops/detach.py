@@ -101,7 +101,8 @@ def _delete_leftover(port: str) -> bool:
 
 
 def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
-           backend_factory: Callable[[], Backend], network: Optional[str] = None) -> DetachResult:
+           backend_factory: Callable[[], Backend], network: Optional[str] = None,
+           fault: Optional[str] = None) -> DetachResult:
     """Detach (container, ifname) from a bridge.
 
     ``network``: the OVN network whose detach (ovsfab/ovn/network.py) calls
@@ -112,13 +113,14 @@ def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
     parse_name(ifname, "interface name")
     parse_target_spec(target_spec)
     require_root()
-    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, None)
+    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, None, fault)
 
 
 def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
-            backend_factory: Callable[[], Backend], network: Optional[str], locked: Optional[str]) -> DetachResult:
+            backend_factory: Callable[[], Backend], network: Optional[str], locked: Optional[str],
+            fault: Optional[str] = None) -> DetachResult:
     """:func:`detach`; ``locked``: the host-end name whose lock (ovsfab/ops/lock.py) the caller holds."""
-    with Plan("detach") as plan:
+    with Plan("detach", fault) as plan:
         backend = backend_factory()
         plan.add_undo("close backend", backend.close)
         att = plan.step("find", lambda: _find(backend, bridge, target_spec, ifname))
@@ -133,7 +135,7 @@ def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
                 # attach of this interface in flight is then done (and is
                 # detached as usual) or not begun (its veth is not touched).
                 with attachment_lock(port):
-                    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, port)
+                    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, port, fault)
             if port is not None and not recorded and _delete_leftover(port):
                 # A detach killed between del_port and the veth's deletion
                 # left the veth without its record: this retry finishes it.

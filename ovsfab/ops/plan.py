@@ -5,7 +5,8 @@ something registers its undo; when a later step fails, the done steps are
 undone in reverse order, undo errors are logged (never hide the first
 error), and the first error is re-raised.
 
-Test hook: when the environment variable ``OVSFAB_INJECT_FAULT`` names a
+Test hook: when the request's ``fault`` (a front end takes it from the
+environment variable ``OVSFAB_INJECT_FAULT``, see ovsfab/ops/context.py) names a
 step, the plan raises :class:`~ovsfab.errors.InjectedFault` right after that
 step was done, so tests can prove that every step is undone.  When it is
 ``kill:<step>``, the process sends itself SIGKILL at that point instead: no
@@ -35,10 +36,10 @@ KILL_PREFIX = "kill:"
 class Plan:
     """A context manager collecting undo actions of done steps."""
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, fault: Optional[str] = None) -> None:
         self.operation = operation
         self._undo: List[Tuple[str, Callable[[], object]]] = []
-        self._fault = os.environ.get(FAULT_ENV)
+        self._fault = fault
 
     def step(self, name: str, do: Callable[[], T], undo: Optional[Callable[[], object]] = None) -> T:
         """Run ``do``; remember ``undo`` for rollback; honour the fault hook."""
@@ -78,9 +79,9 @@ class Plan:
             self._undo.clear()
 
 
-def fault_point(name: str, operation: str) -> None:
+def fault_point(name: str, operation: str, fault: Optional[str]) -> None:
     """The test hook for code that is not a :class:`Plan` (reconcile's batch restore)."""
-    _inject(os.environ.get(FAULT_ENV), name, operation)
+    _inject(fault, name, operation)
 
 
 def _inject(fault: Optional[str], name: str, operation: str) -> None:

@@ -292,8 +292,9 @@ class Reconciler:
     """
 
     def __init__(self, backend: Backend, docker: Optional[DockerView] = None,
-                 should_stop: Optional[Callable[[], bool]] = None) -> None:
+                 should_stop: Optional[Callable[[], bool]] = None, fault: Optional[str] = None) -> None:
         self.backend = backend
+        self.fault = fault  # the test hook of the request (ovsfab/ops/plan.py)
         self.docker = docker if docker is not None else DockerView()
         self.should_stop = should_stop or (lambda: False)
         self._nl: Any = None
@@ -672,7 +673,7 @@ class Reconciler:
                         continue
                     staged.append((restored, target, inode))
                 timings["relink"] = time.monotonic() - t0
-                fault_point("restore-relink", "reconcile")
+                fault_point("restore-relink", "reconcile", self.fault)
             finally:
                 removal.result()  # joined whatever happened; raises if the removal failed
                 removed = True
@@ -693,7 +694,7 @@ class Reconciler:
                                      datapath=datapaths[restored.bridge], tag=restored.vlan))
                 done.append((restored, target, inode))
             timings["up"] = time.monotonic() - t1
-            fault_point("restore-up", "reconcile")
+            fault_point("restore-up", "reconcile", self.fault)
         except BaseException:
             # Veths made but not brought up go (container ends with them);
             # every record not yet re-added goes back as it was.
@@ -809,7 +810,8 @@ class Reconciler:
             LOG.error("could not put back the record of %s %s: %s", att.container_name, att.ifname, exc)
 
 
-def reconcile(backend_factory: Callable[[], Backend], dry_run: bool = False) -> ReconcileResult:
+def reconcile(backend_factory: Callable[[], Backend], dry_run: bool = False,
+              fault: Optional[str] = None) -> ReconcileResult:
     """One full pass with a fresh backend (``ovsfab reconcile``)."""
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
 
@@ -817,7 +819,7 @@ def reconcile(backend_factory: Callable[[], Backend], dry_run: bool = False) -> 
     backend = backend_factory()
     docker = DockerView()
     try:
-        return Reconciler(backend, docker).all(dry_run=dry_run)
+        return Reconciler(backend, docker, fault=fault).all(dry_run=dry_run)
     finally:
         docker.close()
         backend.close()

@@ -362,13 +362,13 @@ def _differences(found: Tunnel, req: TunnelRequest) -> List[str]:
 # ---------------------------------------------------------------------------
 # Operations
 # ---------------------------------------------------------------------------
-def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory) -> TunnelResult:
+def tunnel_add(req: TunnelRequest, backend_factory: BackendFactory, fault: Optional[str] = None) -> TunnelResult:
     """Add a tunnel port; idempotent; nothing left behind on failure."""
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
     from ovsfab.plumbing.links import L3Handle  # noqa: PLC0415
 
     require_root()
-    with Plan("tunnel add") as plan:
+    with Plan("tunnel add", fault) as plan:
         backend = plan.step("connect", backend_factory)
         plan.add_undo("close backend", backend.close)
         nl = L3Handle()

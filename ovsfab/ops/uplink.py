@@ -227,7 +227,7 @@ def find_uplink(backend: Backend, nic: str) -> Optional[OwnedPort]:
 
 
 def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
-               backend_factory: BackendFactory) -> UplinkResult:
+               backend_factory: BackendFactory, fault: Optional[str] = None) -> UplinkResult:
     """Make ``nic`` a port of ``bridge`` and move its L3 configuration onto the bridge."""
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
     from ovsfab.plumbing.links import L3Handle, L3Config  # noqa: PLC0415
@@ -236,7 +236,7 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
     if datapath not in ("auto", "system", "netdev"):
         raise InvalidInput(f"datapath {datapath!r} is unknown", "use auto, system or netdev")
     require_root()
-    with Plan("uplink add") as plan:
+    with Plan("uplink add", fault) as plan:
         backend = plan.step("connect", backend_factory)
         plan.add_undo("close backend", backend.close)
         nl = L3Handle()
@@ -364,14 +364,15 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
         return UplinkResult("uplink-add", up, changed=True, notes=notes)
 
 
-def uplink_del(bridge: str, nic: str, if_exists: bool, backend_factory: BackendFactory) -> UplinkResult:
+def uplink_del(bridge: str, nic: str, if_exists: bool, backend_factory: BackendFactory,
+               fault: Optional[str] = None) -> UplinkResult:
     """Undo ``uplink add``: addresses and routes back on the NIC, port removed."""
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
     from ovsfab.plumbing.links import L3Config, L3Handle  # noqa: PLC0415
 
     _check_names(bridge, nic)
     require_root()
-    with Plan("uplink del") as plan:
+    with Plan("uplink del", fault) as plan:
         backend = backend_factory()
         plan.add_undo("close backend", backend.close)
         rec = plan.step("find", lambda: find_uplink(backend, nic))

@@ -159,7 +159,7 @@ def _drop_listener(remote: str, db: str, root_table: str, target: str) -> None:
 
 
 def central(address: Optional[str] = None, rundir: Optional[str] = None, dbdir: Optional[str] = None,
-            timeout: float = 10.0) -> CentralResult:
+            timeout: float = 10.0, fault: Optional[str] = None) -> CentralResult:
     """Start or adopt NB/SB ovsdb-servers and ovn-northd; listen on ``address``."""
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
 
@@ -172,7 +172,7 @@ def central(address: Optional[str] = None, rundir: Optional[str] = None, dbdir: 
     require_root()
     daemons = CentralDaemons(rundir or ovn_rundir(), dbdir or ovn_dbdir())
     result = CentralResult(address=address, nb=tcp_remote(address, NB_PORT), sb=tcp_remote(address, SB_PORT))
-    with Plan("ovn-central") as plan:
+    with Plan("ovn-central", fault) as plan:
         for which, db, step in (("nb", NB_DB, "ovn-nb-db"), ("sb", SB_DB, "ovn-sb-db")):
             name = f"ovn{which}_db"
             if _answers(daemons.remote(which), db):
@@ -270,7 +270,7 @@ def joined_settings(remote: Optional[str] = None) -> Dict[str, str]:
 def join(central_ip: str, encap: str = "geneve", encap_ip: Optional[str] = None,
          system_id: Optional[str] = None, hostname: Optional[str] = None, datapath: str = "auto",
          ovs_remote: Optional[str] = None, rundir: Optional[str] = None,
-         timeout: float = 10.0) -> JoinResult:
+         timeout: float = 10.0, fault: Optional[str] = None) -> JoinResult:
     """Make this host an OVN chassis of the central at ``central_ip``."""
     from ovsfab.backends.ovs.idl import default_remote  # noqa: PLC0415
     from ovsfab.ops.attach import choose_datapath, require_root  # noqa: PLC0415
@@ -289,7 +289,7 @@ def join(central_ip: str, encap: str = "geneve", encap_ip: Optional[str] = None,
     nb = tcp_remote(central_ip, NB_PORT)
     ovs_dir = os.path.dirname(ovs_remote[len("unix:"):]) if ovs_remote.startswith("unix:") else ovs_rundir()
     controller = ControllerDaemon(rundir or ovn_rundir(), ovs_remote, ovs_dir)
-    with Plan("ovn-join") as plan:
+    with Plan("ovn-join", fault) as plan:
         def reach() -> None:
             fetch_schema(sb, SB_DB, time.monotonic() + timeout)
 

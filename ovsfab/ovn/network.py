@@ -343,7 +343,7 @@ def iface_id_for(network: str, system_id: str, port: str) -> str:
 def attach_network(network: str, target_spec: str, addresses: Sequence[str], ifname: str = "eth1",
                    mac: Optional[str] = None, mtu: Optional[int] = None, persist: bool = True,
                    wait: float = 10.0, ovs_remote: Optional[str] = None,
-                   subnet: Optional[str] = None) -> OvnAttachResult:
+                   subnet: Optional[str] = None, fault: Optional[str] = None) -> OvnAttachResult:
     """Attach a container to an OVN network; idempotent; nothing left behind on failure."""
     from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
     from ovsfab.ops.attach import attach, require_root  # noqa: PLC0415
@@ -355,7 +355,7 @@ def attach_network(network: str, target_spec: str, addresses: Sequence[str], ifn
                                 persist=persist)
     require_root()
     notes: List[str] = []
-    with Plan("ovn-attach") as plan:
+    with Plan("ovn-attach", fault) as plan:
         settings = plan.step("ovn-local", lambda: joined(ovs_remote))
         sid = settings["system-id"]
         if probe.mtu is None:
@@ -443,7 +443,7 @@ class OvnDetachResult:
 
 
 def detach_network(network: str, target_spec: str, ifname: str = "eth1", if_exists: bool = False,
-                   ovs_remote: Optional[str] = None) -> OvnDetachResult:
+                   ovs_remote: Optional[str] = None, fault: Optional[str] = None) -> OvnDetachResult:
     """Remove a container's port from an OVN network: logical port, OVS port, veth."""
     from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
@@ -453,7 +453,7 @@ def detach_network(network: str, target_spec: str, ifname: str = "eth1", if_exis
     parse_name(ifname, "interface name")
     require_root()
     factory = lambda: OvsBackend(ovs_remote)  # noqa: E731
-    with Plan("ovn-detach") as plan:
+    with Plan("ovn-detach", fault) as plan:
         settings = joined(ovs_remote)
 
         def find():  # noqa: ANN202

@@ -1,0 +1,81 @@
+"""What one request carries besides its arguments: where to act, and the test hook.
+
+Every front end (the CLI, the agent's socket, the Docker driver, the CNI
+plugin) builds a :class:`Context` for each request and hands it to
+:func:`ovsfab.ops.api.execute` as an argument.  Nothing below the front ends
+reads the environment for these: the agent serves requests from many clients
+with one process environment, so a request's OVSDB, backend and fault hook
+must travel with the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from ovsfab.errors import InvalidInput
+
+#: The backends a request may name (``auto``: follow an existing bridge, else OVS).
+BACKENDS = ("ovs", "linux", "auto")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Per-request context.
+
+    ``db``: the OVSDB remote (``unix:PATH`` or ``tcp:HOST:PORT``); a front end
+    resolves the default (``OVSFAB_DB``, ``$OVS_RUNDIR/db.sock``, the standard
+    socket) before it builds the context.  ``backend``: ``ovs``, ``linux`` or
+    ``auto``.  ``fault``: the test hook (a step name, or ``kill:STEP``; see
+    :mod:`ovsfab.ops.plan`).  ``docker_host``: dockerd's API socket, None for
+    the default.
+    """
+
+    db: str
+    backend: str = "ovs"
+    fault: Optional[str] = None
+    docker_host: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InvalidInput(f"backend {self.backend!r} is unknown", "use --backend ovs, linux or auto")
+        if not isinstance(self.db, str) or not self.db:
+            raise InvalidInput("no OVSDB remote given", "e.g. --db unix:/var/run/openvswitch/db.sock")
+
+    def backend_factory(self, bridge: Optional[str] = None,
+                        notes: Optional[Callable[[str], None]] = None) -> Callable[[], Any]:
+        """A factory of connected backends of this context's kind.
+
+        ``bridge`` lets ``auto`` follow an existing bridge's kind; ``notes``
+        receives what ``auto`` chose when it was not obvious.
+        """
+
+        def factory() -> Any:
+            from ovsfab.backends.factory import choose  # noqa: PLC0415
+
+            backend, note = choose(self.backend, db=self.db, bridge=bridge)
+            if note and notes is not None:
+                notes(note)
+            return backend
+
+        return factory
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Context":
+        """A context from its wire form; InvalidInput for anything malformed."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput("the request's context is not an object")
+        known = {"db", "backend", "fault", "docker_host"}
+        extra = set(data) - known
+        if extra:
+            raise InvalidInput(f"unknown context field(s): {', '.join(sorted(extra))}")
+        for key in ("fault", "docker_host"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise InvalidInput(f"context field {key} must be a string")
+        if not isinstance(data.get("backend", "ovs"), str):
+            raise InvalidInput("context field backend must be a string")
+        return cls(db=data.get("db"), backend=data.get("backend", "ovs"),  # type: ignore[arg-type]
+                   fault=data.get("fault"), docker_host=data.get("docker_host"))
