@@ -202,7 +202,7 @@ class Target:
     or ``pid:N``); ``netns_path`` is the namespace file ovsfab opens.
     """
 
-    kind: str  # "docker" | "netns" | "pid"
+    kind: str  # "docker" | "netns" | "pid" | "cni"
     key: str
     name: str
     pid: Optional[int]
@@ -265,6 +265,16 @@ def parse_target_spec(value: str) -> Tuple[str, str]:
         if not name or "/" in name or name in (".", "..") or any(c.isspace() or not c.isprintable() for c in name):
             raise InvalidInput(f"netns name in {value!r} is not valid", "give netns:NAME as listed in /run/netns")
         return "netns", name
+    if value.startswith("cni:"):
+        # A CNI attachment: the runtime's container ID is the stable key (the
+        # host-end name derives from it), the netns path comes with each
+        # request (CNI_NETNS), so it is not part of the spec.  Charset: the
+        # CNI spec's rule for CNI_CONTAINERID.
+        ref = value[len("cni:"):]
+        if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", ref) or len(ref) > 255:
+            raise InvalidInput(f"CNI container ID in {value!r} is not valid",
+                               "letters, digits, '_', '.' and '-', starting with a letter or digit")
+        return "cni", ref
     if value.startswith("pid:"):
         text = value[len("pid:"):]
         if not text.isascii() or not text.isdigit() or int(text) <= 0:

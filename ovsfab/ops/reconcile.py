@@ -455,6 +455,8 @@ class Reconciler:
     @staticmethod
     def _state(att: Attachment, docker_states: Optional[Dict[str, str]]) -> str:
         kind, ref = target_kind(att)
+        if kind == "cni":
+            return UNKNOWN  # the container runtime owns it: CNI DEL removes it, reconcile never does
         if kind == "netns":
             from ovsfab.plumbing.netns import named_path  # noqa: PLC0415
 
@@ -475,7 +477,7 @@ class Reconciler:
         kind, _ = target_kind(att)
         try:
             if state == UNKNOWN:
-                return Action(SKIPPED, att, "dockerd unreachable")
+                return Action(SKIPPED, att, "owned by the CNI runtime" if kind == "cni" else "dockerd unreachable")
             if state == GONE:
                 reason = {"netns": "network namespace gone", "pid": "process gone"}.get(kind, "container removed")
                 return self._remove(att, reason, dry_run)

@@ -15,12 +15,16 @@ LOG = logging.getLogger(__name__)
 DOCKER_TIMEOUT = 10
 
 
-def _docker_client():
+def docker_url(docker_host: Optional[str] = None) -> str:
+    """dockerd's API address: the request's, else this process's DOCKER_HOST, else the standard socket."""
+    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _docker_client(docker_host: Optional[str] = None):
     """A low-level Docker API client (the SDK is imported only here)."""
     import docker  # noqa: PLC0415 - lazy: ~160 ms of imports
 
-    base_url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    return docker.APIClient(base_url=base_url, timeout=DOCKER_TIMEOUT)
+    return docker.APIClient(base_url=docker_url(docker_host), timeout=DOCKER_TIMEOUT)
 
 
 #: One client per DOCKER_HOST for lookups, kept for the life of the process:
@@ -29,20 +33,20 @@ def _docker_client():
 _INSPECT_CLIENTS: Dict[str, object] = {}
 
 
-def _inspect_client():  # -> docker.APIClient
-    base_url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+def _inspect_client(docker_host: Optional[str] = None):  # -> docker.APIClient
+    base_url = docker_url(docker_host)
     client = _INSPECT_CLIENTS.get(base_url)
     if client is None:
-        client = _INSPECT_CLIENTS[base_url] = _docker_client()
+        client = _INSPECT_CLIENTS[base_url] = _docker_client(base_url)
     return client
 
 
-def _inspect_docker(ref: str) -> dict:
+def _inspect_docker(ref: str, docker_host: Optional[str] = None) -> dict:
     import docker.errors  # noqa: PLC0415
     import requests.exceptions  # noqa: PLC0415
 
     try:
-        return _inspect_client().inspect_container(ref)
+        return _inspect_client(docker_host).inspect_container(ref)
     except docker.errors.NotFound:
         raise NotFound(f"no Docker container named {ref!r}",
                        "check `docker ps -a`, or use netns:NAME / pid:N for non-Docker targets") from None
@@ -53,7 +57,7 @@ def _inspect_docker(ref: str) -> dict:
                           "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N") from None
 
 
-def resolve(spec: str, require_running: bool = True) -> Target:
+def resolve(spec: str, require_running: bool = True, docker_host: Optional[str] = None) -> Target:
     """Find the network namespace a target refers to.
 
     Raises NotFound for unknown targets and Conflict for containers that are
@@ -66,6 +70,10 @@ def resolve(spec: str, require_running: bool = True) -> Target:
             raise NotFound(f"no network namespace named {ref!r} in /run/netns",
                            "create it with `ip netns add` or check the name")
         target = Target("netns", f"netns:{ref}", ref, None, path)
+    elif kind == "cni":
+        # Only the CNI plugin knows the namespace (CNI_NETNS); it builds the Target itself.
+        raise NotFound(f"{spec} is a CNI attachment: its network namespace is known only to the runtime",
+                       "let the container runtime remove it (CNI DEL)")
     elif kind == "pid":
         pid = int(ref)
         path = f"/proc/{pid}/ns/net"
@@ -73,7 +81,7 @@ def resolve(spec: str, require_running: bool = True) -> Target:
             raise NotFound(f"no process with PID {pid}", "check the PID")
         target = Target("pid", f"pid:{pid}", _comm(pid) or f"pid{pid}", pid, path)
     else:
-        info = _inspect_docker(ref)
+        info = _inspect_docker(ref, docker_host)
         state = info.get("State") or {}
         name = (info.get("Name") or ref).lstrip("/")
         pid = int(state.get("Pid") or 0)
