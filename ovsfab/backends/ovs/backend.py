@@ -20,9 +20,9 @@ LOG = logging.getLogger(__name__)
 COLUMNS: Dict[str, List[str]] = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
     "Bridge": ["name", "ports", "datapath_type", "external_ids", "other_config"],
-    "Port": ["name", "interfaces", "tag", "external_ids", "protected"],
+    "Port": ["name", "interfaces", "tag", "external_ids", "protected", "trunks"],
     "Interface": ["name", "type", "ofport", "error", "external_ids", "options", "link_state", "bfd",
-                  "bfd_status"],
+                  "bfd_status", "ofport_request"],
 }
 
 
@@ -311,6 +311,46 @@ class OvsBackend(Backend):
                 iface.bfd = bfd
 
         self.session.transact(build, comment=f"ovsfab: bfd of tunnel {port}")
+
+    def set_port_extras(self, port: str, *, trunks: Optional[List[int]] = None,
+                        ofport_request: Optional[int] = None,
+                        external_ids: Optional[Dict[str, str]] = None) -> None:
+        """Trunk VLANs, a requested OpenFlow port number and extra external_ids of one port.
+
+        The CNI plugin's ovs-cni options (``trunk``, ``ofport_request``) and
+        its ownership record; one transaction.  Raises NotFound for no port.
+        """
+        def build(txn: ovs.db.idl.Transaction) -> None:
+            row = self._port(port)
+            if row is None:
+                raise NotFound(f"no OVS port named {port}")
+            if trunks is not None:
+                row.trunks = sorted(trunks)
+            if external_ids:
+                merged = dict(row.external_ids)
+                merged.update(external_ids)
+                row.external_ids = merged
+            for iface in row.interfaces:
+                if iface.name == port:
+                    if ofport_request is not None:
+                        iface.ofport_request = [ofport_request]
+                    if external_ids:
+                        merged = dict(iface.external_ids)
+                        merged.update(external_ids)
+                        iface.external_ids = merged
+
+        self.session.transact(build, comment=f"ovsfab: extras of port {port}")
+
+    def port_extras(self, port: str) -> Tuple[List[int], Optional[int]]:
+        """(trunks, ofport_request) of one port, as recorded (empty, None: none)."""
+        row = self._port(port)
+        if row is None:
+            return [], None
+        req = None
+        for iface in row.interfaces:
+            if iface.name == port:
+                req = _opt(iface.ofport_request)
+        return sorted(int(t) for t in row.trunks), req  # type: ignore[return-value]
 
     # -- ovsfab reconcile: many ports per transaction (additive) ----------
     # Restoring 100 containers one port at a time costs 200 transactions,
