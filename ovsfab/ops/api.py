@@ -257,3 +257,5 @@ def describe() -> List[Dict[str, Any]]:
     """The operations and their parameters (for docs and for clients)."""
     return [{"name": op.name, "params": dict(op.params), "required": list(op.required), "changes": op.changes,
              "doc": op.doc} for op in OPERATIONS.values()]
+
+OPERATIONS.update({op.name: op for op in __import__("ovsfab.ops.cni", fromlist=["OPERATIONS"]).OPERATIONS})  # noqa: E402 - CNI (issue #19)
