@@ -1,0 +1,241 @@
+"""The request: the network configuration (stdin) and ``CNI_*`` (environment), checked.
+
+Options, and what ovs-cni users keep (docs/cni.md has the table):
+
+* ``bridge`` (required), ``vlan``, ``trunk`` (ovs-cni's list of ``{"id"}`` /
+  ``{"minID", "maxID"}``), ``mtu``, ``ofport_request``, ``configuration_path``,
+  ``socket_file``: as in ovs-cni.
+* ``mac``: the container end's MAC (also ``runtimeConfig.mac`` and
+  ``CNI_ARGS`` ``MAC=``).
+* ``ovsdb``: an OVSDB remote as ovsfab takes it (``unix:PATH``, ``tcp:H:P``);
+  wins over ``socket_file``.
+* ``ovs_netns``: the network namespace ovs-vswitchd runs in (a path, or a
+  name in /run/netns); the veths' host ends are made there.  Default: the
+  plugin's own (the host's).
+* ``network`` (an OVN logical switch) is refused: not supported by the CNI
+  plugin yet (error 2).
+
+Unknown keys are ignored, as the spec lets plugins of a chain do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from ovsfab.cni.errors import (DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV,
+                               UNSUPPORTED_FIELD, CniError)
+
+#: The spec versions this plugin speaks (results are given in the request's).
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+#: Where ovs-cni looks for its flat configuration file when none is named.
+FLATFILE_DEFAULTS = ("/etc/kubernetes/cni/net.d/ovs.d/ovs.conf", "/etc/cni/net.d/ovs.d/ovs.conf")
+#: ovs-cni's default OVSDB socket.
+DEFAULT_SOCKET = "/var/run/openvswitch/db.sock"
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+#: Commands that act on one container's interface.
+CONTAINER_COMMANDS = ("ADD", "DEL", "CHECK")
+#: Commands that came with spec 1.1.0.
+V11_COMMANDS = ("STATUS", "GC")
+
+
+@dataclass
+class Request:
+    """One CNI request, checked; the raw configuration goes to the IPAM plugin unchanged."""
+
+    command: str
+    cni_version: str
+    netconf: Dict[str, Any]
+    name: str = ""
+    container_id: str = ""
+    netns: str = ""
+    ifname: str = ""
+    bridge: str = ""
+    vlan: Optional[int] = None
+    trunk: List[str] = field(default_factory=list)
+    mtu: Optional[int] = None
+    mac: Optional[str] = None
+    ofport_request: Optional[int] = None
+    db: str = "unix:" + DEFAULT_SOCKET
+    ovs_netns: Optional[str] = None
+    ipam_type: Optional[str] = None
+    prev_result: Optional[Dict[str, Any]] = None
+    pod_name: Optional[str] = None
+    valid_attachments: List[str] = field(default_factory=list)
+
+
+def version_of(stdin: bytes) -> str:
+    """The cniVersion of a configuration, for error objects (the newest when unreadable)."""
+    try:
+        doc = json.loads(stdin or b"{}")
+        version = doc.get("cniVersion") if isinstance(doc, dict) else None
+    except ValueError:
+        version = None
+    return version if isinstance(version, str) and version in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[-1]
+
+
+def _int(conf: Mapping[str, Any], key: str) -> Optional[int]:
+    value = conf.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CniError(INVALID_CONFIG, f"{key} must be an integer, not {type(value).__name__}")
+    return value
+
+
+def _str(conf: Mapping[str, Any], key: str) -> Optional[str]:
+    value = conf.get(key)
+    if value is not None and not isinstance(value, str):
+        raise CniError(INVALID_CONFIG, f"{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _trunk(value: Any) -> List[str]:
+    """ovs-cni's trunk list into ``"42"`` / ``"1000-1010"`` items."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CniError(INVALID_CONFIG, "trunk must be a list", 'e.g. [{"id": 42}, {"minID": 100, "maxID": 200}]')
+    out = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise CniError(INVALID_CONFIG, f"trunk item {item!r} is not an object", 'e.g. {"id": 42}')
+        nums = {k: item.get(k) for k in ("id", "minID", "maxID") if item.get(k) is not None}
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in nums.values()):
+            raise CniError(INVALID_CONFIG, f"trunk item {item!r} has a non-integer VLAN")
+        if "id" in nums and len(nums) == 1:
+            out.append(str(nums["id"]))
+        elif set(nums) == {"minID", "maxID"}:
+            out.append(f"{nums['minID']}-{nums['maxID']}")
+        else:
+            raise CniError(INVALID_CONFIG, f"trunk item {item!r} is neither {{id}} nor {{minID, maxID}}")
+    return out
+
+
+def _flatfile(path: Optional[str]) -> Dict[str, Any]:
+    """ovs-cni's flat configuration file (``socket_file`` & co), or {} when there is none."""
+    candidates = [path] if path else list(FLATFILE_DEFAULTS)
+    for candidate in candidates:
+        try:
+            with open(candidate, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except FileNotFoundError:
+            if path:
+                raise CniError(INVALID_CONFIG, f"configuration_path {path} does not exist") from None
+            continue
+        except (OSError, ValueError) as exc:
+            raise CniError(INVALID_CONFIG, f"cannot read configuration file {candidate}: {exc}") from None
+        if not isinstance(doc, dict):
+            raise CniError(INVALID_CONFIG, f"configuration file {candidate} is not a JSON object")
+        return doc
+    return {}
+
+
+def _db(conf: Mapping[str, Any], flat: Mapping[str, Any]) -> str:
+    """The OVSDB remote: ``ovsdb``, else ``socket_file`` (ovs-cni), from the config, else the flat file."""
+    for source in (conf, flat):
+        remote = _str(source, "ovsdb")
+        if remote:
+            return remote
+        sock = _str(source, "socket_file")
+        if sock:
+            return sock if sock.startswith(("unix:", "tcp:", "ssl:")) else "unix:" + sock
+    return "unix:" + DEFAULT_SOCKET
+
+
+def _ovs_netns(value: Optional[str]) -> Optional[str]:
+    if not value:
+        return None
+    return value if "/" in value else os.path.join("/run/netns", value)
+
+
+def _cni_args(text: str) -> Dict[str, str]:
+    """``CNI_ARGS`` (``K=V;K=V``)."""
+    out = {}
+    for part in text.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def parse(stdin: bytes, environ: Mapping[str, str]) -> Request:
+    """Check the environment and configuration of one request; CniError with the spec's code otherwise."""
+    command = environ.get("CNI_COMMAND", "")
+    if command not in COMMANDS:
+        raise CniError(INVALID_ENV, f"CNI_COMMAND {command!r} is not one of {', '.join(COMMANDS)}")
+    try:
+        conf = json.loads(stdin or b"")
+    except ValueError as exc:
+        raise CniError(DECODE_FAILURE, f"the network configuration is not JSON: {exc}") from None
+    if not isinstance(conf, dict):
+        raise CniError(DECODE_FAILURE, "the network configuration is not a JSON object")
+    version = conf.get("cniVersion")
+    if version not in SUPPORTED_VERSIONS:
+        raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {version!r} is not supported",
+                       f"supported: {', '.join(SUPPORTED_VERSIONS)}")
+    req = Request(command=command, cni_version=version, netconf=conf)
+    if command == "VERSION":
+        return req
+    if command in V11_COMMANDS and version != "1.1.0":
+        raise CniError(INCOMPATIBLE_VERSION, f"{command} needs cniVersion 1.1.0, the configuration says {version}")
+    if command == "CHECK" and version in ("0.3.0", "0.3.1"):
+        raise CniError(INCOMPATIBLE_VERSION, f"CHECK needs cniVersion 0.4.0 or later, not {version}")
+    name = _str(conf, "name")
+    if not name:
+        raise CniError(INVALID_CONFIG, "the network configuration has no name")
+    req.name = name
+    if conf.get("network") is not None:
+        raise CniError(UNSUPPORTED_FIELD, "network (an OVN logical switch) is not supported by ovsfab-cni yet",
+                       "use bridge; OVN networks attach with `ovsfab attach --network`")
+    if conf.get("deviceID") is not None:
+        raise CniError(UNSUPPORTED_FIELD, "deviceID (SR-IOV) is not supported by ovsfab-cni", "use a veth (no deviceID)")
+    flat = _flatfile(_str(conf, "configuration_path"))
+    req.db = _db(conf, flat)
+    req.ovs_netns = _ovs_netns(_str(conf, "ovs_netns") or _str(flat, "ovs_netns"))
+    bridge = _str(conf, "bridge")
+    if command != "GC" or bridge is not None:
+        if not bridge and command != "STATUS":
+            raise CniError(INVALID_CONFIG, "the network configuration has no bridge", 'e.g. "bridge": "br0"')
+        req.bridge = bridge or ""
+    req.vlan = _int(conf, "vlan")
+    req.trunk = _trunk(conf.get("trunk"))
+    req.mtu = _int(conf, "mtu")
+    req.ofport_request = _int(conf, "ofport_request")
+    req.mac = _str(conf, "mac")
+    runtime = conf.get("runtimeConfig") or {}
+    if isinstance(runtime, dict) and isinstance(runtime.get("mac"), str):
+        req.mac = runtime["mac"]
+    ipam = conf.get("ipam")
+    if ipam is not None:
+        if not isinstance(ipam, dict):
+            raise CniError(INVALID_CONFIG, "ipam must be an object")
+        if ipam:  # {} means none, as for the reference plugins
+            req.ipam_type = _str(ipam, "type")
+            if not req.ipam_type:
+                raise CniError(INVALID_CONFIG, "ipam has no type", "e.g. host-local, static or dhcp")
+    prev = conf.get("prevResult")
+    if prev is not None and not isinstance(prev, dict):
+        raise CniError(INVALID_CONFIG, "prevResult must be an object")
+    req.prev_result = prev
+    if command == "GC":
+        valid = conf.get("cni.dev/valid-attachments") or []
+        if not isinstance(valid, list) or not all(isinstance(v, dict) for v in valid):
+            raise CniError(INVALID_CONFIG, "cni.dev/valid-attachments must be a list of objects")
+        req.valid_attachments = [f"{v.get('containerID', '')}/{v.get('ifname', '')}" for v in valid]
+    if command in CONTAINER_COMMANDS:
+        for var in ("CNI_CONTAINERID", "CNI_IFNAME"):
+            if not environ.get(var):
+                raise CniError(INVALID_ENV, f"{var} is not set", "the runtime sets it")
+        req.container_id = environ["CNI_CONTAINERID"]
+        req.ifname = environ["CNI_IFNAME"]
+        req.netns = environ.get("CNI_NETNS", "")
+        if command != "DEL" and not req.netns:
+            raise CniError(INVALID_ENV, "CNI_NETNS is not set", f"{command} needs the container's namespace")
+        args = _cni_args(environ.get("CNI_ARGS", ""))
+        req.pod_name = args.get("K8S_POD_NAME")
+        if args.get("MAC"):
+            req.mac = args["MAC"]
+    return req
