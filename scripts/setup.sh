@@ -11,7 +11,8 @@ VENV="$REPO/.venv"
 PKGS=(openvswitch-switch docker.io busybox-static iputils-ping iproute2 iperf3
       python3-venv ethtool util-linux tar
       ruby shellcheck    # ruby -c Vagrantfile and shellcheck run in tests/test_packaging.py
-      ovn-central ovn-host)   # ovsfab ovn, tests/test_ovn.py (daemons started privately, see below)
+      ovn-central ovn-host    # ovsfab ovn, tests/test_ovn.py (daemons started privately, see below)
+      podman containernetworking-plugins)   # ovsfab-cni: tests/test_cni*.py, bench/bench_cni.py
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -69,6 +70,21 @@ else
     log "venv up to date"
 fi
 
+# --- ovsfab-cni in the CNI bin directory ---------------------------------------
+# A wrapper named "ovsfab" (the conflist's "type") that runs the venv's
+# console entry; Debian's runtimes look in /usr/lib/cni (docs/cni.md).
+CNI_BIN="${OVSFAB_CNI_BIN:-/usr/lib/cni}"
+mkdir -p "$CNI_BIN"
+wrapper="#!/bin/sh
+# ovsfab CNI plugin, installed by scripts/setup.sh (docs/cni.md)
+exec \"$VENV/bin/ovsfab-cni\" \"\$@\""
+if [ "$(cat "$CNI_BIN/ovsfab" 2>/dev/null)" != "$wrapper" ]; then
+    log "installing the ovsfab CNI plugin as $CNI_BIN/ovsfab"
+    printf '%s\n' "$wrapper" >"$CNI_BIN/ovsfab.tmp"
+    chmod 755 "$CNI_BIN/ovsfab.tmp"
+    mv "$CNI_BIN/ovsfab.tmp" "$CNI_BIN/ovsfab"
+fi
+
 # --- dockerd ----------------------------------------------------------------
 docker_ok() { timeout 10 docker ps -q >/dev/null 2>&1; }
 if docker_ok; then
@@ -108,7 +124,7 @@ fi
 
 # --- sanity -----------------------------------------------------------------
 for tool in ovsdb-server ovs-vswitchd ovs-vsctl ovsdb-tool ip nsenter unshare ethtool busybox \
-            ovn-northd ovn-controller ovn-nbctl; do
+            ovn-northd ovn-controller ovn-nbctl podman; do
     command -v "$tool" >/dev/null || { log "missing tool after install: $tool"; exit 1; }
 done
 [ -r /usr/share/openvswitch/vswitch.ovsschema ] || { log "OVS schema missing"; exit 1; }
