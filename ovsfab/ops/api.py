@@ -259,3 +259,13 @@ def describe() -> List[Dict[str, Any]]:
              "doc": op.doc} for op in OPERATIONS.values()]
 
 OPERATIONS.update({op.name: op for op in __import__("ovsfab.ops.cni", fromlist=["OPERATIONS"]).OPERATIONS})  # noqa: E402 - CNI (issue #19)
+
+
+def _endpoint_ops() -> List[Operation]:
+    """The Docker driver's operations (ovsfab/ops/endpoint.py, issue #18), imported here, not by it."""
+    from ovsfab.ops.endpoint import OPERATIONS as ops  # noqa: PLC0415
+
+    return ops
+
+
+OPERATIONS.update({op.name: op for op in _endpoint_ops()})
