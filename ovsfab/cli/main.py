@@ -134,3 +134,4 @@ def main() -> None:
         group(prog_name="ovsfab")
         return
     app(prog_name="ovsfab")
+from ovsfab.cli import driver_cmd; app.command("docker-driver")(driver_cmd.docker_driver)  # noqa: E402,E702 - issue #18
