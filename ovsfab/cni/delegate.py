@@ -17,7 +17,7 @@ import os
 import subprocess
 from typing import Any, Dict, Mapping, Optional
 
-from ovsfab.cni.errors import DECODE_FAILURE, INVALID_CONFIG, INVALID_ENV, IO_FAILURE, CniError
+from ovsfab.cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV, IO_FAILURE, CniError
 
 #: The longest an IPAM plugin may take (dhcp waits for a lease; 60 s is its own limit).
 TIMEOUT = 90.0
@@ -44,6 +44,20 @@ def delegate(plugin_type: str, command: str, netconf: Mapping[str, Any],
     Its error object becomes a :class:`CniError` with the same code, so the
     runtime sees what the IPAM plugin said.
     """
+    try:
+        return _run(plugin_type, command, netconf, environ)
+    except CniError as exc:
+        # 1.1.0 changed no result type of ADD/DEL/CHECK, and Debian's IPAM
+        # plugins (1.1.x) stop at 1.0.0: ask them in 1.0.0 rather than fail.
+        if exc.code != INCOMPATIBLE_VERSION or netconf.get("cniVersion") != "1.1.0" \
+                or command not in ("ADD", "DEL", "CHECK"):
+            raise
+    return _run(plugin_type, command, {**netconf, "cniVersion": "1.0.0"}, environ)
+
+
+def _run(plugin_type: str, command: str, netconf: Mapping[str, Any],
+         environ: Mapping[str, str]) -> Optional[Dict[str, Any]]:
+    """One execution of the plugin (see :func:`delegate`)."""
     path = find_plugin(plugin_type, environ.get("CNI_PATH", ""))
     env = dict(environ)
     env["CNI_COMMAND"] = command

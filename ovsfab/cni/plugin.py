@@ -83,8 +83,7 @@ def cmd_gc(req: config.Request, environ: Mapping[str, str]) -> None:
     """GC: this network's attachments not in cni.dev/valid-attachments; then IPAM's GC."""
     run_operation("cni.gc", {"network_name": req.name, "valid": req.valid_attachments,
                              "bridge": req.bridge or None, "ovs_netns": req.ovs_netns}, _context(req, environ))
-    if req.ipam_type:
-        delegate(req.ipam_type, "GC", req.netconf, environ)
+    _optional_ipam(req, "GC", environ)
 
 
 def cmd_status(req: config.Request, environ: Mapping[str, str]) -> None:
@@ -94,8 +93,22 @@ def cmd_status(req: config.Request, environ: Mapping[str, str]) -> None:
                       _context(req, environ))
     except OvsfabError as exc:
         raise CniError.from_ovsfab(exc, status=True) from None
-    if req.ipam_type:
-        delegate(req.ipam_type, "STATUS", req.netconf, environ)
+    _optional_ipam(req, "STATUS", environ)
+
+
+def _optional_ipam(req: config.Request, command: str, environ: Mapping[str, str]) -> None:
+    """GC and STATUS of an IPAM plugin that may predate them: asked only when its VERSION says 1.1.0.
+
+    Older plugins do not refuse an unknown command cleanly (host-local 1.1
+    answers GC with "missing containerID"), so their VERSION decides.
+    """
+    if not req.ipam_type:
+        return
+    versions = (delegate(req.ipam_type, "VERSION", req.netconf, environ) or {}).get("supportedVersions") or []
+    if "1.1.0" not in versions:
+        LOG.info("IPAM plugin %s predates %s (spec 1.1.0): skipped", req.ipam_type, command)
+        return
+    delegate(req.ipam_type, command, req.netconf, environ)
 
 
 def handle(stdin: bytes, environ: Mapping[str, str]) -> Tuple[int, Optional[Dict[str, Any]]]:
