@@ -69,12 +69,12 @@ class Agent:
         return self.log.read_text()
 
     def served(self) -> int:
-        return self.text().count("cli: ovsfab ")
+        return self.text().count(" op: ")
 
     def request_ms(self) -> List[float]:
         """The agent's own time for each request it served (its log: ``... -> exit 0 (12 ms)``)."""
         return [float(line.rsplit("(", 1)[1].split(" ms)")[0]) for line in self.text().splitlines()
-                if "cli: ovsfab " in line and line.endswith(" ms)")]
+                if " op: " in line and line.endswith(" ms)")]
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -153,11 +153,11 @@ class Agent:
         _wall(_cmd(host, ["show"]), env)
 
     def served(self) -> int:
-        return self.log.read_text().count("cli: ovsfab ")
+        return self.log.read_text().count(" op: ")
 
     def served_ms(self) -> List[float]:
         """The agent's own time for each command it served (from its log lines)."""
-        return [float(m) for m in re.findall(r"cli: ovsfab .* \((\d+) ms\)", self.log.read_text())]
+        return [float(m) for m in re.findall(r" op: .* \((\d+) ms\)", self.log.read_text())]
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -21,7 +21,9 @@ Exit codes (documented in docs/cli.md):
 
 from __future__ import annotations
 
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no typing import at run time: the lean client imports this module
+    from typing import Optional
 
 
 class OvsfabError(Exception):
@@ -29,7 +31,7 @@ class OvsfabError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, remedy: Optional[str] = None) -> None:
+    def __init__(self, message: str, remedy: "Optional[str]" = None) -> None:
         super().__init__(message)
         self.message = message
         self.remedy = remedy
@@ -84,3 +86,24 @@ class NotConverged(OvsfabError):
 
 class InjectedFault(OperationFailed):
     """Raised by the test hook OVSFAB_INJECT_FAULT after a named step."""
+
+
+def from_errno(exc: BaseException, what: str) -> OvsfabError:
+    """The ovsfab error for a kernel (netlink, ioctl) failure, by its errno.
+
+    pyroute2's NetlinkError carries the errno in ``code``, an OSError in
+    ``errno``.  Shared by the netlink plumbing and the Linux backend.
+    """
+    import errno  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    code = getattr(exc, "code", None) or getattr(exc, "errno", None) or 0
+    reason = os.strerror(code) if code else str(exc)
+    if code == errno.EPERM:
+        return PermissionDenied(f"{what}: {reason}", "run ovsfab as root")
+    if code == errno.EEXIST:
+        return Conflict(f"{what}: an interface of that name exists")
+    if code in (errno.ENODEV, errno.ENOENT):
+        return NotFound(f"{what}: {reason}")
+    return OperationFailed(f"{what}: {reason}")
+

@@ -1,25 +1,16 @@
-"""The agent's control socket: ``ovsfab attach`` / ``detach`` / ``show`` / ``inspect`` run by the warm agent.
+"""The agent's control socket: any operation of the operations API, run by the warm agent.
 
-The client side is :mod:`ovsfab.cli.fast`.  One request per connection: the
-client sends one JSON object (argv, the environment the CLI reads, its cwd
-and network namespace) and shuts down its sending side; the agent answers
-with one JSON object ``{"v", "code", "stdout", "stderr"}`` and closes.
-
-Identical behaviour by construction: the agent runs the very typer command
-the client would have run (same validation, same messages, same exit codes,
-same ``--json``), with the client's environment in place (``OVSFAB_DB``,
-``OVS_RUNDIR``, ``OVSFAB_INJECT_FAULT``, ...) and its stdout/stderr captured.
-The one difference is where the time goes: the IDL session is the agent's
-own, already synced (a one-round-trip barrier first makes it as fresh as a
-new session would be), and python-ovs, pyroute2 and the docker SDK are
-already imported.
-
-``show`` and ``inspect`` read OVSDB through :data:`ovsfab.ops.inspect.WARM_SESSION`:
-the agent's own session when it monitors every column they read, else a
-second read-only session the server keeps warm (:class:`InspectSessions`),
-each brought up to date by the same barrier.  They colour their tree for the
-client's stdout, which the request says is a terminal or not
-(:data:`ovsfab.cli.inspect_view.CLIENT_STDOUT_TTY`).
+The client side is :mod:`ovsfab.cli.fast`; the wire format is
+:mod:`ovsfab.agent.protocol` (protocol 2): the client sends an operation,
+its parameters and its context (OVSDB remote, backend, fault hook), and gets
+the operation's result JSON or its error back, which it renders with
+:mod:`ovsfab.cli.render` exactly as the in-process CLI does.  Nothing is
+swapped per request: the request's context is an argument of
+:func:`ovsfab.ops.api.execute`, with two providers added here so that the
+operation uses the agent's warm connections: the agent's own IDL session as
+the backend when the request names the agent's OVSDB and the OVS backend
+(:func:`_barrier` first makes it as fresh as a new session would be), and a
+warm read-only session for ``show`` / ``inspect`` (:class:`InspectSessions`).
 
 Security: the socket is created mode 0600 owned by root, in a directory only
 root can write; every peer's credentials are checked with SO_PEERCRED and a
@@ -34,19 +25,41 @@ not thread safe), one at a time, between reconcile actions.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import socket
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ovsfab.agent.intake import Intake, send_reply
-from ovsfab.cli.fast import FORWARD_ENV, PROTOCOL, eligible, netns_id, socket_path
+from ovsfab.agent.protocol import PROTOCOL, netns_id, socket_path
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError
 
 LOG = logging.getLogger("ovsfab.agent")
 
+
+
+#: sd_listen_fds(3): passed sockets start at this descriptor.
+SD_LISTEN_FDS_START = 3
+
+
+def listen_fd_from_systemd(environ: Dict[str, str]) -> Optional[int]:
+    """The listening socket systemd passed by socket activation, or None (stdlib only: sd_listen_fds(3)).
+
+    Only when ``LISTEN_PID`` is this process (the variables are inherited
+    by children otherwise) and ``LISTEN_FDS`` is at least 1; the variables
+    are then removed, as sd_listen_fds(unset_environment=1) does, so a
+    child never takes the socket for its own.
+    """
+    try:
+        if int(environ.get("LISTEN_PID", "0")) != os.getpid() or int(environ.get("LISTEN_FDS", "0")) < 1:
+            return None
+    except ValueError:
+        return None
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(key, None)
+    os.set_inheritable(SD_LISTEN_FDS_START, False)
+    return SD_LISTEN_FDS_START
 
 
 class Borrowed:
@@ -69,7 +82,7 @@ class ControlServer:
     """The listening socket and the request handler (run from the main loop)."""
 
     def __init__(self, get_backend: Callable[[], Any], path: Optional[str] = None) -> None:
-        self.path = path or socket_path()
+        self.path = path or socket_path(os.environ)
         self.get_backend = get_backend
         self.sock: Optional[socket.socket] = None
         self._file: Tuple[int, int] = (-1, -1)
@@ -79,10 +92,26 @@ class ControlServer:
 
     # -- lifecycle -------------------------------------------------------
     def open(self) -> None:
-        """Create the socket (mode 0600, root:root), replacing a stale one.
+        """Listen: on the socket systemd passed (``ovsfab-agent.socket``), else on a new one.
 
-        Raises Conflict when another agent answers on the path.
+        A new one is created mode 0600, root:root, replacing a stale file;
+        raises Conflict when another agent answers on the path.
         """
+        passed = listen_fd_from_systemd(os.environ)
+        if passed is not None:
+            sock = socket.socket(fileno=passed)
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                sock.detach()
+                raise OperationFailed("the socket systemd passed (LISTEN_FDS) is not a unix stream socket",
+                                      "check ListenStream= in ovsfab-agent.socket")
+            sock.setblocking(False)
+            self.path = sock.getsockname() or self.path
+            self._file = (-1, -1)  # systemd's: never unlinked by us
+            self.sock = sock
+            self.intake = Intake(sock)
+            self.intake.start()
+            LOG.info("serving attach/detach/show/inspect on %s (socket from systemd)", self.path)
+            return
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o755, exist_ok=True)
         st = os.stat(directory)
@@ -175,143 +204,50 @@ class ControlServer:
             served += 1
 
     def handle(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        """Run one request; a reply without ``code`` makes the client fall back."""
-        argv, env = req.get("argv"), req.get("env")
-        if (req.get("v") != PROTOCOL or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv)
-                or not isinstance(env, dict) or not eligible(argv)):
-            return {"v": PROTOCOL, "declined": "not a request this agent serves"}
+        """Run one request; a reply without ``result`` or ``error`` makes the client run it itself."""
+        from dataclasses import replace  # noqa: PLC0415
+
+        from ovsfab.ops import api  # noqa: PLC0415
+        from ovsfab.ops.context import Context  # noqa: PLC0415
+
+        if req.get("v") != PROTOCOL:
+            return {"v": PROTOCOL, "declined": f"this agent speaks protocol {PROTOCOL}"}
+        op, params = req.get("op"), req.get("params")
+        if not isinstance(op, str) or op not in api.OPERATIONS or not isinstance(params, dict):
+            return {"v": PROTOCOL, "declined": "not an operation this agent serves"}
         if req.get("netns") != self._netns:
             # The veth's host end is created in the caller's namespace: only
             # a caller in the agent's own can be served by it.
             return {"v": PROTOCOL, "declined": "the client is in another network namespace"}
         backend = self.get_backend()
-        if backend is None:
-            return {"v": PROTOCOL, "declined": "the agent has no OVSDB session right now"}
         t0 = time.monotonic()
-        code, out, err = run_cli(argv, {k: v for k, v in env.items() if k in FORWARD_ENV and isinstance(v, str)},
-                                 backend, stdout_tty=req.get("stdout_tty") is True,
-                                 sessions=self.inspect_sessions)
-        LOG.info("cli: ovsfab %s -> exit %d (%.0f ms)", " ".join(argv), code, (time.monotonic() - t0) * 1000)
-        return {"v": PROTOCOL, "code": code, "stdout": out, "stderr": err}
+        try:
+            ctx = replace(Context.from_json(req.get("context")), warm_backend=self._warm_backend(backend),
+                          warm_session=lambda remote: self.inspect_sessions.get(backend, remote))
+            data = api.execute(op, params, ctx).to_json()
+        except OvsfabError as exc:
+            LOG.info("op: %s -> exit %d (%.0f ms)", op, exc.exit_code, (time.monotonic() - t0) * 1000)
+            return {"v": PROTOCOL, "error": {"type": type(exc).__name__, "message": str(exc),
+                                             "line": f"ovsfab: error: {exc}", "exit_code": exc.exit_code}}
+        except Exception as exc:  # noqa: BLE001 - a bug: said as the CLI says it, the agent lives on
+            LOG.exception("op: %s failed", op)
+            return {"v": PROTOCOL, "error": {
+                "type": type(exc).__name__, "message": str(exc), "exit_code": 1,
+                "line": f"ovsfab: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)"}}
+        LOG.info("op: %s -> exit 0 (%.0f ms)", op, (time.monotonic() - t0) * 1000)
+        return {"v": PROTOCOL, "result": data}
 
+    @staticmethod
+    def _warm_backend(backend: Any) -> Callable[[str], Optional[Any]]:
+        """The provider of the agent's own session for a request that names its OVSDB."""
 
-@contextlib.contextmanager
-def _environment(env: Dict[str, str]) -> Iterator[None]:
-    """The client's values of the forwarded variables, for the duration of one command."""
-    saved = {k: os.environ.get(k) for k in FORWARD_ENV}
-    try:
-        for key in FORWARD_ENV:
-            if key in env:
-                os.environ[key] = env[key]
-            else:
-                os.environ.pop(key, None)
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        def provide(remote: str) -> Optional[Any]:
+            if backend is None or remote != backend.remote:
+                return None  # another OVSDB (--db): the operation connects itself, as in-process
+            _barrier(backend)
+            return Borrowed(backend)
 
-
-@contextlib.contextmanager
-def _logging_as_cli() -> Iterator[None]:
-    """Logging as in a fresh CLI process; the agent's own set-up put back afterwards.
-
-    The CLI's callback reconfigures the root logger (force=True) onto the
-    captured stderr; the agent's ``ovsfab`` logger level (INFO) would add
-    lines a CLI does not print.
-    """
-    root = logging.getLogger()
-    ours = logging.getLogger("ovsfab")
-    handlers, level, our_level = list(root.handlers), root.level, ours.level
-    ours.setLevel(logging.NOTSET)
-    try:
-        yield
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in handlers:
-            root.addHandler(h)
-        root.setLevel(level)
-        ours.setLevel(our_level)
-
-
-def run_cli(argv: List[str], env: Dict[str, str], backend: Any, stdout_tty: bool = False,
-            sessions: Optional["InspectSessions"] = None) -> Tuple[int, str, str]:
-    """Run ``ovsfab ARGV`` in this process as the CLI would; (exit code, stdout, stderr).
-
-    The command's backend is the agent's warm one when the command would
-    have connected to the same OVSDB with the OVS backend; otherwise (another
-    --db, --backend linux/auto, a config file) the command makes its own,
-    exactly as in-process.  Likewise ``show`` / ``inspect`` get a warm
-    session from ``sessions`` for the agent's own OVSDB only.
-    ``stdout_tty``: the client's stdout is a terminal (colour the tree).
-    """
-    from ovsfab.backends.factory import configured_kind  # noqa: PLC0415
-    from ovsfab.backends.ovs.idl import default_remote  # noqa: PLC0415
-    from ovsfab.cli import inspect_view  # noqa: PLC0415
-    from ovsfab.cli import main as climain  # noqa: PLC0415
-    from ovsfab.cli.common import STATE  # noqa: PLC0415
-    from ovsfab.ops import inspect as inspect_ops  # noqa: PLC0415
-
-    original = climain.ovs_factory
-
-    def factory_for(bridge: Optional[str] = None) -> Callable[[], Any]:
-        cold = original(bridge)
-
-        def factory() -> Any:
-            if configured_kind(STATE.backend) == "ovs" and (STATE.db or default_remote()) == backend.remote:
-                _barrier(backend)
-                return Borrowed(backend)
-            return cold()
-
-        return factory
-
-    out, err = io.StringIO(), io.StringIO()
-    saved_state = (STATE.db, STATE.debug, STATE.backend)
-    code = 1
-    # cli.main imports ovs_factory by name; swapping it there for one command
-    # is safe because the agent serves one request at a time in one thread.
-    climain.ovs_factory = factory_for
-    # The same one-command-at-a-time reasoning for the two module-level hooks.
-    inspect_view.CLIENT_STDOUT_TTY = stdout_tty
-    if sessions is not None:
-        inspect_ops.WARM_SESSION = lambda remote: sessions.get(backend, remote)
-    try:
-        with _environment(env), _logging_as_cli(), \
-                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                _command(climain.app).main(args=argv, prog_name="ovsfab", standalone_mode=True)
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except Exception as exc:  # a bug in the path: say it as the CLI would
-                err.write(f"ovsfab: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)\n")
-                code = 1
-    finally:
-        climain.ovs_factory = original
-        inspect_view.CLIENT_STDOUT_TTY = None
-        inspect_ops.WARM_SESSION = None
-        STATE.db, STATE.debug, STATE.backend = saved_state
-    return code, out.getvalue(), err.getvalue()
-
-
-_COMMAND: Any = None
-
-
-def _command(app: Any) -> Any:
-    """The click command of the typer app, built once (~10 ms each time typer builds it).
-
-    Its callbacks look ``ovs_factory`` up in cli.main when they run, so the
-    swap in run_cli still applies.
-    """
-    global _COMMAND
-    if _COMMAND is None:
-        import typer.main  # noqa: PLC0415
-
-        _COMMAND = typer.main.get_command(app)
-    return _COMMAND
+        return provide
 
 
 def _barrier(backend: Any) -> None:

@@ -14,46 +14,18 @@ import os
 from typing import Callable, Optional, Tuple
 
 from ovsfab.backends.base import Backend
+from ovsfab import defaults
 from ovsfab.errors import InvalidInput, Unavailable
 
 LOG = logging.getLogger(__name__)
 
-KINDS = ("ovs", "linux", "auto")
-CONFIG_ENV = "OVSFAB_CONFIG"
-DEFAULT_CONFIG = "/etc/ovsfab/config.toml"
-
-
-def check_kind(kind: str) -> str:
-    """Validate a backend kind (rejected before anything is touched)."""
-    if kind not in KINDS:
-        raise InvalidInput(f"backend {kind!r} is unknown", "use --backend ovs, linux or auto")
-    return kind
+KINDS = defaults.KINDS
+check_kind = defaults.check_kind
 
 
 def configured_kind(option: Optional[str] = None) -> str:
-    """The backend kind from the option, the environment, the config file, or ``ovs``."""
-    if option:
-        return check_kind(option)
-    env = os.environ.get("OVSFAB_BACKEND")
-    if env:
-        return check_kind(env)
-    path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
-    try:
-        with open(path, "rb") as fh:
-            import tomllib  # noqa: PLC0415 - only when there is a file
-
-            try:
-                doc = tomllib.load(fh)
-            except tomllib.TOMLDecodeError as exc:
-                raise InvalidInput(f"{path} is not valid TOML ({exc})", "fix or remove it") from None
-    except FileNotFoundError:
-        return "ovs"
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}", "fix its permissions or remove it") from None
-    value = doc.get("backend", "ovs")
-    if not isinstance(value, str) or value not in KINDS:
-        raise InvalidInput(f"{path}: backend = {value!r} is unknown", 'use backend = "ovs", "linux" or "auto"')
-    return value
+    """The backend kind from the option, the environment, the config file, or ``ovs`` (CLI process only)."""
+    return defaults.backend_kind(os.environ, option)
 
 
 def existing_bridge_kind(bridge: str) -> Optional[str]:

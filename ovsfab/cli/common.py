@@ -9,10 +9,7 @@ from typing import Any, Callable, Dict, Optional
 
 import typer
 
-from ovsfab.errors import OvsfabError
 
-#: The test hook's variable: the CLI puts its value into each request's context.
-FAULT_ENV = "OVSFAB_INJECT_FAULT"
 
 
 class State:
@@ -39,15 +36,12 @@ def ovs_factory(bridge: Optional[str] = None) -> Callable[[], Any]:
 def context() -> Any:  # -> ovsfab.ops.context.Context
     """This process's request context: --db/--backend, else the environment and the config file.
 
-    Only the CLI front end reads the environment; operations get what it
-    found as arguments (ovsfab/ops/context.py).
+    Only front ends read the environment; operations get what it says as
+    arguments (ovsfab/ops/context.py).
     """
-    from ovsfab.backends.factory import configured_kind  # noqa: PLC0415
-    from ovsfab.backends.ovs.idl import default_remote  # noqa: PLC0415
     from ovsfab.ops.context import Context  # noqa: PLC0415
 
-    return Context(db=STATE.db or default_remote(), backend=configured_kind(STATE.backend),
-                   fault=os.environ.get(FAULT_ENV) or None, docker_host=os.environ.get("DOCKER_HOST") or None)
+    return Context.from_environ(os.environ, db=STATE.db, backend=STATE.backend)
 
 
 def execute(op: str, params: Dict[str, Any], as_json: bool) -> None:
@@ -70,25 +64,21 @@ def execute(op: str, params: Dict[str, Any], as_json: bool) -> None:
 
 
 def run(fn: Callable[[], Any]) -> Any:
-    """Run an operation; turn errors into one line and an exit code."""
+    """Run an operation; turn errors into one line and an exit code (ovsfab/cli/render.py ``failure``)."""
+    from ovsfab.cli.render import failure  # noqa: PLC0415
+
     try:
         return fn()
     except typer.Exit:  # an exit code decided by the command itself (a failed check)
         raise
-    except OvsfabError as exc:
-        if STATE.debug:
+    except BaseException as exc:  # noqa: BLE001 - every failure is one line and an exit code
+        line, code = failure(exc)
+        if code is None:
+            raise
+        if STATE.debug and not isinstance(exc, KeyboardInterrupt):
             traceback.print_exc()
-        typer.echo(f"ovsfab: error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("ovsfab: interrupted; the change was rolled back", err=True)
-        raise typer.Exit(130) from None
-    except Exception as exc:  # a bug: say so in one line, details with --debug
-        if STATE.debug:
-            traceback.print_exc()
-        typer.echo(f"ovsfab: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
-                   err=True)
-        raise typer.Exit(1) from None
+        typer.echo(line, err=True)
+        raise typer.Exit(code) from None
 
 
 def emit(data: dict, as_json: bool, text: str) -> None:

@@ -1,29 +1,25 @@
-"""The lean client path: hand ``attach`` / ``detach`` / ``show`` / ``inspect`` to a running agent.
+"""The console entry: an operation from the command line, by the agent or in this process, without typer.
 
-A shell loop of ``ovsfab attach`` pays, per call, for importing typer, python-ovs,
-pyroute2 and the docker SDK (~0.5 s together) and for a fresh OVSDB sync;
-``show`` and ``inspect`` pay the same, plus decoding every Port and Interface
-row.  A running ``ovsfab agent`` has all of that warm.  So the console entry
-first checks, with standard-library imports only, whether the command line is
-one of these commands the agent can run and whether an agent socket exists;
-if so it sends the raw argv and the relevant environment over the agent's
-root-only control socket and prints what comes back: stdout, stderr and the
-exit code, exactly what the in-process CLI would have printed (the agent runs
-the same typer command, see :mod:`ovsfab.agent.server`).
+A shell loop of ``ovsfab attach`` pays, per call, for importing typer (~70 ms),
+python-ovs, pyroute2 and the docker SDK, and for a fresh OVSDB sync; a
+running ``ovsfab agent`` has all of that warm.  So this entry point, with
+standard-library imports only, parses the command line with the lean parser
+(:mod:`ovsfab.cli.argv`, generated from the typer commands), and:
 
-Anything else, no socket, no answer within a short connect timeout, a
-refusal or a protocol error: the command runs in-process -- for a plain
-``show`` / ``inspect`` command line without typer
-(:func:`ovsfab.cli.inspect_view.direct`), else through the typer CLI.  The
-fallback is invisible except for the time it takes.
+1. if an agent socket exists, sends the operation, its parameters and its
+   context (:mod:`ovsfab.agent.protocol`) and renders the result JSON it
+   gets back with :mod:`ovsfab.cli.render`;
+2. else (or when the agent declines, refuses or does not answer) runs the
+   same operation in this process through :mod:`ovsfab.ops.api` and renders
+   it the same way -- still without typer;
+3. anything the lean parser does not take (help, other commands, usage
+   errors) goes to the typer CLI, which owns the definitions and the messages.
 
-This module must import nothing outside the standard library: it runs before
-the CLI is imported.  It is also the start-up cost of every ``ovsfab``
-command handed to the agent, so it imports no more than it needs: the C
-``_socket`` module rather than :mod:`socket` (which imports :mod:`enum`
-and :mod:`selectors`), JSON through :mod:`ovsfab.cli.wire` rather than
-:mod:`json` (whose decoder imports :mod:`re`), and :mod:`typing` only for
-type checkers.  Measured here: ~45 ms less per call.
+This module imports nothing outside the standard library before it knows
+which path it takes.  It uses the C ``_socket`` module rather than
+:mod:`socket` (which imports :mod:`enum` and :mod:`selectors`) and JSON
+through :mod:`ovsfab.cli.wire` rather than :mod:`json` (whose decoder imports
+:mod:`re`): ~45 ms less per call, measured here.
 """
 
 from __future__ import annotations
@@ -32,109 +28,43 @@ import _socket
 import os
 import sys
 
+from ovsfab.agent.protocol import PROTOCOL, netns_id, socket_path
 from ovsfab.cli import wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing import at run time (start-up cost)
-    from typing import Dict, List, Mapping, Optional
+    from typing import Dict, List, Optional
 
-#: Protocol version; the agent declines requests of another version.
-PROTOCOL = 1
-#: The socket when neither OVSFAB_AGENT_SOCK nor OVS_RUNDIR is set.
-DEFAULT_SOCK = "/run/ovsfab/agent.sock"
-SOCK_ENV = "OVSFAB_AGENT_SOCK"
-#: Environment the in-process CLI would read; forwarded so the agent runs
-#: the command as this process would have.
-FORWARD_ENV = ("OVSFAB_DB", "OVS_RUNDIR", "OVS_DBDIR", "OVSFAB_INJECT_FAULT", "OVSFAB_BACKEND",
-               "OVSFAB_CONFIG", "DOCKER_HOST",
-               # how typer renders a usage error for this terminal (width, colour)
-               "COLUMNS", "TERM", "NO_COLOR", "FORCE_COLOR")
+    from ovsfab.cli.argv import Parsed
+
 #: Connecting is local and instant when an agent listens; a missing or hung
 #: one must not cost the user noticeable time before the fallback.
 CONNECT_TIMEOUT = 0.25
 #: An attach waits for OVSDB and dockerd (10 s deadlines each), and the agent
 #: may be finishing a reconcile pass first.
 REPLY_TIMEOUT = 120.0
-#: Largest reply accepted (outputs are a few hundred bytes).
-MAX_REPLY = 1 << 20
-
-FAST_COMMANDS = ("attach", "detach", "show", "inspect")
-#: Global options that may precede the command (each takes a value).
-_GLOBAL_VALUE_OPTS = ("--db", "--backend")
+#: Largest reply accepted (show of a big host is a few hundred KiB).
+MAX_REPLY = 16 << 20
 
 
-def socket_path(env: Mapping[str, str] = os.environ) -> str:
-    """The agent's control socket: OVSFAB_AGENT_SOCK, else per OVS_RUNDIR, else /run/ovsfab.
+def context_of(parsed: "Parsed") -> "Dict[str, object]":
+    """The request's context on the wire: --db/--backend, else this process's environment."""
+    from ovsfab import defaults  # noqa: PLC0415 - stdlib only
 
-    Per OVS_RUNDIR because each Open vSwitch (a simulated host in the tests
-    and the lab) has its own agent.
-    """
-    explicit = env.get(SOCK_ENV)
-    if explicit:
-        return explicit
-    rundir = env.get("OVS_RUNDIR")
-    if rundir:
-        return os.path.join(rundir, "ovsfab-agent.sock")
-    return DEFAULT_SOCK
+    return {"db": parsed.db or defaults.default_db(os.environ),
+            "backend": defaults.backend_kind(os.environ, parsed.backend),
+            "fault": os.environ.get("OVSFAB_INJECT_FAULT") or None,
+            "docker_host": os.environ.get("DOCKER_HOST") or None}
 
 
-def netns_id() -> List[int]:
-    """(device, inode) of this thread's network namespace: the agent serves only its own."""
-    st = os.stat("/proc/thread-self/ns/net")
-    return [st.st_dev, st.st_ino]
-
-
-def eligible(argv: List[str]) -> bool:
-    """True for ``[--db X] [--backend X] attach|detach|show|inspect ...`` without --help/--debug/--version."""
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in _GLOBAL_VALUE_OPTS:
-            i += 2
-            continue
-        if any(arg.startswith(opt + "=") for opt in _GLOBAL_VALUE_OPTS):
-            i += 1
-            continue
-        break
-    if i >= len(argv) or argv[i] not in FAST_COMMANDS:
-        return False
-    rest = argv[i + 1:]
-    # Help is rendered by typer for the terminal; --debug prints tracebacks
-    # and step logs of this process.  Both stay in-process.
-    return not any(a in ("-h", "--help", "--debug", "--version") for a in rest)
-
-
-def request(argv: List[str]) -> Dict[str, object]:
+def request(parsed: "Parsed", context: "Dict[str, object]") -> "Dict[str, object]":
     """The one JSON message sent to the agent."""
-    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
-    if sys.stderr.isatty():
-        # The agent renders into a buffer: tell it what this terminal would
-        # have given typer's error box (only usage errors are drawn).
-        try:
-            env.setdefault("COLUMNS", str(os.get_terminal_size(sys.stderr.fileno()).columns))
-        except OSError:
-            pass
-        if "NO_COLOR" not in env:
-            env.setdefault("FORCE_COLOR", "1")
-    try:
-        cwd = os.getcwd()
-    except OSError:
-        cwd = "/"
-    # show/inspect colour their tree only on a terminal: the agent renders for this one.
-    return {"v": PROTOCOL, "argv": list(argv), "env": env, "cwd": cwd, "netns": netns_id(),
-            "stdout_tty": _isatty(sys.stdout)}
+    return {"v": PROTOCOL, "op": parsed.op, "params": parsed.params, "context": context, "netns": netns_id()}
 
 
-def _isatty(stream: object) -> bool:
-    try:
-        return bool(stream.isatty())  # type: ignore[attr-defined]
-    except (AttributeError, ValueError):  # closed or replaced stdout
-        return False
-
-
-def call_agent(argv: List[str], path: Optional[str] = None) -> Optional[Dict[str, object]]:
-    """Send ``argv`` to the agent; its reply, or None when it did not answer properly."""
-    path = path or socket_path()
+def call_agent(message: "Dict[str, object]", path: "Optional[str]" = None) -> "Optional[Dict[str, object]]":
+    """Send one request to the agent; its reply (``result`` or ``error``), or None when it did not serve it."""
+    path = path or socket_path(os.environ)
     if not os.path.exists(path):
         return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -142,7 +72,7 @@ def call_agent(argv: List[str], path: Optional[str] = None) -> Optional[Dict[str
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(path)
         sock.settimeout(REPLY_TIMEOUT)
-        sock.sendall(wire.dumps(request(argv)).encode())
+        sock.sendall(wire.dumps(message).encode())
         sock.shutdown(_socket.SHUT_WR)  # end of request: the agent reads to EOF
         chunks = []
         size = 0
@@ -162,26 +92,65 @@ def call_agent(argv: List[str], path: Optional[str] = None) -> Optional[Dict[str
         reply = wire.loads(b"".join(chunks))
     except ValueError:  # also UnicodeDecodeError
         return None
-    if not isinstance(reply, dict) or reply.get("v") != PROTOCOL or not isinstance(reply.get("code"), int):
-        return None  # a refusal, a decline, or something that is not our agent
-    return reply
-
-
-def try_agent(argv: List[str]) -> Optional[int]:
-    """Run the command through the agent when possible; its exit code, else None."""
-    if os.environ.get("OVSFAB_NO_AGENT") or not eligible(argv):
+    if not isinstance(reply, dict) or reply.get("v") != PROTOCOL:
         return None
-    reply = call_agent(argv)
+    if isinstance(reply.get("result"), dict) or isinstance(reply.get("error"), dict):
+        return reply
+    return None  # a refusal or a decline: the client runs it itself
+
+
+def _print(parsed: "Parsed", data: "Dict[str, object]") -> int:
+    """Render a result as the CLI does; the exit code."""
+    from ovsfab.cli.inspect_view import use_colour  # noqa: PLC0415 - stdlib only
+    from ovsfab.cli.render import render, verdict  # noqa: PLC0415 - stdlib only
+
+    colour = not parsed.as_json and parsed.op in ("show", "inspect") and use_colour()
+    out = render(parsed.op, parsed.params, data, parsed.as_json, colour)
+    for line in out.stderr:
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    sys.stdout.write(out.stdout + "\n")
+    sys.stdout.flush()
+    line, code = verdict(parsed.params, data)
+    if code:
+        sys.stderr.write(line + "\n")
+    return code
+
+
+def try_agent(parsed: "Parsed", context: "Dict[str, object]") -> "Optional[int]":
+    """Run the operation through the agent when one serves it; its exit code, else None."""
+    if os.environ.get("OVSFAB_NO_AGENT"):
+        return None
+    reply = call_agent(request(parsed, context))
     if reply is None:
         return None
-    out, err = reply.get("stdout") or "", reply.get("stderr") or ""
-    if out:
-        sys.stdout.write(str(out))
-        sys.stdout.flush()
-    if err:
-        sys.stderr.write(str(err))
-        sys.stderr.flush()
-    return int(reply["code"])  # type: ignore[arg-type]
+    error = reply.get("error")
+    if isinstance(error, dict):
+        sys.stderr.write(str(error.get("line", "ovsfab: error: the agent failed")) + "\n")
+        return int(error.get("exit_code", 1))  # type: ignore[arg-type]
+    return _print(parsed, reply["result"])  # type: ignore[arg-type]
+
+
+def run_here(parsed: "Parsed", context: "Dict[str, object]") -> int:
+    """Run the operation in this process through the operations API (no typer); the exit code."""
+    import logging  # noqa: PLC0415
+
+    from ovsfab.cli.render import failure  # noqa: PLC0415
+    from ovsfab.ops import api  # noqa: PLC0415
+    from ovsfab.ops.context import Context  # noqa: PLC0415
+
+    # What the typer CLI's callback sets up: library chatter stays at WARNING.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
+                        format="ovsfab: %(levelname)s: %(message)s")
+    try:
+        data = api.execute(parsed.op, parsed.params, Context.from_json(context)).to_json()
+    except BaseException as exc:  # noqa: BLE001 - every failure is one line and an exit code
+        line, code = failure(exc)
+        if code is None:
+            raise
+        sys.stderr.write(line + "\n")
+        return code
+    return _print(parsed, data)
 
 
 #: ``ovsfab --help`` is served from text generated from the typer app
@@ -252,10 +221,9 @@ def write_help() -> None:
 
 
 def _exit_now(code: int) -> None:
-    """Exit after the agent's answer is printed, skipping interpreter teardown (~5 ms here).
+    """Exit after the answer is printed, skipping interpreter teardown (~5 ms here).
 
-    Nothing else is buffered or registered on this path: the output was
-    written and flushed by :func:`try_agent`, and only stdlib modules are loaded.
+    Everything was written and flushed by :func:`_print`.
     """
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -266,19 +234,25 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> None:
-    """Console entry point: the agent when it can serve the command, else the typer CLI."""
-    if try_help(sys.argv[1:]):
+    """Console entry point: the agent or this process for an operation, else the typer CLI."""
+    argv = sys.argv[1:]
+    if try_help(argv):
         sys.exit(0)
-    code = try_agent(sys.argv[1:])
-    if code is not None:
-        _exit_now(code)
-    if any(a in ("show", "inspect") for a in sys.argv[1:]):
-        # show/inspect without the agent: plain command lines skip typer.
-        from ovsfab.cli.inspect_view import direct  # noqa: PLC0415 - stdlib-only module
+    from ovsfab.cli.argv import parse  # noqa: PLC0415 - stdlib only
 
-        code = direct(sys.argv[1:])
+    parsed = parse(argv)
+    if parsed is not None:
+        from ovsfab.errors import OvsfabError  # noqa: PLC0415 - stdlib only
+
+        try:
+            context = context_of(parsed)
+        except OvsfabError as exc:  # a bad config file or OVSFAB_BACKEND
+            sys.stderr.write(f"ovsfab: error: {exc}\n")
+            sys.exit(exc.exit_code)
+        code = try_agent(parsed, context)
         if code is not None:
-            sys.exit(code)
+            _exit_now(code)
+        sys.exit(run_here(parsed, context))
     from ovsfab.cli.main import main as cli_main  # noqa: PLC0415 - the slow path, only when needed
 
     cli_main()

@@ -1,18 +1,7 @@
-"""How ``ovsfab inspect`` / ``ovsfab show`` print, and their typer-free path.
+"""How ``ovsfab inspect`` / ``ovsfab show`` draw their trees (called by :mod:`ovsfab.cli.render`).
 
-Everything here imports the standard library only (the facts come from
-:mod:`ovsfab.ops.inspect`, imported when a command runs), so that the three
-ways of running the commands print the very same text:
-
-* the typer commands (:mod:`ovsfab.cli.inspect_cmd`), for everything typer
-  must parse or render (``--help``, usage errors, ``--debug``);
-* :func:`direct`, called by the console entry (:mod:`ovsfab.cli.fast`) when
-  no agent serves the command and the command line is a plain one: it skips
-  importing typer, click and every other command (~150-200 ms per call);
-* the agent (:mod:`ovsfab.agent.server`), which runs the typer command for a
-  client whose terminal is not its own: :data:`CLIENT_STDOUT_TTY` tells
-  :func:`use_colour` what the client's stdout is.
-
+Standard library only: the lean client renders with it, whether the agent or
+this process ran the operation, so every path prints the very same text.
 The tree is for people, in the spirit of docker-network-inspect; ``--json``
 prints the same facts in the schema documented in docs/json.md.  Colour is
 used only on a terminal, and never when NO_COLOR is set.
@@ -20,10 +9,12 @@ used only on a terminal, and never when NO_COLOR is set.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no typing import at run time (the lean client's start-up cost)
+    from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 # Tree drawing, as in docker-network-inspect.
 TEE, ELBOW, PIPE, BLANK = "├── ", "└── ", "│   ", "    "
@@ -36,18 +27,12 @@ _CLASS_ORDER = {"attachment": 0, "ovs-docker": 1, "foreign": 2, "patch": 3, "int
                 "uplink": 5, "tunnel": 6}
 
 
-#: Set by the agent for the one command it runs for a client: whether the
-#: *client's* stdout is a terminal (the agent's own stdout is a buffer).
-#: None: this process's own stdout decides.
-CLIENT_STDOUT_TTY: Optional[bool] = None
 
 
 def use_colour(stream: Optional[TextIO] = None) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
     if "NO_COLOR" in os.environ:
         return False
-    if stream is None and CLIENT_STDOUT_TTY is not None:
-        return CLIENT_STDOUT_TTY
     stream = stream if stream is not None else sys.stdout
     try:
         return stream.isatty()
@@ -224,138 +209,3 @@ def render_inspect(data: Dict[str, Any], paint: Painter) -> str:
 
 
 # -- the commands, without typer ----------------------------------------------
-#: echo(text, err): print one line, as typer.echo would (stdout, or stderr when err).
-Echo = Callable[[str, bool], None]
-
-
-def _print_notes(notes: List[str], echo: Echo) -> None:
-    for note in notes:
-        echo(f"ovsfab: note: {note}", True)
-
-
-def run_inspect(container: str, as_json: bool, db: Optional[str], echo: Echo) -> None:
-    """``ovsfab inspect``: collect, then print the tree (notes on stderr) or JSON.
-
-    Raises OvsfabError for the caller to report.
-    """
-    from ovsfab.ops.inspect import inspect as do_inspect  # noqa: PLC0415 - pyroute2, python-ovs
-
-    data = do_inspect(container, remote=db).to_json()
-    _emit(data, as_json, render_inspect, echo)
-
-
-def run_show(bridge: Optional[str], as_json: bool, db: Optional[str], backend: Optional[str],
-             echo: Echo) -> None:
-    """``ovsfab show``: collect, then print the tree (notes on stderr) or JSON.
-
-    Raises OvsfabError for the caller to report.
-    """
-    from ovsfab.backends.factory import configured_kind  # noqa: PLC0415
-    from ovsfab.ops.inspect import show as do_show  # noqa: PLC0415 - pyroute2, python-ovs
-
-    data = do_show(bridge, remote=db, with_ovs=configured_kind(backend) != "linux").to_json()
-    _emit(data, as_json, render_show, echo)
-
-
-def _emit(data: Dict[str, Any], as_json: bool, render: Callable[[Dict[str, Any], Painter], str],
-          echo: Echo) -> None:
-    if as_json:
-        echo(json.dumps(data, sort_keys=True), False)
-        return
-    text = render(data, Painter(use_colour()))
-    _print_notes(data["notes"], echo)
-    echo(text, False)
-
-
-#: Global options a direct command line may carry (each takes a value).
-_GLOBAL_OPTS = ("--db", "--backend")
-_BACKENDS = ("ovs", "linux", "auto")
-
-
-def parse_direct(argv: List[str]) -> Optional[Tuple[str, Optional[str], bool, Optional[str], Optional[str]]]:
-    """(command, argument, --json, db, backend) for a plain command line, else None.
-
-    Plain: ``[--db X] [--backend X] show [BRIDGE] [--json]`` or ``... inspect
-    CONTAINER [--json]`` with a valid backend.  Anything else (help, --debug,
-    ``--``, an unknown option, a missing or extra argument, a repeated or
-    invalid global option) is left to typer, which parses and reports it.
-    """
-    opts: Dict[str, str] = {}
-    i = 0
-    while i < len(argv) and argv[i].startswith("-"):
-        name, eq, value = argv[i].partition("=")
-        if name not in _GLOBAL_OPTS or name in opts:
-            return None
-        if not eq:
-            if i + 1 >= len(argv):
-                return None
-            value = argv[i + 1]
-            i += 1
-        if value.startswith("-"):
-            return None
-        opts[name] = value
-        i += 1
-    if i >= len(argv) or argv[i] not in ("show", "inspect"):
-        return None
-    command, rest = argv[i], argv[i + 1:]
-    positional = [a for a in rest if a != "--json"]
-    if any(a.startswith("-") for a in positional):
-        return None
-    if len(positional) != 1 and (command == "inspect" or len(positional) > 1):
-        return None
-    # As the typer options read them (click ignores an empty environment variable).
-    db = opts.get("--db", os.environ.get("OVSFAB_DB") or None)
-    backend = opts.get("--backend", os.environ.get("OVSFAB_BACKEND") or None)
-    if backend is not None and backend not in _BACKENDS:
-        return None  # typer's callback reports it
-    return command, (positional[0] if positional else None), len(positional) != len(rest), db, backend
-
-
-def _direct_echo(text: str, err: bool) -> None:
-    stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
-
-
-def direct(argv: List[str]) -> Optional[int]:
-    """Run a plain ``show`` / ``inspect`` in-process without typer; the exit code, or None.
-
-    None means "not a plain command line": the caller runs the typer CLI.
-    Messages and exit codes are those of the typer commands (see
-    ``ovsfab.cli.common.run`` and the global callback in ``ovsfab.cli.main``).
-    """
-    parsed = parse_direct(argv)
-    if parsed is None:
-        return None
-    command, arg, as_json, db, backend = parsed
-    import logging  # noqa: PLC0415
-
-    from ovsfab.errors import OvsfabError  # noqa: PLC0415
-
-    # As the typer CLI's global callback sets it up.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
-                        format="ovsfab: %(levelname)s: %(message)s")
-    try:
-        if command == "show":
-            run_show(arg, as_json, db, backend, _direct_echo)
-        else:
-            assert arg is not None
-            run_inspect(arg, as_json, db, _direct_echo)
-    except OvsfabError as exc:
-        _direct_echo(f"ovsfab: error: {exc}", True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _direct_echo("ovsfab: interrupted; the change was rolled back", True)
-        return 130
-    except BrokenPipeError:
-        # As click does: a reader that went away (| head) is not an error
-        # message.  What is still buffered would fail again at exit: send it
-        # to /dev/null (the recipe of Python's signal module documentation).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    except Exception as exc:  # noqa: BLE001 - a bug: one line, as common.run says it
-        _direct_echo(f"ovsfab: internal error: {type(exc).__name__}: {exc} "
-                     "(rerun with --debug and report it)", True)
-        return 1
-    return 0

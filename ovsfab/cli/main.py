@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from ovsfab import __version__
+from ovsfab.cli.argv import hoist_globals, params_for
 from ovsfab.cli.common import STATE, execute, run
 
 app = typer.Typer(
@@ -77,12 +78,10 @@ def attach(
 ) -> None:
     """Give a container a veth interface with addresses, plugged into BRIDGE."""
 
-    params = {"bridge": bridge, "container": container, "addresses": list(addresses or []), "ifname": ifname,
+    values = {"bridge": bridge, "container": container, "addresses": addresses, "ifname": ifname,
               "network": network, "mac": mac, "mtu": mtu, "vlan": vlan, "datapath": datapath,
               "no_persist": no_persist}
-    if network is not None:  # attach --network NAME CONTAINER ADDR...: the bridge is br-int
-        params.update(bridge=None, container=bridge, addresses=[container] + list(addresses or []))
-    run(lambda: execute("attach", params, as_json))
+    run(lambda: execute("attach", params_for("attach", values), as_json))
 
 
 @app.command()
@@ -97,11 +96,9 @@ def detach(
 ) -> None:
     """Remove a container's interface from BRIDGE (port and veth)."""
 
-    params = {"bridge": bridge, "container": container, "ifname": ifname, "network": network,
+    values = {"bridge": bridge, "container": container, "ifname": ifname, "network": network,
               "if_exists": if_exists}
-    if network is not None:  # detach --network NAME CONTAINER
-        params.update(bridge=None, container=bridge)
-    run(lambda: execute("detach", params, as_json))
+    run(lambda: execute("detach", params_for("detach", values), as_json))
 
 
 # -- sub-commands from other modules are registered below (one line each) --
@@ -133,5 +130,5 @@ def main() -> None:
         group.rich_markup_mode = None  # type: ignore[attr-defined]
         group(prog_name="ovsfab")
         return
-    app(prog_name="ovsfab")
+    app(args=hoist_globals(sys.argv[1:]), prog_name="ovsfab")
 from ovsfab.cli import driver_cmd; app.command("docker-driver")(driver_cmd.docker_driver)  # noqa: E402,E702 - issue #18

@@ -7,11 +7,11 @@ Standard library only: the lean client imports this before anything else.
 
 from __future__ import annotations
 
-import json
+from ovsfab.cli import wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing import at run time (start-up cost of the lean client)
-    from typing import Any, Callable, Dict, List, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 class Output:
@@ -131,7 +131,7 @@ _TEXT: "Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], str]]" = {
 def render(op: str, params: "Dict[str, Any]", data: "Dict[str, Any]", as_json: bool, colour: bool = False) -> Output:
     """The output of operation ``op`` run with ``params``, whose result JSON is ``data``."""
     if as_json:  # notes still go to stderr, except for show/inspect, whose JSON is the whole answer
-        return Output(json.dumps(data, sort_keys=True), [] if op in ("show", "inspect") else _notes(data))
+        return Output(wire.dumps(data, sort_keys=True), [] if op in ("show", "inspect") else _notes(data))
     if op in ("show", "inspect"):
         from ovsfab.cli.inspect_view import Painter, render_inspect, render_show  # noqa: PLC0415 - stdlib only
 
@@ -154,6 +154,14 @@ def verdict(params: "Dict[str, Any]", data: "Dict[str, Any]") -> "Tuple[str, int
     return "", 0
 
 
-def split_error(error: "Dict[str, Any]") -> "Tuple[str, int]":
-    """An error object of the agent's reply as (line, exit code)."""
-    return render_error(str(error.get("message", "unknown error"))), int(error.get("exit_code", 1))
+def failure(exc: BaseException) -> "Tuple[str, Optional[int]]":
+    """The one line and exit code every front end prints for an exception (None: let it propagate)."""
+    from ovsfab.errors import OvsfabError  # noqa: PLC0415 - stdlib only
+
+    if isinstance(exc, OvsfabError):
+        return render_error(str(exc)), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "ovsfab: interrupted; the change was rolled back", 130
+    if not isinstance(exc, Exception):  # SystemExit, GeneratorExit
+        return "", None
+    return (f"ovsfab: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", 1)

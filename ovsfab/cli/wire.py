@@ -45,15 +45,15 @@ if _json is not None:
     _scan: "Callable[[str, int], Tuple[Any, int]]" = _json.make_scanner(_DecodeContext())
 
 
-def dumps(obj: "Any") -> str:
-    """``json.dumps(obj)``."""
+def dumps(obj: "Any", sort_keys: bool = False) -> str:
+    """``json.dumps(obj, sort_keys=sort_keys)``."""
     if _json is None:  # pragma: no cover
         import json  # noqa: PLC0415
 
-        return json.dumps(obj)
+        return json.dumps(obj, sort_keys=sort_keys)
     # markers, default, encoder, indent, key_separator, item_separator,
     # sort_keys, skipkeys, allow_nan: what json.dumps passes by default.
-    encode = _json.make_encoder({}, _bad, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    encode = _json.make_encoder({}, _bad, _json.encode_basestring_ascii, None, ": ", ", ", sort_keys, False, True)
     return "".join(encode(obj, 0))
 
 

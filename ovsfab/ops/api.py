@@ -134,7 +134,8 @@ def _attach(p: Dict[str, Any], ctx: Context) -> Any:
                               ifname=_get(p, "ifname", "eth1"), mac=p.get("mac"), mtu=mtu, vlan=p.get("vlan"),
                               datapath=_get(p, "datapath", "auto"), persist=not p.get("no_persist", False))
     notes: List[str] = []
-    result = attach(req, ctx.backend_factory(req.bridge, notes.append), fault=ctx.fault)
+    result = attach(req, ctx.backend_factory(req.bridge, notes.append), fault=ctx.fault,
+                    docker_host=ctx.docker_host)
     result.notes[:0] = notes
     return result
 
@@ -152,7 +153,7 @@ def _detach(p: Dict[str, Any], ctx: Context) -> Any:
     if p.get("bridge") is None:
         raise InvalidInput("detach needs a bridge", "ovsfab detach BRIDGE CONTAINER")
     return detach(p["bridge"], p["container"], _get(p, "ifname", "eth1"), bool(p.get("if_exists")),
-                  ctx.backend_factory(p["bridge"]), fault=ctx.fault)
+                  ctx.backend_factory(p["bridge"]), fault=ctx.fault, docker_host=ctx.docker_host)
 
 
 def _tunnel_add(p: Dict[str, Any], ctx: Context) -> Any:
@@ -215,13 +216,13 @@ def _check(p: Dict[str, Any], ctx: Context) -> Any:
 def _show(p: Dict[str, Any], ctx: Context) -> Any:
     from ovsfab.ops.inspect import show  # noqa: PLC0415
 
-    return show(p.get("bridge"), remote=ctx.db, with_ovs=ctx.backend != "linux")
+    return show(p.get("bridge"), remote=ctx.db, with_ovs=ctx.backend != "linux", warm=ctx.warm_session, docker_host=ctx.docker_host)
 
 
 def _inspect(p: Dict[str, Any], ctx: Context) -> Any:
     from ovsfab.ops.inspect import inspect  # noqa: PLC0415
 
-    return inspect(p["container"], remote=ctx.db)
+    return inspect(p["container"], remote=ctx.db, warm=ctx.warm_session, docker_host=ctx.docker_host)
 
 
 OPERATIONS: Dict[str, Operation] = {op.name: op for op in (

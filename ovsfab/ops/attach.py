@@ -90,17 +90,19 @@ def differences(recorded: Attachment, req: AttachRequest) -> List[str]:
 
 
 def attach(req: AttachRequest, backend_factory: BackendFactory,
-           resolved: Optional[Target] = None, fault: Optional[str] = None) -> AttachResult:
+           resolved: Optional[Target] = None, fault: Optional[str] = None,
+           docker_host: Optional[str] = None) -> AttachResult:
     """Attach a container to a bridge; idempotent; nothing left behind on failure.
 
     ``resolved``: the target, already resolved by the caller (ovsfab reconcile
     looks many containers up at once instead of one Docker call each).
-    ``fault``: the test hook (ovsfab/ops/plan.py), from the request's context.
+    ``fault``: the test hook (ovsfab/ops/plan.py), from the request's context;
+    ``docker_host``: dockerd's API address, from the request's context.
     """
     require_root()
     # The lock is released after the Plan's rollback (ExitStack exits last).
     with contextlib.ExitStack() as stack, Plan("attach", fault) as plan:
-        target: Target = plan.step("resolve", lambda: resolved or containers.resolve(req.target_spec))
+        target: Target = plan.step("resolve", lambda: resolved or containers.resolve(req.target_spec, docker_host=docker_host))
         port = host_ifname(target.key, req.ifname)
         # Before connecting: what OVSDB says is then read after any other
         # attach / detach of this interface is done (ovsfab/ops/lock.py).

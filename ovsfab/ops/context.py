@@ -10,13 +10,18 @@ must travel with the request.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from ovsfab import defaults
 from ovsfab.errors import InvalidInput
 
 #: The backends a request may name (``auto``: follow an existing bridge, else OVS).
-BACKENDS = ("ovs", "linux", "auto")
+BACKENDS = defaults.KINDS
+#: The test hook's variable (ovsfab/ops/plan.py), read by front ends only.
+FAULT_ENV = "OVSFAB_INJECT_FAULT"
+#: Wire fields of a context (the warm providers never travel).
+FIELDS = ("db", "backend", "fault", "docker_host")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,11 @@ class Context:
     backend: str = "ovs"
     fault: Optional[str] = None
     docker_host: Optional[str] = None
+    #: The agent's warm connections, never on the wire: OVSDB remote -> a
+    #: synced backend whose close() keeps it open, or None (connect afresh).
+    warm_backend: Optional[Callable[[str], Optional[Any]]] = field(default=None, compare=False, repr=False)
+    #: The same for show/inspect: remote -> a synced read-only IDL session, or None.
+    warm_session: Optional[Callable[[str], Optional[Any]]] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -53,6 +63,10 @@ class Context:
         def factory() -> Any:
             from ovsfab.backends.factory import choose  # noqa: PLC0415
 
+            if self.backend == "ovs" and self.warm_backend is not None:
+                warm = self.warm_backend(self.db)
+                if warm is not None:
+                    return warm
             backend, note = choose(self.backend, db=self.db, bridge=bridge)
             if note and notes is not None:
                 notes(note)
@@ -61,15 +75,21 @@ class Context:
         return factory
 
     def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {k: getattr(self, k) for k in FIELDS}
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], db: Optional[str] = None,
+                     backend: Optional[str] = None) -> "Context":
+        """What a front end's process would act on: --db/--backend, else its environment and config file."""
+        return cls(db=db or defaults.default_db(environ), backend=defaults.backend_kind(environ, backend),
+                   fault=environ.get(FAULT_ENV) or None, docker_host=environ.get("DOCKER_HOST") or None)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Context":
         """A context from its wire form; InvalidInput for anything malformed."""
         if not isinstance(data, Mapping):
             raise InvalidInput("the request's context is not an object")
-        known = {"db", "backend", "fault", "docker_host"}
-        extra = set(data) - known
+        extra = set(data) - set(FIELDS)
         if extra:
             raise InvalidInput(f"unknown context field(s): {', '.join(sorted(extra))}")
         for key in ("fault", "docker_host"):

@@ -45,7 +45,8 @@ class DetachResult:
         return out
 
 
-def _find(backend: Backend, bridge: str, target_spec: str, ifname: str) -> Optional[Attachment]:
+def _find(backend: Backend, bridge: str, target_spec: str, ifname: str,
+          docker_host: Optional[str] = None) -> Optional[Attachment]:
     """The attachment of a target, even when its container is gone."""
     kind, ref = parse_target_spec(target_spec)
     records = [a for a in backend.list_attachments() if a.ifname == ifname]
@@ -60,7 +61,7 @@ def _find(backend: Backend, bridge: str, target_spec: str, ifname: str) -> Optio
             matches = [a for a in records if a.container_key.startswith(ref)]
         if not matches:
             try:
-                target = containers.resolve(target_spec, require_running=False)
+                target = containers.resolve(target_spec, require_running=False, docker_host=docker_host)
                 matches = [a for a in records if a.container_key == target.key]
             except OvsfabError:
                 matches = []
@@ -71,13 +72,14 @@ def _find(backend: Backend, bridge: str, target_spec: str, ifname: str) -> Optio
     return on_bridge[0] if on_bridge else None
 
 
-def _derived_port(target_spec: str, ifname: str) -> Optional[str]:
+def _derived_port(target_spec: str, ifname: str, docker_host: Optional[str] = None) -> Optional[str]:
     """The host-end name an attachment of this target would have (None: the target is gone)."""
     kind, ref = parse_target_spec(target_spec)
     if kind != "docker":
         return host_ifname(f"{kind}:{ref}", ifname)
     try:
-        return host_ifname(containers.resolve(target_spec, require_running=False).key, ifname)
+        return host_ifname(containers.resolve(target_spec, require_running=False, docker_host=docker_host).key,
+                           ifname)
     except OvsfabError:
         return None  # a removed container's namespace took both veth ends with it
 
@@ -102,7 +104,7 @@ def _delete_leftover(port: str) -> bool:
 
 def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
            backend_factory: Callable[[], Backend], network: Optional[str] = None,
-           fault: Optional[str] = None) -> DetachResult:
+           fault: Optional[str] = None, docker_host: Optional[str] = None) -> DetachResult:
     """Detach (container, ifname) from a bridge.
 
     ``network``: the OVN network whose detach (ovsfab/ovn/network.py) calls
@@ -113,29 +115,30 @@ def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
     parse_name(ifname, "interface name")
     parse_target_spec(target_spec)
     require_root()
-    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, None, fault)
+    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, None, fault, docker_host)
 
 
 def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
             backend_factory: Callable[[], Backend], network: Optional[str], locked: Optional[str],
-            fault: Optional[str] = None) -> DetachResult:
+            fault: Optional[str] = None, docker_host: Optional[str] = None) -> DetachResult:
     """:func:`detach`; ``locked``: the host-end name whose lock (ovsfab/ops/lock.py) the caller holds."""
     with Plan("detach", fault) as plan:
         backend = backend_factory()
         plan.add_undo("close backend", backend.close)
-        att = plan.step("find", lambda: _find(backend, bridge, target_spec, ifname))
+        att = plan.step("find", lambda: _find(backend, bridge, target_spec, ifname, docker_host))
         if att is None:
             # A port of that name in OVSDB is this interface attached to
             # another bridge: not a leftover, never deleted here.
             recorded = locked is not None and backend.port_exists(locked) is not None
             backend.close()
-            port = locked or _derived_port(target_spec, ifname)
+            port = locked or _derived_port(target_spec, ifname, docker_host)
             if port is not None and locked is None:
                 # Look again under the lock, with a fresh view of OVSDB: an
                 # attach of this interface in flight is then done (and is
                 # detached as usual) or not begun (its veth is not touched).
                 with attachment_lock(port):
-                    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, port, fault)
+                    return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, port, fault,
+                                   docker_host)
             if port is not None and not recorded and _delete_leftover(port):
                 # A detach killed between del_port and the veth's deletion
                 # left the veth without its record: this retry finishes it.

@@ -24,7 +24,7 @@ Where facts come from, and why:
   Docker container (the import costs ~160 ms; the agent has it loaded).
 
 Speed (issue #5: 300 attachments, "well under a second"): run by the agent,
-these read its warm OVSDB session (:data:`WARM_SESSION`); run in a one-shot
+these read its warm OVSDB session (the ``warm`` provider their callers pass); run in a one-shot
 CLI process, pyroute2 is imported without its package ``__init__``
 (:func:`iproute_class`).  OVSDB rows are read from their synced data
 (:func:`_scalar` and friends).  See docs/performance.md, "show and inspect".
@@ -518,20 +518,21 @@ def _opt(value: object) -> Optional[Any]:
 
 
 #: Set by the agent (ovsfab/agent/server.py) for the one command it runs:
-#: remote -> an already synced session monitoring at least
-#: :data:`OVSDB_COLUMNS` whose close() keeps it open, or None for a fresh one.
-WARM_SESSION: Optional[Callable[[str], Optional[Any]]] = None
+#: A provider of warm sessions (the agent's): remote -> an already synced
+#: session monitoring at least :data:`OVSDB_COLUMNS` whose close() keeps it
+#: open, or None for a fresh one.
+WarmSessions = Callable[[str], Optional[Any]]
 
 
-def open_ovsdb(remote: Optional[str], timeout: float) -> Any:
-    """A read-only IDL session monitoring only :data:`OVSDB_COLUMNS` (the agent's warm one if it has one)."""
+def open_ovsdb(remote: Optional[str], timeout: float, warm: Optional[WarmSessions] = None) -> Any:
+    """A read-only IDL session monitoring only :data:`OVSDB_COLUMNS` (``warm``'s if it has one)."""
     from ovsfab.backends.ovs.idl import IdlSession, default_remote  # noqa: PLC0415
 
     remote = remote or default_remote()
-    if WARM_SESSION is not None:
-        warm = WARM_SESSION(remote)
-        if warm is not None:
-            return warm
+    if warm is not None:
+        session = warm(remote)
+        if session is not None:
+            return session
     return IdlSession(remote, OVSDB_COLUMNS, timeout=timeout)
 
 
@@ -753,7 +754,7 @@ def linux_bridges(links: Mapping[int, LinkFacts]) -> List[BridgeFacts]:
 # ---------------------------------------------------------------------------
 # show
 # ---------------------------------------------------------------------------
-def _docker_containers() -> List[Dict[str, Any]]:
+def _docker_containers(docker_host: Optional[str] = None) -> List[Dict[str, Any]]:
     """Every container dockerd knows of (one API call, through the docker SDK); raises Unavailable."""
     import docker.errors  # noqa: PLC0415 - lazy: the SDK costs ~160 ms to import
     import requests.exceptions  # noqa: PLC0415
@@ -764,16 +765,16 @@ def _docker_containers() -> List[Dict[str, Any]]:
     from ovsfab.plumbing.containers import _inspect_client  # noqa: PLC0415
 
     try:
-        return list(_inspect_client().containers(all=True))
+        return list(_inspect_client(docker_host).containers(all=True))
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise Unavailable(f"cannot reach dockerd: {type(exc).__name__}") from None
 
 
-def _inspect_container(ref: str) -> Dict[str, Any]:
+def _inspect_container(ref: str, docker_host: Optional[str] = None) -> Dict[str, Any]:
     """``docker inspect REF`` (one API call), with the errors of plumbing.containers._inspect_docker."""
     from ovsfab.plumbing import containers  # noqa: PLC0415
 
-    return containers._inspect_docker(ref)  # noqa: SLF001 - shares the client and the error mapping
+    return containers._inspect_docker(ref, docker_host)  # noqa: SLF001 - shares the client and the error mapping
 
 
 def _docker_index(listing: Iterable[Mapping[str, Any]]) -> Tuple[Dict[str, Mapping[str, Any]],
@@ -850,7 +851,8 @@ def mark_stale(bridges: Iterable[BridgeFacts],
 
 
 def show(bridge: Optional[str] = None, remote: Optional[str] = None,
-         timeout: float = 10.0, with_ovs: bool = True) -> ShowResult:
+         timeout: float = 10.0, with_ovs: bool = True, warm: Optional[WarmSessions] = None,
+         docker_host: Optional[str] = None) -> ShowResult:
     """Every bridge on this host (or ``bridge``), its ports classified.
 
     Reads OVSDB once, dumps this namespace's links once and, only if some
@@ -867,7 +869,7 @@ def show(bridge: Optional[str] = None, remote: Optional[str] = None,
     bridges: List[BridgeFacts] = []
     ovs_status = ServiceStatus("not-needed")
     if with_ovs:  # False with --backend linux: a host without OVS
-        session = open_ovsdb(remote, timeout)
+        session = open_ovsdb(remote, timeout, warm)
         try:
             bridges = ovs_bridges(session, by_name)
         finally:
@@ -887,7 +889,7 @@ def show(bridge: Optional[str] = None, remote: Optional[str] = None,
     listing: Optional[List[Dict[str, Any]]] = None
     if needs_docker:
         try:
-            listing = _docker_containers()
+            listing = _docker_containers(docker_host)
             docker_status = ServiceStatus("ok")
         except Unavailable as exc:
             docker_status = ServiceStatus("unavailable", str(exc))
@@ -899,19 +901,19 @@ def show(bridge: Optional[str] = None, remote: Optional[str] = None,
 # ---------------------------------------------------------------------------
 # inspect
 # ---------------------------------------------------------------------------
-def _resolve(spec: str) -> Tuple[ContainerFacts, Optional[str], Dict[str, str]]:
+def _resolve(spec: str, docker_host: Optional[str] = None) -> Tuple[ContainerFacts, Optional[str], Dict[str, str]]:
     """The target's facts, its namespace file (None if it has none) and, for
     Docker, {MAC: network name} from the container's own network settings."""
     from ovsfab.plumbing import containers  # noqa: PLC0415
 
     kind, ref = parse_target_spec(spec)
     if kind != "docker":
-        target = containers.resolve(spec)
+        target = containers.resolve(spec, docker_host=docker_host)
         facts = ContainerFacts(name=target.name, kind=kind, target=target.key, id=None,
                                pid=target.pid, state="running")
         return facts, target.netns_path, {}
     # One inspect call gives identity, state, PID and Docker's own networks.
-    info = _inspect_container(ref)
+    info = _inspect_container(ref, docker_host)
     state = info.get("State") or {}
     pid = int(state.get("Pid") or 0)
     facts = ContainerFacts(name=(info.get("Name") or ref).lstrip("/"), kind="docker",
@@ -946,7 +948,8 @@ def _peer_in_host(inner_ipr: Any, host_ns_fd: int, link: LinkFacts,
     return peer
 
 
-def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0) -> InspectResult:
+def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0,
+            warm: Optional[WarmSessions] = None, docker_host: Optional[str] = None) -> InspectResult:
     """Container -> interfaces -> host peers -> bridges (-> uplinks, tunnels).
 
     Raises NotFound for an unknown container.  An unreachable OVSDB does not
@@ -957,7 +960,7 @@ def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0) -> I
 
     IPRoute = iproute_class()  # noqa: N806
 
-    container, ns_path, docker_macs = _resolve(spec)
+    container, ns_path, docker_macs = _resolve(spec, docker_host)
     notes: List[str] = []
     ovs_status = ServiceStatus("not-needed")
     if ns_path is None:
@@ -1024,7 +1027,7 @@ def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0) -> I
             need_ovs.append(peer)
     if need_ovs:
         try:
-            session = open_ovsdb(remote, timeout)
+            session = open_ovsdb(remote, timeout, warm)
         except Unavailable as exc:
             ovs_status = ServiceStatus("unavailable", str(exc))
             notes.append(f"OVS facts unavailable: {exc}")

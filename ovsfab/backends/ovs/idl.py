@@ -26,6 +26,7 @@ import ovs.jsonrpc
 import ovs.poller
 import ovs.stream
 
+from ovsfab import defaults
 from ovsfab.backends.ovs import fastjson
 from ovsfab.errors import OperationFailed, PermissionDenied, Unavailable
 
@@ -41,12 +42,8 @@ DB_NAME = "Open_vSwitch"
 
 
 def default_remote() -> str:
-    """``OVSFAB_DB``, else ``unix:$OVS_RUNDIR/db.sock``, else the standard socket."""
-    env = os.environ.get("OVSFAB_DB")
-    if env:
-        return env
-    rundir = os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
-    return f"unix:{rundir}/db.sock"
+    """``OVSFAB_DB``, else ``unix:$OVS_RUNDIR/db.sock``, else the standard socket (this process's environment)."""
+    return defaults.default_db(os.environ)
 
 
 def _quiet_vlog() -> None:
