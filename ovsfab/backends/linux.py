@@ -29,7 +29,7 @@ import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort, PortResult
-from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError
+from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError, from_errno
 from ovsfab.model import (KEY_ADDRESSES, KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, KEY_MAC, KEY_MTU,
                           KEY_TARGET, KEY_VLAN, OVS_DOCKER_CONTAINER_ID, OVS_DOCKER_CONTAINER_IFACE, OWNER_KEY,
                           OWNER_VALUE, Attachment)
@@ -281,9 +281,7 @@ def forward_drop_note(bridge: str) -> Optional[str]:
 
 
 def _netlink_error(exc: Exception, what: str) -> OvsfabError:
-    from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
-
-    return netlink_error(exc, what)
+    return from_errno(exc, what)
 
 
 # ---------------------------------------------------------------------------

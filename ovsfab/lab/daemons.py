@@ -1,124 +1,17 @@
-"""Private Open vSwitch daemons for a lab host.
+"""Private Open vSwitch daemons for a lab host (started through ovsfab/plumbing/daemons.py).
 
-This is the one place where ovsfab runs processes: it *starts daemons*
-(ovsdb-server, ovs-vswitchd) inside a lab host's namespace.  The database
-file is written directly (the OVSDB standalone format is a schema record:
-``OVSDB JSON <length> <sha1>`` + the schema), and the ``Open_vSwitch`` row is
-created through the IDL, so no configuration tool runs.
+The ``Open_vSwitch`` row is created through the IDL, so no configuration tool runs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
 import shutil
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Optional
 
-from ovsfab.errors import OperationFailed, Unavailable
+from ovsfab.plumbing.daemons import binary, pid_of, spawn, stop_pid, write_db
 from ovsfab.plumbing.netns import Namespace
-
-LOG = logging.getLogger(__name__)
-
-SCHEMA_PATHS = ("/usr/share/openvswitch/vswitch.ovsschema", "/usr/local/share/openvswitch/vswitch.ovsschema")
-
-
-def binary(name: str, package: str = "openvswitch-switch") -> str:
-    """Absolute path of an installed daemon, or Unavailable naming the package."""
-    for path in (shutil.which(name), f"/usr/bin/{name}", f"/usr/sbin/{name}",
-                 f"/usr/local/bin/{name}", f"/usr/local/sbin/{name}"):
-        if path and os.access(path, os.X_OK):
-            return path
-    raise Unavailable(f"{name} is not installed", f"apt-get install {package}")
-
-
-def _schema() -> bytes:
-    for path in SCHEMA_PATHS:
-        if os.path.exists(path):
-            with open(path, "rb") as fh:
-                return fh.read()
-    raise Unavailable("the Open vSwitch schema (vswitch.ovsschema) is missing",
-                      "apt-get install openvswitch-switch")
-
-
-def write_db(path: str, schema: Optional[bytes] = None) -> None:
-    """Create an empty standalone OVSDB file holding ``schema`` (default: Open_vSwitch's).
-
-    What ``ovsdb-tool create`` does, without running it; written to a
-    temporary name first, so a crash leaves no half file behind.
-    """
-    # The schema is re-serialised compactly: the record's length and SHA-1
-    # are of exactly the bytes written.
-    text = json.dumps(json.loads(schema if schema is not None else _schema()), separators=(",", ":")).encode()
-    header = f"OVSDB JSON {len(text)} {hashlib.sha1(text).hexdigest()}\n".encode()  # noqa: S324 - format-mandated
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(header + text + b"\n")
-    os.replace(tmp, path)
-
-
-def process_exited(pid: int) -> bool:
-    """True when ``pid`` is gone or a zombie.
-
-    A --detach daemon is reparented to PID 1, which may reap it only seconds
-    later (measured: ~2 s per daemon here); ``kill(pid, 0)`` succeeds on a
-    zombie, so the state letter is what tells.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            stat = fh.read()
-    except OSError:
-        return True
-    # "PID (comm) S ...": comm may contain spaces and parentheses.
-    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
-
-
-def pid_of(pidfile: str) -> Optional[int]:
-    """PID of a running daemon from its pidfile, or None (gone, or a zombie)."""
-    try:
-        with open(pidfile, encoding="ascii") as fh:
-            pid = int(fh.read().strip())
-        os.kill(pid, 0)
-        return None if process_exited(pid) else pid
-    except (OSError, ValueError):
-        return None
-
-
-def spawn(argv: List[str], env: Dict[str, str], timeout: float) -> None:
-    """Run a ``--detach`` daemon; returns once it is ready (it forks and the parent exits)."""
-    name = os.path.basename(argv[0])
-    try:
-        done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise OperationFailed(f"{name} did not start within {timeout:.0f} s", "see its log file") from None
-    if done.returncode != 0:
-        err = done.stderr.decode(errors="replace").strip().splitlines()
-        raise OperationFailed(f"{name} failed to start: {err[-1] if err else done.returncode}",
-                              "see its log file")
-
-
-def stop_pid(pid: int, name: str, timeout: float = 10.0) -> None:
-    """SIGTERM, wait (zombie-aware), SIGKILL what does not exit in time."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process_exited(pid):
-            return
-        time.sleep(0.02)
-    LOG.warning("%s (pid %d) ignored SIGTERM; killing it", name, pid)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass

@@ -206,7 +206,7 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
         sw.ipr.link("add", ifname=WIRE, kind="bridge")
         sw.set_up(sw.index(WIRE))
         if state.mode == "ovn":
-            from ovsfab.ovn.lab import build_central  # noqa: PLC0415
+            from ovsfab.lab.ovn import build_central  # noqa: PLC0415
 
             build_central(state, sw, progress)
         for i in range(1, count + 1):
@@ -224,7 +224,7 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
 
                 if state.mode == "ovn":
                     # ovn-controller's own TCP session to the SB DB crosses
-                    # these veths and the userspace datapath: see ovsfab/ovn/lab.py.
+                    # these veths and the userspace datapath: see ovsfab/lab/ovn.py.
                     sw.disable_tx_checksum(f"wire{i}")
                     inner.disable_tx_checksum("eth1")
                 idx = inner.index("eth1")
@@ -309,7 +309,7 @@ def _connect(state: LabState, host: LabHost, progress: Callable[[str], None]) ->
     else:
         factory = lambda: OvsBackend(host.remote)  # noqa: E731
     if state.mode == "ovn":
-        from ovsfab.ovn.lab import connect_host  # noqa: PLC0415
+        from ovsfab.lab.ovn import connect_host  # noqa: PLC0415
 
         connect_host(state, host, progress)
         return
@@ -379,7 +379,7 @@ def down(quiet: bool = False) -> List[str]:
                 if "No such container" not in str(exc):
                     LOG.warning("cannot remove container %s: %s", name, exc)
     if state.ovn_rundirs:  # before the OVS daemons ovn-controller talks to
-        from ovsfab.ovn.lab import stop_ovn  # noqa: PLC0415
+        from ovsfab.lab.ovn import stop_ovn  # noqa: PLC0415
 
         removed.extend(stop_ovn(state))
     for rundir in reversed(state.rundirs):
@@ -421,7 +421,7 @@ def status() -> Optional[Dict[str, object]]:
         })
     out: Dict[str, object] = {"mode": state.mode, "backend": state.backend, "hosts": hosts, "ping": state.results}
     if state.mode == "ovn":
-        from ovsfab.ovn.lab import ovn_status  # noqa: PLC0415
+        from ovsfab.lab.ovn import ovn_status  # noqa: PLC0415
 
         out["ovn"] = ovn_status(state)
     return out

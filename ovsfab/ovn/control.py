@@ -185,7 +185,7 @@ def central(address: Optional[str] = None, rundir: Optional[str] = None, dbdir: 
             def undo(which: str = which, name: str = name, dbfile: str = dbfile, fresh: bool = fresh) -> None:
                 pid = daemons.pid(name)
                 if pid is not None:
-                    from ovsfab.lab.daemons import stop_pid  # noqa: PLC0415
+                    from ovsfab.plumbing.daemons import stop_pid  # noqa: PLC0415
 
                     stop_pid(pid, name)
                 if fresh:  # a database this call created goes with it
@@ -221,7 +221,7 @@ def central(address: Optional[str] = None, rundir: Optional[str] = None, dbdir: 
             def stop_northd() -> None:
                 pid = daemons.pid("ovn-northd")
                 if pid is not None:
-                    from ovsfab.lab.daemons import stop_pid  # noqa: PLC0415
+                    from ovsfab.plumbing.daemons import stop_pid  # noqa: PLC0415
 
                     stop_pid(pid, "ovn-northd")
 

@@ -26,8 +26,8 @@ from typing import Dict, Optional
 
 from ovsfab.errors import Unavailable
 # The lab room owns starting and stopping processes; OVN's daemons are more of them.
-from ovsfab.lab.daemons import binary, pid_of, spawn, stop_pid
-from ovsfab.lab.daemons import write_db as lab_write_db  # the OVSDB file format, any schema
+from ovsfab.plumbing.daemons import binary, pid_of, spawn, stop_pid
+from ovsfab.plumbing.daemons import write_db as lab_write_db  # the OVSDB file format, any schema
 
 LOG = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import socket
 import struct
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ovsfab.errors import Conflict, NotFound, OperationFailed, OvsfabError, PermissionDenied
+from ovsfab.errors import Conflict, NotFound, OperationFailed, OvsfabError, from_errno
 from ovsfab.model import AddressSpec
 from ovsfab.plumbing import sysctl
 from ovsfab.plumbing.netns import Namespace
@@ -30,16 +30,7 @@ TX_CSUM_FEATURES = ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-i
 
 def netlink_error(exc: Exception, what: str) -> OvsfabError:
     """Map a pyroute2 NetlinkError (or OSError) to an ovsfab error by errno."""
-    code = getattr(exc, "code", None) or getattr(exc, "errno", None) or 0
-    reason = os.strerror(code) if code else str(exc)
-    if code == errno.EPERM:
-        return PermissionDenied(f"{what}: {reason}", "run ovsfab as root")
-    if code == errno.EEXIST:
-        return Conflict(f"{what}: an interface of that name exists")
-    if code in (errno.ENODEV, errno.ENOENT):
-        return NotFound(f"{what}: {reason}")
-    return OperationFailed(f"{what}: {reason}")
-
+    return from_errno(exc, what)
 
 
 #: rtnetlink / netlink constants (linux/netlink.h, linux/rtnetlink.h, linux/if.h).
