@@ -55,11 +55,13 @@ fi
 
 if [ "${OVSFAB_NO_SERVICES:-0}" != "1" ] && [ -d /run/systemd/system ]; then
     systemctl enable --now openvswitch-switch docker
-    unit="$SRC/contrib/systemd/ovsfab-agent.service"
-    if [ -f "$unit" ]; then
-        install -m 0644 "$unit" /etc/systemd/system/ovsfab-agent.service
+    # The socket unit first: with it, systemd holds the agent's control socket
+    # and starts the agent at the first command that connects (LISTEN_FDS).
+    if [ -f "$SRC/contrib/systemd/ovsfab-agent.service" ]; then
+        install -m 0644 "$SRC/contrib/systemd/ovsfab-agent.socket" /etc/systemd/system/ovsfab-agent.socket
+        install -m 0644 "$SRC/contrib/systemd/ovsfab-agent.service" /etc/systemd/system/ovsfab-agent.service
         systemctl daemon-reload
-        systemctl enable --now ovsfab-agent.service
+        systemctl enable --now ovsfab-agent.socket ovsfab-agent.service
     fi
 fi
 log "done"
