@@ -73,7 +73,7 @@ class DockerEvents(threading.Thread):
         self.out = out
         self.waker = waker
         self.backoff_max = backoff_max
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._stream: Any = None
         self._lock = threading.Lock()
 
@@ -83,7 +83,7 @@ class DockerEvents(threading.Thread):
 
     def stop(self) -> None:
         """Ask the thread to end; closes the stream to unblock its read."""
-        self._stop.set()
+        self._halt.set()
         with self._lock:
             stream = self._stream
         if stream is not None:
@@ -99,7 +99,7 @@ class DockerEvents(threading.Thread):
         delay = 0.1
         connected_once = False
         live = False  # say "lost" once per outage, not once per retry
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             client: Optional[Any] = None
             try:
                 # timeout=None: the stream is idle for as long as nothing happens.
@@ -107,24 +107,24 @@ class DockerEvents(threading.Thread):
                 stream = client.events(decode=True, filters={"type": "container", "event": list(EVENTS)})
                 with self._lock:
                     self._stream = stream
-                if self._stop.is_set():
+                if self._halt.is_set():
                     break
                 self._put(Item("connected", detail="reconnected" if connected_once else "connected"))
                 connected_once = live = True
                 delay = 0.1
                 for ev in stream:
-                    if self._stop.is_set():
+                    if self._halt.is_set():
                         break
                     cid = ev.get("id") or (ev.get("Actor") or {}).get("ID") or ""
                     action = ev.get("Action") or ev.get("status") or ""
                     if cid:
                         self._put(Item("event", cid, action))
                 # The stream ended: dockerd closed it (shutting down).
-                if not self._stop.is_set() and live:
+                if not self._halt.is_set() and live:
                     self._put(Item("lost", detail="event stream closed"))
                     live = False
             except Exception as exc:  # dockerd unreachable / restarting: retry with backoff
-                if self._stop.is_set():
+                if self._halt.is_set():
                     break
                 LOG.debug("docker events: %s: %s", type(exc).__name__, exc)
                 if live:
@@ -138,6 +138,6 @@ class DockerEvents(threading.Thread):
                         client.close()
                     except Exception:
                         pass
-            if self._stop.wait(delay):
+            if self._halt.wait(delay):
                 break
             delay = min(self.backoff_max, delay * 2)

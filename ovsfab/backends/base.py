@@ -29,6 +29,9 @@ def is_attachment(att: Attachment) -> bool:
 
 #: Capability: tunnels can run BFD (Interface ``bfd`` / ``bfd_status``).
 CAP_BFD = "bfd"
+#: Capability: many ports removed in one change (one OVSDB transaction), safe
+#: to run in a thread of its own while the caller works on links.
+CAP_BATCH = "batch"
 
 
 @dataclass
@@ -150,6 +153,13 @@ class Backend(abc.ABC):
     def del_tunnel_port(self, port: str, *, remote: Optional[str] = None) -> bool:
         """Remove one tunnel (the one to ``remote`` when a port carries several)."""
         return self.del_port(port, if_exists=True)
+
+    def del_ports(self, ports: List[str]) -> int:
+        """Remove several ports; returns how many were there.
+
+        One change per port here; a backend with CAP_BATCH makes it one.
+        """
+        return sum(1 for port in ports if self.del_port(port, if_exists=True))
 
     # -- ovsfab apply: many ports in one change ---------------------------
     def bridge_external_ids(self, bridge: str) -> Dict[str, str]:

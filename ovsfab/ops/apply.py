@@ -519,7 +519,7 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
 
                     removed = del_lports(nbs(), lports)  # one NB transaction
                     steps.add_undo("put removed logical ports back", lambda: restore_lports(nbs(), removed))
-                backend.del_ports(gone)  # type: ignore[attr-defined]
+                backend.del_ports(gone)
                 back = [NewPort(a.bridge, a.port, dict(a.external_ids), backend.bridge_datapath(a.bridge) or "netdev",
                                 a.vlan) for a in plan.del_attachments]
                 back += [NewPort(t.bridge, t.port, dict(t.external_ids), t.datapath, None, t.iface_type,
@@ -589,7 +589,7 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
                 return backend.add_many(ports, set_ids=plan.retag)
 
             def uncommit() -> None:
-                backend.del_ports([p.port for p in ports])  # type: ignore[attr-defined]
+                backend.del_ports([p.port for p in ports])
                 for b in created_bridges:
                     backend.del_br(b, if_exists=True)
 

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from ovsfab.backends.base import Backend, Borrowed, NewPort, is_attachment
+from ovsfab.backends.base import CAP_BATCH, Backend, Borrowed, NewPort, is_attachment
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError, Unavailable
 from ovsfab.model import Attachment, AttachRequest, Target, parse_target_spec
 from ovsfab.ops.plan import fault_point
@@ -593,7 +593,7 @@ class Reconciler:
         """
         if not items:
             return []
-        if len(items) == 1 or not hasattr(self.backend, "del_ports"):
+        if len(items) == 1 or CAP_BATCH not in self.backend.capabilities:
             return [self._act_restore(att, kind, info) for att, kind, info in items]
         from ovsfab.plumbing import containers  # noqa: PLC0415
 
