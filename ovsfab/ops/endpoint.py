@@ -377,7 +377,7 @@ def _check_fabric(backend: Backend, spec: NetworkSpec) -> List[str]:
 
 def network_create(spec: NetworkSpec, ctx: Context) -> NetworkResult:
     """Record a Docker network on its bridge once this host's fabric is proved able to carry it."""
-    with Plan("network.create", ctx.fault) as plan, _backend(ctx) as backend:
+    with _backend(ctx) as backend, Plan("network.create", ctx.fault) as plan:  # undo before close
         plan.checkpoint("connect")
         existing = find_network(backend, spec.network_id)
         if existing is not None:
@@ -394,7 +394,7 @@ def network_create(spec: NetworkSpec, ctx: Context) -> NetworkResult:
 
 def network_delete(network_id: str, ctx: Context) -> NetworkResult:
     """Forget a Docker network, and remove any endpoint of it Docker did not delete (idempotent)."""
-    with Plan("network.delete", ctx.fault) as plan, _backend(ctx) as backend:
+    with _backend(ctx) as backend, Plan("network.delete", ctx.fault) as plan:  # undo before close
         spec = find_network(backend, network_id)
         for att in docker_endpoints(backend, network_id):
             LOG.info("network %s: removing endpoint %s left behind", network_id[:12], att.port)
@@ -539,7 +539,7 @@ def endpoint_delete(network_id: str, endpoint_id: str, ctx: Context) -> Endpoint
 def endpoint_join(network_id: str, endpoint_id: str, sandbox: str, ctx: Context) -> EndpointResult:
     """The veth end Docker moves into the sandbox; the sandbox is recorded on the port."""
     endpoint_id = _docker_id(endpoint_id, "endpoint ID")
-    with Plan("endpoint.join", ctx.fault) as plan, _backend(ctx) as backend:
+    with _backend(ctx) as backend, Plan("endpoint.join", ctx.fault) as plan:  # undo before close
         att = _endpoint(backend, endpoint_id)
         if att is None:
             raise NotFound(f"endpoint {endpoint_id[:12]} is not recorded on this host's OVS",
