@@ -1,0 +1,391 @@
+"""`ovsfab docker-driver`: ovsfab as a Docker network + IPAM plugin, driven by the real dockerd.
+
+Two simulated hosts (netns + private OVS each), wired and joined by an uplink
+on br-ul and a VXLAN mesh on br0 (key 5001), as tests/test_tunnel.py does.
+Each host runs its own driver (`ovsfab docker-driver`) inside its netns under
+its own plugin name, which one dockerd finds through a spec file in
+/etc/docker/plugins.  The veth end Docker moves (SrcName) is created in
+dockerd's namespace (the root one), its peer in the simulated host's.  Each
+host's Docker network gets its own --ip-range of the shared subnet.
+
+Oracles: `docker`, `ip`, `ovs-vsctl` and real traffic (ping, a 4 MB TCP
+transfer with checksums).  Never `docker rm -f` in parallel (moby#46661).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import testbed as tb
+from _crosshost_helpers import wait_for, wire
+
+from ovsfab.driver.handlers import Driver, Reservations
+from ovsfab.errors import InvalidInput
+from ovsfab.ops.context import Context
+from ovsfab.ops.endpoint import NetworkSpec, host_range, peer_ifname, port_ifname
+
+U1, U2 = "192.168.79.5", "192.168.79.6"
+SUBNET = "10.79.0.0/24"
+RANGES = ("10.79.0.0/25", "10.79.0.128/25")
+SPEC_DIR = "/etc/docker/plugins"
+#: dockerd runs in the namespace of this test process (the root one): the ovc… ends live there.
+DOCKERD_NS = f"/proc/{os.getpid()}/ns/net"
+
+
+# ---------------------------------------------------------------- pure logic
+def test_options_are_validated_before_anything_changes():
+    nid = "ab" * 32
+    spec = NetworkSpec.parse(nid, ["bridge=br0", "vlan=100", "mode=vxlan", "key=5001",
+                                   "com.docker.network.driver.mtu=1400"], [SUBNET])
+    assert (spec.bridge, spec.vlan, spec.mode, spec.key, spec.mtu) == ("br0", 100, "vxlan", 5001, 1400)
+    assert NetworkSpec.from_record(nid, "br0", spec.to_record()) == spec
+    for opts, subnets, words in (
+            (["bridge=br0", "colour=red"], [SUBNET], "unknown option -o colour"),
+            (["vlan=5"], [SUBNET], "no bridge given"),
+            (["bridge=br0", "network=blue"], [SUBNET], "OVN"),
+            (["bridge=br0", "mode=vxlan"], [SUBNET], "needs -o key"),
+            (["bridge=br0", "key=7"], [SUBNET], "needs -o mode"),
+            (["bridge=br0", "mode=ipip", "key=7"], [SUBNET], "mode 'ipip' is unknown"),
+            (["bridge=br0", "mode=vxlan", "key=16777216"], [SUBNET], "not a valid vxlan key"),
+            (["bridge=br0", "vlan=5000"], [SUBNET], "outside"),
+            (["bridge=br0", "mtu=9", "com.docker.network.driver.mtu=9"], [SUBNET], "outside"),
+            (["bridge=br0"], [], "no subnet")):
+        with pytest.raises(InvalidInput, match=words):
+            NetworkSpec.parse(nid, opts, subnets)
+
+
+def test_host_ranges_are_deterministic_slices_of_the_subnet():
+    import ipaddress
+
+    a, b = host_range("10.1.0.0/16", "host-a"), host_range("10.1.0.0/16", "host-b")
+    assert a == host_range("10.1.0.0/16", "host-a")
+    assert ipaddress.ip_network(a).prefixlen == 22 and ipaddress.ip_network(a).subnet_of(ipaddress.ip_network("10.1.0.0/16"))
+    assert len({host_range("10.1.0.0/16", f"h{i}") for i in range(40)}) > 20  # spread over the 64 slices
+    assert a != b or host_range("10.1.0.0/16", "host-c") != a
+    assert host_range("10.1.0.0/28", "x") == "10.1.0.0/28"  # too small to cut
+    assert len(port_ifname("e" * 64)) == 15 and len(peer_ifname("e" * 64)) == 15
+    assert port_ifname("e" * 64) != peer_ifname("e" * 64)
+
+
+def test_driver_answers_refusals_in_one_line():
+    d = Driver(context=lambda: Context(db="unix:/nonexistent/db.sock"), host_id="h")
+    assert d.handle("Plugin.Activate", {}) == {"Implements": ["NetworkDriver", "IpamDriver"]}
+    assert "does not implement" in d.handle("NetworkDriver.Frobnicate", {})["Err"]
+    err = d.handle("NetworkDriver.CreateNetwork", {"NetworkID": "ab" * 32, "Options": {
+        "com.docker.network.generic": {"bridge": "br0", "speed": "fast"}}, "IPv4Data": [{"Pool": SUBNET}]})["Err"]
+    assert err.startswith("unknown option -o speed;") and "\n" not in err
+    assert "needs a subnet" in d.handle("IpamDriver.RequestPool", {"Pool": ""})["Err"]
+    pool = d.handle("IpamDriver.RequestPool", {"Pool": SUBNET, "SubPool": RANGES[1]})
+    assert pool["Pool"] == SUBNET
+    gw = d.handle("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"],
+                                                "Options": {"RequestAddressType": "com.docker.network.gateway"}})
+    assert gw["Address"] == "10.79.0.1/24"
+    r = Reservations(ttl=0.05)
+    r.add("p", "10.0.0.5")
+    assert r.list("p") == ["10.0.0.5"]
+    time.sleep(0.1)
+    assert r.list("p") == []
+
+
+# ---------------------------------------------------------------- the real thing
+class Fabric:
+    """Two hosts joined by VXLAN on br0, a driver on each, and what the tests made (removed in close)."""
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self.hosts = []
+        self.drivers = {}
+        self.networks = []
+        self.containers = []
+        self.spec_files = []
+        try:
+            self.h1, self.h2 = tb.OvsHost(), tb.OvsHost()
+            self.hosts = [self.h1, self.h2]
+            wire(self.h1, self.h2)
+            for h, mine, other in ((self.h1, U1, U2), (self.h2, U2, U1)):
+                h.ip("addr", "add", f"{mine}/24", "dev", "eth1")
+                h.ovsfab("uplink", "add", "br-ul", "eth1", check=True)
+                h.ovsfab("tunnel", "add", "br0", other, "--key", "5001", check=True)
+            self.names = {self.h1: f"ovsfab-t{tb.RUN_ID}-1", self.h2: f"ovsfab-t{tb.RUN_ID}-2"}
+            for h in self.hosts:
+                self.start_driver(h)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- drivers ---------------------------------------------------------
+    def socket(self, h: tb.OvsHost) -> str:
+        return str(h.rundir / "driver.sock")
+
+    def start_driver(self, h: tb.OvsHost, fault: str = None) -> None:
+        name = self.names[h]
+        cmd = h.ovsfab_cmd("docker-driver", "--name", name, "--socket", self.socket(h), "--spec-dir", SPEC_DIR)
+        log = open(h.rundir / "driver.log", "a")
+        env = tb.clean_env({"OVSFAB_INJECT_FAULT": fault} if fault else None)
+        self.drivers[h] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=str(tb.REPO))
+        log.close()
+        spec = os.path.join(SPEC_DIR, f"{name}.spec")
+        self.spec_files.append(spec)
+        assert wait_for(lambda: os.path.exists(self.socket(h)) and os.path.exists(spec), 20), self.driver_log(h)
+
+    def kill_driver(self, h: tb.OvsHost, sig: int = signal.SIGKILL) -> None:
+        proc = self.drivers.pop(h)
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+
+    def driver_log(self, h: tb.OvsHost) -> str:
+        try:
+            return (h.rundir / "driver.log").read_text()
+        except OSError:
+            return ""
+
+    # -- Docker objects --------------------------------------------------
+    def network(self, h: tb.OvsHost, name: str, *opts: str, ip_range: str = None, subnet: str = SUBNET,
+                check: bool = True):
+        args = ["network", "create", "-d", self.names[h], "--ipam-driver", self.names[h], "--subnet", subnet]
+        if ip_range:
+            args += ["--ip-range", ip_range]
+        self.networks.append(name)
+        cp = tb.docker(*args, *opts, name, check=False)
+        if check:
+            assert cp.returncode == 0, cp.stderr + self.driver_log(h)
+        return cp
+
+    def run(self, name: str, *opts: str) -> tb.Container:
+        self.containers.append(name)
+        cid = tb.docker("run", "-d", "--name", name, *opts, self.image, "sleep", "1000000").stdout.strip()
+        c = tb.Container(name=name, id=cid, pid=0)
+        c.refresh_pid()
+        return c
+
+    def run_api(self, name: str, network: str, ip: str, mac: str) -> tb.Container:
+        """``docker run --network --ip --mac-address`` through the Engine API (the docker SDK): the
+        CLI here is newer than dockerd 20.10 and refuses --mac-address with --network."""
+        import docker  # noqa: PLC0415
+
+        api = docker.APIClient(version="1.41")
+        try:
+            self.containers.append(name)
+            cid = api.create_container(
+                self.image, ["sleep", "1000000"], name=name, mac_address=mac,
+                host_config=api.create_host_config(network_mode=network),
+                networking_config=api.create_networking_config(
+                    {network: api.create_endpoint_config(ipv4_address=ip)}))["Id"]
+            api.start(cid)
+        finally:
+            api.close()
+        c = tb.Container(name=name, id=cid, pid=0)
+        c.refresh_pid()
+        return c
+
+    def close(self) -> None:
+        tb.remove_containers(self.containers)  # one at a time (moby#46661)
+        for n in self.networks:
+            tb.docker("network", "rm", n, check=False)
+        for h in list(self.drivers):
+            self.kill_driver(h, signal.SIGTERM)
+        for spec in self.spec_files:
+            if os.path.exists(spec):
+                os.unlink(spec)
+        for h in reversed(self.hosts):
+            h.close()
+
+
+@pytest.fixture(scope="module")
+def fabric(docker_image):
+    f = Fabric(docker_image)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def docker_ports(h: tb.OvsHost) -> list:
+    return [r for r in tb.ovs_table(h, "Port", ["name", "external_ids", "tag"])
+            if r["external_ids"].get("ovsfab-role") == "docker"]
+
+
+def network_records(h: tb.OvsHost) -> list:
+    return [k for r in tb.ovs_table(h, "Bridge", ["external_ids"]) for k in r["external_ids"]
+            if k.startswith("ovsfab-docker-net-")]
+
+
+def our_links(ns) -> list:
+    """Driver-made veth ends (host ends `ovf…` in a host, peers `ovc…` in dockerd's namespace)."""
+    return sorted(n for n in tb.links_in(ns) if n.startswith(("ovc", "ovf")))
+
+
+def container_ifaces(c: tb.Container) -> dict:
+    return {n: rec for n, rec in tb.links_in(c).items() if n.startswith("eth")}
+
+
+def container_ip(c: tb.Container, net: str) -> str:
+    out = tb.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", c.id).stdout
+    return json.loads(out)[net]["IPAddress"]
+
+
+def test_cross_host_ping_tcp_lifecycle_and_no_leak(fabric):
+    f, h1, h2 = fabric, fabric.h1, fabric.h2
+    root_before = our_links(DOCKERD_NS)
+    n1, n2 = tb.unique("dn"), tb.unique("dn")
+    f.network(h1, n1, "-o", "bridge=br0", "-o", "mode=vxlan", "-o", "key=5001", ip_range=RANGES[0])
+    f.network(h2, n2, "-o", "bridge=br0", "-o", "mode=vxlan", "-o", "key=5001", ip_range=RANGES[1])
+    assert len(network_records(h1)) == 1 and len(network_records(h2)) == 1
+
+    c1 = f.run(tb.unique("dc"), "--network", n1)  # address from the ovsfab IPAM, this host's range
+    c2 = f.run_api(tb.unique("dc"), n2, "10.79.0.200", "02:00:00:79:00:c8")
+    ip1, ip2 = container_ip(c1, n1), container_ip(c2, n2)
+    assert ip1.startswith("10.79.0.") and 2 <= int(ip1.rsplit(".", 1)[1]) < 128, ip1  # h1's range, not the gateway
+    assert ip2 == "10.79.0.200"
+    eth2 = container_ifaces(c2)["eth0"]
+    assert eth2["address"] == "02:00:00:79:00:c8"
+    # Tunnel-aware MTU: 1500 underlay - 50 VXLAN.
+    assert container_ifaces(c1)["eth0"]["mtu"] == 1450 and eth2["mtu"] == 1450
+    # Only the driver's own interfaces: no docker_gwbridge leg, no default route.
+    assert sorted(container_ifaces(c1)) == ["eth0"] and tb.default_route(c1) is None
+
+    # The record: a port on br0 per endpoint, owned, tagged for Docker, with the endpoint's identity.
+    p1 = docker_ports(h1)
+    assert len(p1) == 1 and p1[0]["external_ids"]["ovsfab-addresses"] == f"{ip1}/24"
+    ids = p1[0]["external_ids"]
+    assert ids["ovsfab-owner"] == "ovsfab" and len(ids["ovsfab-docker-network"]) == 64
+    assert ids["ovsfab-docker-sandbox"].startswith("/var/run/docker/netns/")
+    assert ids["ovsfab-docker-endpoint"] == tb.docker(
+        "inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{n1}\").EndpointID}}}}", c1.id).stdout.strip()
+    # show lists it as an attachment; reconcile leaves it to Docker.
+    shown = h1.ovsfab("show", "--json", check=True).stdout
+    assert p1[0]["name"] in shown
+    rec = json.loads(h1.ovsfab("reconcile", "--json", check=True).stdout)
+    assert p1[0]["name"] not in json.dumps(rec)
+    assert [p["name"] for p in docker_ports(h1)] == [p1[0]["name"]]
+
+    # Across the hosts: ping and a real TCP transfer (netdev needs the checksum offloads off).
+    assert tb.ping(c1, ip2, count=3), f.driver_log(h1)
+    assert tb.tcp_transfer(c1, c2, ip2)
+    assert tb.tcp_transfer(c2, c1, ip1, port=5202)
+
+    # docker restart: a new endpoint, still connected, nothing left of the old one.
+    tb.docker("restart", "-t", "0", c1.name)
+    c1.refresh_pid()
+    assert [p["name"] for p in docker_ports(h1)] != [p1[0]["name"]] and len(docker_ports(h1)) == 1
+    assert tb.ping(c1, ip2, count=2)
+
+    # Several networks per container; connect and disconnect.
+    n3 = tb.unique("dn")
+    f.network(h1, n3, "-o", "bridge=br0", "-o", "vlan=300", subnet="10.80.0.0/24")
+    tb.docker("network", "connect", n3, c1.name)
+    assert sorted(container_ifaces(c1)) == ["eth0", "eth1"]
+    tags = sorted(str(p["tag"]) for p in docker_ports(h1))
+    assert "300" in tags, tags
+    tb.docker("network", "disconnect", n3, c1.name)
+    assert sorted(container_ifaces(c1)) == ["eth0"] and len(docker_ports(h1)) == 1
+    assert tb.ping(c1, ip2, count=2)
+
+    # docker rm -f, then network rm: no veth, port or record remains on either side.
+    tb.remove_containers([c1.name, c2.name])
+    for n in (n1, n2, n3):
+        tb.docker("network", "rm", n)
+    for h in (h1, h2):
+        assert docker_ports(h) == [] and network_records(h) == []
+        assert our_links(h.name) == []
+    assert our_links(DOCKERD_NS) == root_before
+
+
+def test_bad_input_gives_ovsfab_one_line_and_leaves_nothing(fabric):
+    f, h1 = fabric, fabric.h1
+    h1.vsctl("add-br", "br-other", "--", "set", "bridge", "br-other", "datapath_type=netdev")
+    good = tb.unique("dn")
+    f.network(h1, good, "-o", "bridge=br0", ip_range=RANGES[0])
+    cases = (
+        (["-o", "bridge=br0", "-o", "colour=red"], "unknown option -o colour"),
+        (["-o", "bridge=br-other"], "bridge br-other is not ovsfab's"),
+        (["-o", "bridge=br-nope"], "bridge br-nope does not exist on this host"),
+        (["-o", "bridge=br0", "-o", "mode=vxlan", "-o", "key=77"], "carries no vxlan tunnel with key 77"),
+        (["-o", "bridge=br0", "-o", "mtu=1500"], "MTU 1500 does not fit the tunnels of bridge br0"),
+        (["-o", "bridge=br0", "-o", "network=blue"], "OVN"),
+        (["-o", "bridge=br0"], "overlaps"),  # same subnet as `good`
+    )
+    try:
+        records = network_records(h1)
+        for opts, words in cases:
+            name = tb.unique("dn")
+            cp = f.network(h1, name, *opts, check=False)
+            assert cp.returncode != 0, (opts, cp.stdout)
+            lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
+            assert len(lines) == 1 and words in lines[0] and "; " in lines[0], (opts, cp.stderr)
+            assert "Traceback" not in f.driver_log(h1)
+            assert tb.docker("network", "inspect", name, check=False).returncode != 0, name
+            assert network_records(h1) == records
+        # An --ip another endpoint on the segment holds is refused by ovsfab, nothing left.
+        c = f.run(tb.unique("dc"), "--network", good, "--ip", "10.79.0.50")
+        ports = docker_ports(h1)
+        cp = tb.docker("run", "-d", "--name", tb.unique("dc"), "--network", good, "--ip", "10.79.0.50",
+                       f.image, "sleep", "100", check=False)
+        assert cp.returncode != 0 and "10.79.0.50" in cp.stderr, cp.stderr
+        assert docker_ports(h1) == ports and len(our_links(h1.name)) == 1
+        tb.remove_containers([c.name])
+    finally:
+        h1.vsctl("--if-exists", "del-br", "br-other")
+        tb.docker("network", "rm", good, check=False)
+    assert network_records(h1) == [] and docker_ports(h1) == []
+
+
+def test_driver_restart_while_containers_run(fabric):
+    f, h1, h2 = fabric, fabric.h1, fabric.h2
+    n1, n2 = tb.unique("dn"), tb.unique("dn")
+    f.network(h1, n1, "-o", "bridge=br0", ip_range=RANGES[0])
+    f.network(h2, n2, "-o", "bridge=br0", ip_range=RANGES[1])
+    c1, c2 = f.run(tb.unique("dc"), "--network", n1), f.run(tb.unique("dc"), "--network", n2)
+    ip2 = container_ip(c2, n2)
+    ports = docker_ports(h1)
+    f.kill_driver(h1)  # SIGKILL: nothing flushed, nothing cleaned up
+    assert tb.ping(c1, ip2, count=2)  # the data path does not need the driver
+    f.start_driver(h1)
+    assert docker_ports(h1) == ports  # nothing lost: the state is OVSDB's
+    # The restarted driver serves new containers and the old ones' removal from what OVSDB holds.
+    c3 = f.run(tb.unique("dc"), "--network", n1)
+    ip3 = container_ip(c3, n1)
+    assert ip3 != container_ip(c1, n1)
+    assert tb.ping(c3, ip2, count=2)
+    tb.remove_containers([c1.name, c3.name, c2.name])
+    for n in (n1, n2):
+        tb.docker("network", "rm", n)
+    for h in (h1, h2):
+        assert docker_ports(h) == [] and network_records(h) == [] and our_links(h.name) == []
+
+
+def test_a_failure_at_any_step_leaves_nothing(fabric):
+    """The fault hook after each step of endpoint.create and network.create: Docker shows the
+    error, and every step before it is undone (no port, no veth on either side, no record)."""
+    f, h1 = fabric, fabric.h1
+    net = tb.unique("dn")
+    root_before = our_links(DOCKERD_NS)
+    try:
+        for step in ("create_veth", "offloads", "plug"):
+            f.kill_driver(h1, signal.SIGTERM)
+            f.start_driver(h1, fault=step)
+            if step == "create_veth":
+                f.network(h1, net, "-o", "bridge=br0", ip_range=RANGES[0])
+            name = tb.unique("dc")
+            f.containers.append(name)
+            cp = tb.docker("run", "-d", "--name", name, "--network", net, f.image, "sleep", "100", check=False)
+            assert cp.returncode != 0 and f"fault injected after step {step!r}" in cp.stderr, cp.stderr
+            assert docker_ports(h1) == [] and our_links(h1.name) == [], step
+            assert our_links(DOCKERD_NS) == root_before, step
+            tb.remove_containers([name])
+        f.kill_driver(h1, signal.SIGTERM)
+        f.start_driver(h1, fault="record")
+        records = network_records(h1)
+        cp = f.network(h1, tb.unique("dn"), "-o", "bridge=br0", subnet="10.81.0.0/24", check=False)
+        assert cp.returncode != 0 and "fault injected after step 'record'" in cp.stderr, cp.stderr
+        assert network_records(h1) == records
+    finally:
+        tb.docker("network", "rm", net, check=False)
+        f.kill_driver(h1, signal.SIGTERM)
+        f.start_driver(h1)
+    assert network_records(h1) == [] and docker_ports(h1) == []
