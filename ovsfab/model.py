@@ -222,7 +222,7 @@ class AttachRequest:
     vlan: Optional[int] = None
     datapath: str = "auto"
     persist: bool = True  # False: attach --no-persist (never restored by reconcile)
-    network: Optional[str] = None   # OVN network (attach --network), see ovsfab/ovn/network.py
+    network: Optional[str] = None   # OVN network (attach --network), see ovsfab/ops/ovn_network.py
     iface_id: Optional[str] = None  # its logical switch port, recorded as external_ids:iface-id
 
     @classmethod

@@ -25,8 +25,8 @@ import testbed as tb
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 try:
-    from ovsfab.ovn.control import CENTRAL_STEPS, JOIN_STEPS
-    from ovsfab.ovn.network import ATTACH_STEPS, DETACH_STEPS
+    from ovsfab.ops.ovn_control import CENTRAL_STEPS, JOIN_STEPS
+    from ovsfab.ops.ovn_network import ATTACH_STEPS, DETACH_STEPS
 except Exception:  # noqa: BLE001 - the tests below fail on it, loudly
     CENTRAL_STEPS = JOIN_STEPS = ATTACH_STEPS = DETACH_STEPS = ("<import-failed>",)
 

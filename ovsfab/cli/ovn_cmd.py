@@ -22,7 +22,7 @@ def central(
     """Start (or adopt) the OVN NB and SB databases and ovn-northd on this host."""
 
     def op() -> None:
-        from ovsfab.ovn.control import central as do_central  # noqa: PLC0415
+        from ovsfab.ops.ovn_control import central as do_central  # noqa: PLC0415
 
         res = do_central(address, fault=context().fault)
         parts = []
@@ -53,7 +53,7 @@ def join(
     """Make this host an OVN chassis: OVN settings in Open_vSwitch, ovn-controller running."""
 
     def op() -> None:
-        from ovsfab.ovn.control import join as do_join  # noqa: PLC0415
+        from ovsfab.ops.ovn_control import join as do_join  # noqa: PLC0415
 
         res = do_join(central_ip, encap=encap, encap_ip=encap_ip, system_id=system_id, hostname=hostname,
                       datapath=datapath, ovs_remote=STATE.db, fault=context().fault)
@@ -117,7 +117,8 @@ def apply(
 
     def op() -> None:
         from ovsfab.fabric.spec import load_fabric  # noqa: PLC0415
-        from ovsfab.ovn.fabric import nb_for, sync_fabric  # noqa: PLC0415
+        from ovsfab.ops.ovn_fabric import sync_fabric  # noqa: PLC0415
+        from ovsfab.ovn.fabric import nb_for  # noqa: PLC0415
 
         fabric = load_fabric(path)
         res = sync_fabric(fabric, nb_for(nb), dry_run=dry_run, prune=prune)

@@ -35,7 +35,7 @@ def central_rundir() -> str:
 def build_central(state: "labmod.LabState", sw, progress: Callable[[str], None]) -> None:  # noqa: ANN001
     """The central's namespace on the wire, and its daemons."""
     from ovsfab.model import parse_address  # noqa: PLC0415
-    from ovsfab.ovn.control import central  # noqa: PLC0415
+    from ovsfab.ops.ovn_control import central  # noqa: PLC0415
     from ovsfab.plumbing.links import NetlinkHandle  # noqa: PLC0415
 
     progress(f"central {labmod.CENTRAL_NS}: namespace, eth1 {labmod.CENTRAL_UNDERLAY}, OVN NB/SB + ovn-northd")
@@ -66,8 +66,8 @@ def connect_host(state: "labmod.LabState", host: "labmod.LabHost", progress: Cal
     """Uplink, ovn join, attach --network: ovsfab's own operations, as that host."""
     from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
     from ovsfab.ops.uplink import uplink_add  # noqa: PLC0415
-    from ovsfab.ovn.control import join  # noqa: PLC0415
-    from ovsfab.ovn.network import attach_network  # noqa: PLC0415
+    from ovsfab.ops.ovn_control import join  # noqa: PLC0415
+    from ovsfab.ops.ovn_network import attach_network  # noqa: PLC0415
 
     with Namespace.open(named_path(host.netns)) as ns, ns.entered():
         progress(f"{host.name}: ovsfab uplink add br-ul eth1")

@@ -120,7 +120,7 @@ def _attach(p: Dict[str, Any], ctx: Context) -> Any:
     if p.get("network") is not None:  # OVN: the bridge is br-int, the port a logical one
         if p.get("vlan") is not None:
             raise InvalidInput("--vlan does not apply to OVN networks", "leave it out with --network")
-        from ovsfab.ovn.network import attach_network  # noqa: PLC0415
+        from ovsfab.ops.ovn_network import attach_network  # noqa: PLC0415
 
         return attach_network(p["network"], p["container"], p.get("addresses") or [],
                               ifname=_get(p, "ifname", "eth1"), mac=p.get("mac"), mtu=mtu,
@@ -144,7 +144,7 @@ def _detach(p: Dict[str, Any], ctx: Context) -> Any:
     if p.get("container") is None:
         raise InvalidInput("no container given", "ovsfab detach BRIDGE CONTAINER")
     if p.get("network") is not None:
-        from ovsfab.ovn.network import detach_network  # noqa: PLC0415
+        from ovsfab.ops.ovn_network import detach_network  # noqa: PLC0415
 
         return detach_network(p["network"], p["container"], _get(p, "ifname", "eth1"),
                               bool(p.get("if_exists")), ovs_remote=ctx.db, fault=ctx.fault)
