@@ -243,3 +243,32 @@ def test_gc_and_status(cni, netns_targets):
     assert code == 1 and out["code"] == 50
     assert plugin("DEL", conf(version="1.1.0"), a.netns_path, container_id="keep")[0] == 0
     assert plugin("DEL", conf(version="1.1.0"), b.netns_path, container_id="stale")[0] == 0
+
+
+def test_add_and_del_are_handed_to_a_running_agent(cni, netns_targets):
+    """With an agent on the host's OVS, ADD and DEL go to it (its log says so) and give what
+    the plugin gives in-process: the same result shape, the same port, nothing left after DEL."""
+    from test_agent import AgentProc
+
+    host, br, data, conf = cni
+    agent = AgentProc(host)
+    try:
+        agent.wait_log("serving attach/detach")
+        agent.wait_log("connected to OVSDB")
+        t, u = netns_targets(), netns_targets()
+        via = added(conf(vlan=13), t.netns_path, container_id="ctr-agent")
+        assert " op: cni.add -> exit 0" in agent.text(), agent.text()
+        local = added(conf(vlan=13), u.netns_path, container_id="ctr-local", extra_env={"OVSFAB_NO_AGENT": "1"})
+        assert agent.text().count(" op: cni.add") == 1, "OVSFAB_NO_AGENT=1 still went to the agent"
+        assert sorted(via) == sorted(local) and len(via["interfaces"]) == len(local["interfaces"])
+        assert tb.ovs_row(host, "Port", via["interfaces"][0]["name"])["tag"] == 13
+        code, _ = plugin("DEL", conf(vlan=13), t.netns_path, container_id="ctr-agent")
+        assert code == 0 and " op: cni.del -> exit 0" in agent.text()
+        host_end = via["interfaces"][0]["name"]
+        assert host_end not in host.links() and tb.ovs_row(host, "Port", host_end) is None
+        assert "eth0" not in tb.links_in(t)
+        assert plugin("DEL", conf(vlan=13), u.netns_path, container_id="ctr-local")[0] == 0
+        assert "Traceback" not in agent.text()
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()

@@ -24,11 +24,10 @@ through :mod:`ovsfab.cli.wire` rather than :mod:`json` (whose decoder imports
 
 from __future__ import annotations
 
-import _socket
 import os
 import sys
 
-from ovsfab.agent.protocol import PROTOCOL, netns_id, socket_path
+from ovsfab.agent.protocol import PROTOCOL, call, netns_id, socket_path
 from ovsfab.cli import wire
 
 TYPE_CHECKING = False
@@ -36,16 +35,6 @@ if TYPE_CHECKING:  # no typing import at run time (start-up cost)
     from typing import Dict, List, Optional
 
     from ovsfab.cli.argv import Parsed
-
-#: Connecting is local and instant when an agent listens; a missing or hung
-#: one must not cost the user noticeable time before the fallback.
-CONNECT_TIMEOUT = 0.25
-#: An attach waits for OVSDB and dockerd (10 s deadlines each), and the agent
-#: may be finishing a reconcile pass first.
-REPLY_TIMEOUT = 120.0
-#: Largest reply accepted (show of a big host is a few hundred KiB).
-MAX_REPLY = 16 << 20
-
 
 def context_of(parsed: "Parsed") -> "Dict[str, object]":
     """The request's context on the wire: --db/--backend, else this process's environment."""
@@ -64,39 +53,7 @@ def request(parsed: "Parsed", context: "Dict[str, object]") -> "Dict[str, object
 
 def call_agent(message: "Dict[str, object]", path: "Optional[str]" = None) -> "Optional[Dict[str, object]]":
     """Send one request to the agent; its reply (``result`` or ``error``), or None when it did not serve it."""
-    path = path or socket_path(os.environ)
-    if not os.path.exists(path):
-        return None
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.settimeout(CONNECT_TIMEOUT)
-        sock.connect(path)
-        sock.settimeout(REPLY_TIMEOUT)
-        sock.sendall(wire.dumps(message).encode())
-        sock.shutdown(_socket.SHUT_WR)  # end of request: the agent reads to EOF
-        chunks = []
-        size = 0
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_REPLY:
-                return None
-            chunks.append(chunk)
-    except OSError:  # no agent (stale socket), not allowed (non-root), hung, reset
-        return None
-    finally:
-        sock.close()
-    try:
-        reply = wire.loads(b"".join(chunks))
-    except ValueError:  # also UnicodeDecodeError
-        return None
-    if not isinstance(reply, dict) or reply.get("v") != PROTOCOL:
-        return None
-    if isinstance(reply.get("result"), dict) or isinstance(reply.get("error"), dict):
-        return reply
-    return None  # a refusal or a decline: the client runs it itself
+    return call(message, path or socket_path(os.environ), wire.dumps, wire.loads)
 
 
 def _print(parsed: "Parsed", data: "Dict[str, object]") -> int:
