@@ -200,7 +200,7 @@ def bench_flat(args: argparse.Namespace) -> None:
         print(f"{total} netns in {time.monotonic() - t0:.0f} s", flush=True)
         agent = Agent(host)
         env = dict(os.environ, OVS_RUNDIR=str(host.rundir))
-        from ovsfab.cli import fast  # noqa: PLC0415 - the client side of the socket
+        from ovsfab.cli import argv, fast  # noqa: PLC0415 - the client side of the socket
 
         sock = fast.socket_path(env)
 
@@ -225,10 +225,10 @@ def bench_flat(args: argparse.Namespace) -> None:
             for i in range(args.sample, args.ports + args.sample):
                 os.environ["OVS_RUNDIR"] = str(host.rundir)
                 t = time.perf_counter()
-                reply = fast.call_agent(["attach", "br0", f"netns:{prefix}{i}",
-                                         f"10.60.{i // 250}.{i % 250 + 1}/16"], sock)
+                parsed = argv.parse(["attach", "br0", f"netns:{prefix}{i}", f"10.60.{i // 250}.{i % 250 + 1}/16"])
+                reply = fast.call_agent(fast.request(parsed, fast.context_of(parsed)), sock)
                 dt = time.perf_counter() - t
-                if reply is None or reply["code"] != 0:
+                if reply is None or "result" not in reply:
                     raise SystemExit(f"attach {i} through the agent failed: {reply}")
                 rows.append({"tool": "ovsfab (agent, socket)", "ports": i, "seconds": dt})
                 if (i + 1) % 100 == 0:

@@ -27,6 +27,11 @@ def default_db(environ: "Mapping[str, str]") -> str:
     return f"unix:{environ.get('OVS_RUNDIR') or STANDARD_RUNDIR}/db.sock"
 
 
+def docker_host(environ: "Mapping[str, str]", given: "Optional[str]" = None) -> str:
+    """dockerd's API address: the one given, else ``DOCKER_HOST``, else the standard socket."""
+    return given or environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
 def check_kind(kind: str) -> str:
     """Validate a backend kind (rejected before anything is touched)."""
     if kind not in KINDS:

@@ -370,3 +370,29 @@ class Attachment:
             "vlan": self.vlan,
             "ofport": self.ofport,
         }
+
+
+#: OVN's Geneve carries one 8-byte option (the logical ports' metadata).
+OVN_GENEVE_OPTIONS = 8
+
+
+def tunnel_overhead(tun_type: str, ipv6_underlay: bool, key: int = 0, csum: bool = False,
+                    geneve_options: int = 0) -> int:
+    """Bytes a tunnel adds to a container's IP packet (inner Ethernet included).
+
+    VXLAN: outer IP + UDP 8 + VXLAN 8 + inner Ethernet 14 = 50 over IPv4.
+    Geneve: the same 50 plus its options (OVN's: 8, so 1500 - 58 = 1442).
+    GRE (gretap): outer IP + GRE 4 + inner Ethernet 14 = 38 over IPv4, plus 4
+    for a key and 4 for a checksum.  An IPv6 underlay header is 20 bytes
+    longer than IPv4's.  The one place this arithmetic lives: OVS tunnels,
+    Linux tunnel devices and OVN all use it.
+    """
+    ip_extra = 20 if ipv6_underlay else 0
+    if tun_type == "vxlan":
+        return 50 + ip_extra
+    if tun_type == "geneve":
+        return 50 + geneve_options + ip_extra
+    if tun_type == "gre":
+        return 38 + (4 if key else 0) + (4 if csum else 0) + ip_extra
+    raise InvalidInput(f"tunnel type {tun_type!r} is unknown", "use vxlan, gre or geneve")
+

@@ -16,6 +16,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
+
+from ovsfab import defaults
+
 LOG = logging.getLogger(__name__)
 
 #: Container events that can change what an attachment needs.  ``die``
@@ -95,7 +98,7 @@ class DockerEvents(threading.Thread):
     def run(self) -> None:
         import docker  # noqa: PLC0415 - lazy: only the agent needs the event stream
 
-        base_url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        base_url = defaults.docker_host(os.environ)
         delay = 0.1
         connected_once = False
         live = False  # say "lost" once per outage, not once per retry

@@ -32,7 +32,7 @@ from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort, PortResult
 from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError, from_errno
 from ovsfab.model import (KEY_ADDRESSES, KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, KEY_MAC, KEY_MTU,
                           KEY_TARGET, KEY_VLAN, OVS_DOCKER_CONTAINER_ID, OVS_DOCKER_CONTAINER_IFACE, OWNER_KEY,
-                          OWNER_VALUE, Attachment)
+                          OWNER_VALUE, Attachment, tunnel_overhead)
 
 LOG = logging.getLogger(__name__)
 
@@ -204,15 +204,6 @@ def decode_record(alias: Optional[str]) -> Optional[Dict[str, str]]:
 def vxlan_device_name(bridge: str, key: int) -> str:
     """The one VXLAN device of (bridge, key): ``vxl`` + 12 hex digits."""
     return "vxl" + hashlib.sha256(f"{bridge}\0vxlan\0{key}".encode()).hexdigest()[:12]
-
-
-def tunnel_overhead(tun_type: str, ipv6: bool, key: int, csum: bool) -> int:
-    """Outer headers + inner Ethernet, as in ``ovsfab.ops.tunnel.overhead``
-    (repeated here: backends do not import operations)."""
-    extra = 20 if ipv6 else 0
-    if tun_type == "gre":
-        return 38 + (4 if key else 0) + (4 if csum else 0) + extra
-    return 50 + extra
 
 
 def br_netfilter_loaded() -> bool:

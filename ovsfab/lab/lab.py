@@ -29,6 +29,7 @@ import tarfile
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, NoReturn, Optional
 
+from ovsfab import defaults
 from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError
 from ovsfab.lab.daemons import OvsDaemons
 from ovsfab.plumbing.netns import Namespace, named_path
@@ -129,7 +130,7 @@ def _docker_client():  # -> docker.APIClient or None
     try:
         import docker  # noqa: PLC0415
 
-        client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+        client = docker.APIClient(base_url=defaults.docker_host(os.environ),
                                   timeout=10)
         client.ping()
         return client

@@ -41,6 +41,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from ovsfab.backends.base import KEY_ROLE
 from ovsfab.errors import NotFound, OvsfabError, Unavailable
 from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, KEY_TARGET, KEY_VLAN,
                           OVS_DOCKER_CONTAINER_ID, OVS_DOCKER_CONTAINER_IFACE, OWNER_KEY,
@@ -51,8 +52,6 @@ LOG = logging.getLogger(__name__)
 #: Bumped only on incompatible changes to the JSON (see docs/json.md).
 SCHEMA_VERSION = 1
 
-#: Set by the cross-host work on uplink and tunnel ports it creates.
-KEY_ROLE = "ovsfab-role"
 
 #: The only OVSDB columns inspect/show read; monitored by a read-only session.
 OVSDB_COLUMNS: Dict[str, List[str]] = {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from ovsfab.errors import Conflict, NotFound
-from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, AttachRequest, host_ifname,
+from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFACE_ID, KEY_IFNAME, AttachRequest, host_ifname,
                           parse_name)
 from ovsfab.ops.plan import Plan
 from ovsfab.ovn.control import INTEGRATION_BRIDGE, KEY_NB
@@ -189,7 +189,7 @@ def detach_network(network: str, target_spec: str, ifname: str = "eth1", if_exis
                 return OvnDetachResult(network, None, None, changed=False)
             raise NotFound(f"{target_spec} has no {ifname} on OVN network {network}",
                            "check ovsfab ovn status, or pass --if-exists")
-        iface_id = att.external_ids.get("iface-id", "")
+        iface_id = att.external_ids.get(KEY_IFACE_ID, "")
         nbs = nb_session(settings[KEY_NB])
         plan.add_undo("close NB", nbs.close)
         removed: Dict[str, object] = {}

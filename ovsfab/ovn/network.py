@@ -20,26 +20,22 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ovsfab.errors import Conflict, InvalidInput, NotFound
-from ovsfab.model import (KEY_CONTAINER_NAME, OWNER_KEY, OWNER_VALUE, AddressSpec)
+from ovsfab.model import (KEY_CONTAINER_NAME, KEY_NETWORK, OVN_GENEVE_OPTIONS, OWNER_KEY, OWNER_VALUE, AddressSpec,
+                          tunnel_overhead)
 from ovsfab.ovn.control import KEY_NB, joined_settings
 from ovsfab.ovn.idl import NB_COLUMNS, NB_DB, OvnSession, opt
 
 LOG = logging.getLogger(__name__)
 
 
-KEY_NETWORK = "ovsfab-network"
 KEY_ROUTER = "ovsfab-router"
 KEY_CHASSIS = "ovsfab-chassis"
 
-#: Encapsulation overhead on an IPv4 underlay: outer Ethernet is not counted
-#: in the MTU, so inner Ethernet 14 + UDP 8 + IPv4 20 + the header: Geneve
-#: 8 + OVN's 8-byte option, VXLAN 8.  1500 - 58 = 1442, as measured.
-OVERHEAD = {"geneve": 58, "vxlan": 50}
-
-
 def tunnel_mtu(underlay_mtu: int, encap: str, ipv6_underlay: bool = False) -> int:
-    """The container MTU that fits one encapsulated frame into the underlay MTU."""
-    return underlay_mtu - OVERHEAD.get(encap, 58) - (20 if ipv6_underlay else 0)
+    """The container MTU that fits one of OVN's encapsulated frames (Geneve with its
+    8-byte option, or VXLAN) into the underlay MTU: 1500 - 58 = 1442 for Geneve, as measured."""
+    return underlay_mtu - tunnel_overhead(encap if encap in ("geneve", "vxlan") else "geneve", ipv6_underlay,
+                                          geneve_options=OVN_GENEVE_OPTIONS)
 
 
 def parse_network(name: str) -> str:

@@ -6,6 +6,7 @@ import logging
 import os
 from typing import Dict, Optional
 
+from ovsfab import defaults
 from ovsfab.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from ovsfab.model import Target, parse_target_spec
 from ovsfab.plumbing.netns import named_path
@@ -17,7 +18,7 @@ DOCKER_TIMEOUT = 10
 
 def docker_url(docker_host: Optional[str] = None) -> str:
     """dockerd's API address: the request's, else this process's DOCKER_HOST, else the standard socket."""
-    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return defaults.docker_host(os.environ, docker_host)
 
 
 def _docker_client(docker_host: Optional[str] = None):
