@@ -23,13 +23,20 @@ def docker_driver(
                                                help="dockerd's network namespace (default: from /var/run/docker.pid)."),
 ) -> None:
     """Serve the Docker remote network driver and IPAM API until SIGTERM."""
-    from ovsfab.driver.handlers import Driver, docker_netns as find_netns  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
+
+    from ovsfab.driver.handlers import Driver, WarmBackend, docker_netns as find_netns  # noqa: PLC0415
     from ovsfab.driver.server import Serving  # noqa: PLC0415
 
     logging.basicConfig(level=logging.DEBUG if STATE.debug else logging.INFO,
                         format="ovsfab docker-driver: %(message)s")
     ctx = run(context)  # --db/--backend, else the environment: read once, passed with every request
+    warm = WarmBackend(ctx.db)
+    ctx = replace(ctx, warm_backend=warm)
     driver = Driver(context=lambda: ctx, host_id=host_id or socket.gethostname(),
                     netns=(lambda: docker_netns) if docker_netns else find_netns)
     serving = run(lambda: Serving(name, driver, socket_path, spec_dir))
-    serving.serve_forever()
+    try:
+        serving.serve_forever()
+    finally:
+        warm.close()

@@ -67,6 +67,49 @@ class Reservations:
                 ips.pop(ip, None)
 
 
+class WarmBackend:
+    """One OVSDB session kept open across requests (each would otherwise connect and sync afresh).
+
+    Handed to operations through ``Context.warm_backend``: lent (its close()
+    does nothing) and only to a request for the same OVSDB.  Before each
+    loan, one round trip makes the replica as fresh as a new session's (a
+    change another client committed is in it).  A session that fails that
+    round trip (ovsdb-server restarted) is dropped and made anew.  Used under
+    the driver's lock only: python-ovs is not thread safe.
+    """
+
+    def __init__(self, remote: str) -> None:
+        self.remote = remote
+        self._backend: Any = None
+
+    def __call__(self, remote: str) -> Any:
+        from ovsfab.backends.base import Borrowed  # noqa: PLC0415
+        from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
+
+        if remote != self.remote:
+            return None
+        for _ in range(2):
+            if self._backend is None:
+                self._backend = OvsBackend(self.remote)
+            try:
+                self._backend.session.transact(
+                    lambda txn: txn.add_op({"op": "select", "table": "Open_vSwitch", "where": [],
+                                            "columns": ["_uuid"]}),
+                    wait_applied=False, comment="ovsfab: docker-driver sync")
+                return Borrowed(self._backend)
+            except OvsfabError as exc:
+                LOG.info("OVSDB session lost (%s); reconnecting", exc)
+                self.close()
+        return None
+
+    def close(self) -> None:
+        if self._backend is not None:
+            try:
+                self._backend.close()
+            finally:
+                self._backend = None
+
+
 def docker_netns(pidfile: str = DOCKER_PIDFILE) -> str:
     """dockerd's network namespace, from its pid file; this process's own when there is none.
 
@@ -101,11 +144,14 @@ class Driver:
             return {"Err": f"ovsfab does not implement {method}; it is a NetworkDriver and IpamDriver plugin"}
         if not isinstance(body, Mapping):
             return {"Err": f"the body of {method} is not a JSON object"}
+        t0 = time.monotonic()
         try:
             with self.lock:
-                return fn(self, body)
+                answer = fn(self, body)
+            LOG.info("%s ok (%.0f ms)", method, (time.monotonic() - t0) * 1000)
+            return answer
         except OvsfabError as exc:
-            LOG.info("%s: %s", method, exc)
+            LOG.info("%s -> %s (%.0f ms)", method, exc, (time.monotonic() - t0) * 1000)
             return {"Err": str(exc)}
         except Exception as exc:  # a bug: one line for Docker, the traceback in our log
             LOG.exception("%s failed", method)

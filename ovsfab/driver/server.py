@@ -47,7 +47,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         method = self.path.lstrip("/")
         answer = self.server.driver.handle(method, body)
-        LOG.info("%s %s", method, "-> " + answer["Err"] if "Err" in answer else "ok")
         self._reply(200, answer)
 
     def _reply(self, status: int, data: Any) -> None:
