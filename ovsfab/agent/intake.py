@@ -123,7 +123,13 @@ class Intake(threading.Thread):
                     if key.data == "listen":
                         self._accept(sel)
                     elif key.data == "read":
-                        self._read(sel, key.fileobj)  # type: ignore[arg-type]
+                        try:
+                            self._read(sel, key.fileobj)  # type: ignore[arg-type]
+                        except Exception:  # noqa: BLE001 - one bad connection must not end the intake
+                            LOG.exception("control socket: reading a request failed; connection dropped")
+                            rd = self._reading.get(key.fileobj.fileno())  # type: ignore[union-attr]
+                            if rd is not None:
+                                self._drop(sel, rd, None)
                 self._expire(sel)
         finally:
             for rd in list(self._reading.values()):
@@ -189,7 +195,7 @@ class Intake(threading.Thread):
         # EOF: the client shut down its sending side; the request is complete.
         try:
             req = json.loads(b"".join(rd.chunks))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
             req = None
         if not isinstance(req, dict):
             self._drop(sel, rd, {"refused": "not a JSON object"})
