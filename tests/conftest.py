@@ -14,12 +14,17 @@ import testbed as tb  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "docker: needs a running dockerd")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "unprivileged: pure logic, runs as an ordinary user")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _must_be_root():
-    if os.geteuid() != 0:
-        pytest.exit("the ovsfab test bed needs root (netns, OVS daemons, docker)", 2)
+def pytest_runtest_setup(item):
+    """Real-component tests need root (netns, OVS daemons, docker); pure-logic ones do not.
+
+    As an ordinary user the pure-logic tests (marked ``unprivileged``) run
+    and every other test is skipped with the reason.
+    """
+    if os.geteuid() != 0 and item.get_closest_marker("unprivileged") is None:
+        pytest.skip("needs root: the ovsfab test bed makes netns, OVS daemons and Docker containers")
 
 
 # ---------------------------------------------------------------- OVS hosts

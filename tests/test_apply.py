@@ -28,6 +28,7 @@ networks:
 """
 
 
+@pytest.mark.unprivileged
 # ---------------------------------------------------------------- file errors
 @pytest.mark.parametrize("body, line, words", [
     ("attachments:\n  - {container: web, network: red, host: h1}\n", 7, "network 'red' is not in networks"),
@@ -73,6 +74,7 @@ def _file(atts, net="subnet: 10.77.0.0/24, gateway: 10.77.0.1"):
             f"networks:\n  blue: {{bridge: br0, mode: vxlan, key: 7, {net}}}\nattachments:\n" + "\n".join(lines) + "\n")
 
 
+@pytest.mark.unprivileged
 def test_ipam_is_deterministic_and_avoids_reserved():
     atts = [(f"c{i}", "h1" if i % 2 else "h2", None) for i in range(200)] + [("fixed", "h1", "10.77.0.77")]
     f1, f2 = parse_fabric(_file(atts), "a"), parse_fabric(_file(list(reversed(atts))), "b")

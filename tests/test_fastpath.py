@@ -342,6 +342,7 @@ def test_operations_in_process_skip_typer(ovs_host, netns_targets, argv):
     assert "HEAVY=[]" in cp.stderr, cp.stderr
 
 
+@pytest.mark.unprivileged
 def test_the_lean_parser_is_generated_from_the_typer_commands_and_current():
     """One definition: ovsfab/cli/argtable.py is what the typer commands define today."""
     from ovsfab.cli.argtable import COMMANDS
@@ -351,6 +352,7 @@ def test_the_lean_parser_is_generated_from_the_typer_commands_and_current():
                                  "'from ovsfab.cli.argv import write_table; write_table()'")
 
 
+@pytest.mark.unprivileged
 def test_which_command_lines_the_lean_parser_takes():
     from ovsfab.cli.argv import hoist_globals, parse
 

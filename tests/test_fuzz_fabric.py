@@ -25,6 +25,8 @@ Runs without root, e.g. as an unmapped user: ``unshare --user .venv/bin/python -
 """
 from __future__ import annotations
 
+import pytest
+
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -36,6 +38,8 @@ from hypothesis import strategies as st
 from ovsfab.errors import OvsfabError
 from ovsfab.fabric.desired import host_part
 from ovsfab.fabric.spec import Fabric, FabricError, load_fabric, parse_fabric
+
+pytestmark = pytest.mark.unprivileged
 
 PATH = "fuzz.yaml"
 LINE_RE = re.compile(rf"^{re.escape(PATH)}:(\d+): ")

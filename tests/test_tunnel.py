@@ -22,6 +22,7 @@ U1, U2 = "192.168.77.5", "192.168.77.6"
 
 
 # ---------------------------------------------------------------- pure logic
+@pytest.mark.unprivileged
 def test_port_name_is_deterministic_and_short():
     a = tunnel_port_name("br0", U2, "vxlan", 5001)
     assert a == tunnel_port_name("br0", U2, "vxlan", 5001)
@@ -32,6 +33,7 @@ def test_port_name_is_deterministic_and_short():
     assert len(tunnel_port_name("a-long-bridge-x", "2001:db8::1234:5678", "geneve", 16777215)) == 15
 
 
+@pytest.mark.unprivileged
 def test_overheads():
     assert overhead("vxlan", False) == 50
     assert overhead("vxlan", True) == 70
@@ -44,6 +46,7 @@ def test_overheads():
     assert mtu_for([]) is None
 
 
+@pytest.mark.unprivileged
 def test_request_validation():
     r = TunnelRequest.parse("br0", U2, "vxlan", "5001", dstport="4790", csum=False)
     assert r.options() == {"remote_ip": U2, "key": "5001", "dst_port": "4790", "csum": "false"}
@@ -57,6 +60,7 @@ def test_request_validation():
     assert TunnelRequest.parse("br0", U2, "gre", str(2**32 - 1)).key == 2**32 - 1
 
 
+@pytest.mark.unprivileged
 def test_check_underlay_logic():
     owners = {U1: "br-ul", "10.9.0.5": "eth2"}
     internal = {"br-ul": ("br-ul", "netdev"), "br0": ("br0", "netdev"), "brs": ("brs", "system")}
