@@ -213,7 +213,7 @@ class ControlServer:
         if req.get("v") != PROTOCOL:
             return {"v": PROTOCOL, "declined": f"this agent speaks protocol {PROTOCOL}"}
         op, params = req.get("op"), req.get("params")
-        if not isinstance(op, str) or op not in api.OPERATIONS or not isinstance(params, dict):
+        if not isinstance(op, str) or not api.known(op) or not isinstance(params, dict):
             return {"v": PROTOCOL, "declined": "not an operation this agent serves"}
         if req.get("netns") != self._netns:
             # The veth's host end is created in the caller's namespace: only

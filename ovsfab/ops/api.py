@@ -93,10 +93,9 @@ def _check_params(op: Operation, params: Mapping[str, Any]) -> Dict[str, Any]:
 
 def operation(name: str) -> Operation:
     """The operation of that name; InvalidInput for an unknown one."""
-    op = OPERATIONS.get(name)
-    if op is None:
+    if not known(name):
         raise InvalidInput(f"there is no operation {name!r}", f"operations: {', '.join(sorted(OPERATIONS))}")
-    return op
+    return OPERATIONS[name]
 
 
 def execute(name: str, params: Mapping[str, Any], ctx: Context) -> Any:
@@ -256,17 +255,32 @@ OPERATIONS: Dict[str, Operation] = {op.name: op for op in (
 
 def describe() -> List[Dict[str, Any]]:
     """The operations and their parameters (for docs and for clients)."""
+    _load_extensions()
     return [{"name": op.name, "params": dict(op.params), "required": list(op.required), "changes": op.changes,
              "doc": op.doc} for op in OPERATIONS.values()]
 
-OPERATIONS.update({op.name: op for op in __import__("ovsfab.ops.cni", fromlist=["OPERATIONS"]).OPERATIONS})  # noqa: E402 - CNI (issue #19)
+
+#: Operations of the other front ends, registered when first asked for, so a
+#: plain attach does not import them (module, attribute holding a list of Operation).
+EXTENSIONS = (("ovsfab.ops.cni", "OPERATIONS"),        # the CNI plugin (issue #19)
+              ("ovsfab.ops.endpoint", "OPERATIONS"))   # the Docker driver (issue #18)
+_extended = False
 
 
-def _endpoint_ops() -> List[Operation]:
-    """The Docker driver's operations (ovsfab/ops/endpoint.py, issue #18), imported here, not by it."""
-    from ovsfab.ops.endpoint import OPERATIONS as ops  # noqa: PLC0415
+def _load_extensions() -> None:
+    global _extended
+    if _extended:
+        return
+    import importlib  # noqa: PLC0415
 
-    return ops
+    for module, attr in EXTENSIONS:
+        OPERATIONS.update({op.name: op for op in getattr(importlib.import_module(module), attr)})
+    _extended = True
 
 
-OPERATIONS.update({op.name: op for op in _endpoint_ops()})
+def known(name: str) -> bool:
+    """Whether ``name`` is an operation (loading the front ends' operations if needed)."""
+    if name not in OPERATIONS:
+        _load_extensions()
+    return name in OPERATIONS
+
