@@ -68,25 +68,36 @@ def socket_for_db(db: str) -> str:
     return DEFAULT_SOCK
 
 
+#: The key of :func:`call`'s answer when the agent took a request and never replied.
+LOST = "lost"
+
+
 def call(message: "Dict[str, Any]", path: str, dumps: "Callable[[Any], str]",
-         loads: "Callable[[bytes], Any]") -> "Optional[Dict[str, Any]]":
+         loads: "Callable[[bytes], Any]", lost: bool = False) -> "Optional[Dict[str, Any]]":
     """Send one request to the agent at ``path``; its reply when it ran the operation, else None.
 
     None means: no agent (no socket, a stale one), not allowed (non-root), a
     refusal or a decline, no answer in time, or not our protocol -- the
     caller runs the operation itself.  ``dumps``/``loads`` are the caller's
     JSON codec (the lean client avoids importing :mod:`json`).
+
+    With ``lost``, a request that was sent whole and then got not one byte
+    back (the connection closed or was reset: the agent died or was stopped
+    while it held the request; or no reply within REPLY_TIMEOUT) gives
+    ``{"lost": WHY}`` instead of None: the agent may have run part of it.
     """
     if not os.path.exists(path):
         return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sent = False
+    chunks = []
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(path)
         sock.settimeout(REPLY_TIMEOUT)
         sock.sendall(dumps(message).encode())
         sock.shutdown(_socket.SHUT_WR)  # end of request: the agent reads to EOF
-        chunks = []
+        sent = True
         size = 0
         while True:
             chunk = sock.recv(65536)
@@ -96,10 +107,15 @@ def call(message: "Dict[str, Any]", path: str, dumps: "Callable[[Any], str]",
             if size > MAX_REPLY:
                 return None
             chunks.append(chunk)
-    except OSError:
+    except OSError as exc:
+        if lost and sent and not chunks:
+            return {LOST: f"gave no reply within {REPLY_TIMEOUT:g} s" if isinstance(exc, TimeoutError)
+                    else "reset the connection without a reply"}
         return None
     finally:
         sock.close()
+    if lost and sent and not chunks:
+        return {LOST: "closed the connection without a reply"}
     try:
         reply = loads(b"".join(chunks))
     except ValueError:  # also UnicodeDecodeError

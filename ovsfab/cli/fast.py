@@ -11,7 +11,15 @@ standard-library imports only, parses the command line with the lean parser
    gets back with :mod:`ovsfab.cli.render`;
 2. else (or when the agent declines, refuses or does not answer) runs the
    same operation in this process through :mod:`ovsfab.ops.api` and renders
-   it the same way -- still without typer;
+   it the same way -- still without typer.  When the agent took the request
+   and then closed without a reply (it died mid-operation, or was stopped),
+   the client says so on stderr and runs it here all the same: attach and
+   detach are idempotent and clear what a killed run of the same interface
+   left (under the per-interface lock, which the kernel released when the
+   agent died), so the re-run converges (tests/test_agent_crash.py).  A
+   ``kill:STEP`` fault hook is not carried into that re-run: it fired in the
+   agent already; firing it again would make the test hook simulate two
+   crashes, and leave a client that died without a word;
 3. anything the lean parser does not take (help, other commands, usage
    errors) goes to the typer CLI, which owns the definitions and the messages.
 
@@ -27,7 +35,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ovsfab.agent.protocol import PROTOCOL, call, netns_id, socket_path
+from ovsfab.agent.protocol import LOST, PROTOCOL, call, netns_id, socket_path
 from ovsfab.cli import wire
 
 TYPE_CHECKING = False
@@ -52,8 +60,9 @@ def request(parsed: "Parsed", context: "Dict[str, object]") -> "Dict[str, object
 
 
 def call_agent(message: "Dict[str, object]", path: "Optional[str]" = None) -> "Optional[Dict[str, object]]":
-    """Send one request to the agent; its reply (``result`` or ``error``), or None when it did not serve it."""
-    return call(message, path or socket_path(os.environ), wire.dumps, wire.loads)
+    """Send one request to the agent; its reply (``result`` or ``error``), None when it did not serve it,
+    ``{"lost": WHY}`` when it took the request and never answered."""
+    return call(message, path or socket_path(os.environ), wire.dumps, wire.loads, lost=True)
 
 
 def _print(parsed: "Parsed", data: "Dict[str, object]") -> int:
@@ -75,11 +84,22 @@ def _print(parsed: "Parsed", data: "Dict[str, object]") -> int:
 
 
 def try_agent(parsed: "Parsed", context: "Dict[str, object]") -> "Optional[int]":
-    """Run the operation through the agent when one serves it; its exit code, else None."""
+    """Run the operation through the agent when one serves it; its exit code, else None.
+
+    When the agent lost the request (see :func:`call_agent`) this says so on
+    stderr and returns None, with a ``kill:`` fault hook taken out of
+    ``context``: the caller's in-process re-run must not fire it again.
+    """
     if os.environ.get("OVSFAB_NO_AGENT"):
         return None
     reply = call_agent(request(parsed, context))
     if reply is None:
+        return None
+    if LOST in reply:
+        sys.stderr.write(f"ovsfab: warning: the agent took the request and {reply[LOST]} (it died or was "
+                         f"stopped mid-operation); running {parsed.op} in this process\n")
+        if str(context.get("fault") or "").startswith("kill:"):
+            context["fault"] = None
         return None
     error = reply.get("error")
     if isinstance(error, dict):
