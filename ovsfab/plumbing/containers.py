@@ -9,6 +9,7 @@ from typing import Dict, Optional
 from ovsfab import defaults
 from ovsfab.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from ovsfab.model import Target, parse_target_spec
+from ovsfab.plumbing import dockerapi
 from ovsfab.plumbing.netns import named_path
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +44,28 @@ def _inspect_client(docker_host: Optional[str] = None):  # -> docker.APIClient
 
 
 def _inspect_docker(ref: str, docker_host: Optional[str] = None) -> dict:
+    """``docker inspect REF``: over dockerd's unix socket directly, else through the SDK."""
+    url = docker_url(docker_host)
+    if dockerapi.unix_path(url):
+        try:
+            status, info = dockerapi.get_json(url, f"/containers/{ref}/json")
+        except PermissionError:
+            raise PermissionDenied("cannot talk to dockerd: permission denied", "run ovsfab as root") from None
+        except OSError as exc:
+            raise Unavailable(f"cannot reach dockerd to look up {ref!r}: {type(exc).__name__}",
+                              "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N") from None
+        if status == 404:
+            raise NotFound(f"no Docker container named {ref!r}",
+                           "check `docker ps -a`, or use netns:NAME / pid:N for non-Docker targets")
+        if status != 200 or not isinstance(info, dict):
+            message = info.get("message") if isinstance(info, dict) else None
+            raise Unavailable(f"dockerd answered {status} looking up {ref!r}" + (f": {message}" if message else ""),
+                              "check dockerd's log")
+        return info
+    return _inspect_with_sdk(ref, docker_host)
+
+
+def _inspect_with_sdk(ref: str, docker_host: Optional[str]) -> dict:
     import docker.errors  # noqa: PLC0415
     import requests.exceptions  # noqa: PLC0415
 
