@@ -16,21 +16,20 @@ import ovs.json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ovsfab.backends.ovs import fastjson
+from ovsfab.backends.ovs import python_ovs_private
 from ovsfab.backends.ovs.fastjson import StreamParser
 
-fastjson.install()  # idempotent; whichever test imported the backend first did it already
-# python-ovs's pure-Python parser (or its C one, where ovs._json exists and
-# install() left it alone: the comparison holds as well).
-_REFERENCE = fastjson.PYTHON_OVS_PARSER or ovs.json.Parser
+# python-ovs's own parser (its pure-Python one, or its C one where ovs._json
+# exists), whether or not an IDL session of an earlier test swapped it.
+_REFERENCE = python_ovs_private.python_ovs_parser()
 
 
 @contextlib.contextmanager
 def python_ovs_parser():
     """python-ovs's own parser, for the length of a comparison.
 
-    Its class refers to itself through the module global that install()
-    swapped, so the global is put back while it runs.
+    Its class refers to itself through the module global that
+    use_fast_parser() swaps, so the global is put back while it runs.
     """
     saved, ovs.json.Parser = ovs.json.Parser, _REFERENCE
     try:

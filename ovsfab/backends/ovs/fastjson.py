@@ -18,6 +18,10 @@ next message.  A candidate inside a string just fails to decode and waiting
 continues, so the result is always what a full parser would give; decoding
 is attempted a few times per message, not once per chunk, so the cost stays
 linear.
+
+Standard library only; python-ovs is made to use it by
+:func:`ovsfab.backends.ovs.python_ovs_private.use_fast_parser` (an explicit
+call, where an OVSDB session is opened).
 """
 
 from __future__ import annotations
@@ -100,23 +104,3 @@ class StreamParser:
             if rest.strip(_BLANK):
                 return "trailing garbage at end of input"
         return self._value
-
-
-#: python-ovs's own parser class, as it was before install() (for comparison tests).
-PYTHON_OVS_PARSER: Any = None
-
-
-def install() -> bool:
-    """Make python-ovs use :class:`StreamParser` if it has no C parser; True if installed."""
-    global PYTHON_OVS_PARSER  # noqa: PLW0603 - one swap per process
-    import ovs.json  # noqa: PLC0415 - only where the OVS backend is used
-
-    if ovs.json.PARSER != ovs.json.PARSER_PY:
-        return False  # ovs._json (C) is there: it is as fast and needs no help
-    if ovs.json.Parser is not StreamParser:
-        PYTHON_OVS_PARSER = ovs.json.Parser
-    # Looked up by name at each message (jsonrpc.Connection.recv).  The pure
-    # Python class also names itself through this global, so it only works
-    # again while the name is put back (see tests/test_fastjson.py).
-    ovs.json.Parser = StreamParser
-    return True

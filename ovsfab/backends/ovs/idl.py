@@ -27,15 +27,11 @@ import ovs.poller
 import ovs.stream
 
 from ovsfab import defaults
-from ovsfab.backends.ovs import fastjson
+from ovsfab.backends.ovs import python_ovs_private
 from ovsfab.errors import OperationFailed, PermissionDenied, Unavailable
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# python-ovs without its C extension parses JSON one character at a time;
-# see fastjson.py (a no-op when ovs._json is there).
-fastjson.install()
 
 DEFAULT_TIMEOUT = 10.0
 DB_NAME = "Open_vSwitch"
@@ -77,6 +73,9 @@ def _unreachable(remote: str, err: int, db: str = DB_NAME) -> Unavailable:
 
 def fetch_schema(remote: str, deadline: float, db: str = DB_NAME) -> dict:
     """Fetch database ``db``'s schema from the server itself (no version skew)."""
+    # The first JSON-RPC of every session (and the ovn commands' probes):
+    # from here on python-ovs parses with fastjson (see python_ovs_private).
+    python_ovs_private.use_fast_parser()
     err, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), _remaining_ms(deadline))
     if err or stream is None:
         raise _unreachable(remote, err or errno.ECONNREFUSED, db)
@@ -136,6 +135,9 @@ class IdlSession:
         ``leader_only=False`` lets a clustered database's follower answer.
         """
         _quiet_vlog()
+        # An explicit choice, made here rather than at import: the schema and
+        # the initial sync are the bulk of what an IDL parses.
+        python_ovs_private.use_fast_parser()
         self.remote = remote
         self.timeout = timeout
         self.db = db
@@ -160,7 +162,7 @@ class IdlSession:
             # Check after run() and before block(): see the module docstring.
             if condition():
                 return
-            if not self.idl._session.is_alive():  # noqa: SLF001 - no public accessor
+            if not python_ovs_private.session_alive(self.idl):
                 raise Unavailable(f"lost the connection to OVSDB at {self.remote} while waiting for {what}")
             if time.monotonic() >= deadline:
                 raise Unavailable(f"timed out waiting for {what} from OVSDB at {self.remote}",
