@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import ipaddress
 import logging
 import os
@@ -15,7 +13,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ovsfab.errors import Conflict, NotFound, OperationFailed, OvsfabError, from_errno
 from ovsfab.model import AddressSpec
 from ovsfab.plumbing import sysctl
+from ovsfab.plumbing.ethtool import Ethtool
 from ovsfab.plumbing.netns import Namespace
+from ovsfab.plumbing.rtnl import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+                                  RTEXT_FILTER_SKIP_STATS, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR,
+                                  RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK, Rtnl)
+from ovsfab.plumbing.rtnl import netnsid as _netnsid
 
 LOG = logging.getLogger(__name__)
 
@@ -33,111 +36,11 @@ def netlink_error(exc: Exception, what: str) -> OvsfabError:
     return from_errno(exc, what)
 
 
-#: rtnetlink / netlink constants (linux/netlink.h, linux/rtnetlink.h, linux/if.h).
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
-RTM_NEWADDR = 20
-RTM_NEWROUTE = 24
-RTM_GETNSID = 90
-RTEXT_FILTER_SKIP_STATS = 1 << 3
-IFF_UP = 0x1
+IFF_UP = 0x1  # linux/if.h
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3  # what pyroute2's route("add") (and `ip route add`) record
 RTN_UNICAST = 1
 IFNAMSIZ = 16
-_NLMSGHDR = struct.Struct("=IHHII")
-_ERRNO = struct.Struct("=i")
-
-#: ethtool ioctl (linux/ethtool.h, linux/sockios.h).
-SIOCETHTOOL = 0x8946
-ETHTOOL_GSSET_INFO = 0x37
-ETHTOOL_GSTRINGS = 0x1B
-ETHTOOL_GFEATURES = 0x3A
-ETHTOOL_SFEATURES = 0x3B
-ETH_SS_FEATURES = 4
-
-
-class _Rtnl:
-    """A bare rtnetlink socket: pyroute2 encodes and decodes the messages, no event loop.
-
-    pyroute2 0.9's IPRoute runs every request through an asyncio loop: 1-3 ms
-    of Python per request, and ~4 ms to create one.  Attaching needs a handful
-    of requests per container, so with hundreds of containers that overhead
-    *was* the cost.  Here a request is an encode, one ``send`` and one ``recv``
-    (~0.1 ms); several requests can share one ``send`` (:meth:`many`).  The
-    socket is bound to no multicast group: it never queues other events.
-    """
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-        try:
-            # Errors come back without the request echoed in them.
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            self.sock.bind((0, 0))
-        except OSError:
-            self.sock.close()
-            raise
-        self.seq = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def many(self, requests: Sequence[Tuple[Any, int, int]]) -> List[Tuple[int, List[Any]]]:
-        """Send ``(message, type, flags)`` requests in one ``send``; the kernel
-        handles them in order.  Returns ``(errno, replies)`` for each (errno 0:
-        done); a failed request does not stop the ones after it.
-        """
-        seqs: Dict[int, int] = {}
-        chunks = []
-        for i, (msg, mtype, flags) in enumerate(requests):
-            self.seq = (self.seq + 1) & 0xFFFFFFFF or 1
-            hdr = msg["header"]
-            # A dump ends with NLMSG_DONE and is never acknowledged.
-            ack = 0 if flags & NLM_F_DUMP == NLM_F_DUMP else NLM_F_ACK
-            hdr["type"], hdr["flags"], hdr["sequence_number"], hdr["pid"] = mtype, flags | ack, self.seq, 0
-            msg.encode()
-            chunks.append(msg.data)
-            seqs[self.seq] = i
-        self.sock.send(b"".join(chunks))
-        out: List[Tuple[int, List[Any]]] = [(0, []) for _ in requests]
-        pending = set(seqs)
-        while pending:
-            data = self.sock.recv(1 << 16)
-            off = 0
-            while off + _NLMSGHDR.size <= len(data):
-                length, mtype, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, off)
-                if length < _NLMSGHDR.size:
-                    break
-                i = seqs.get(seq)
-                if i is not None:
-                    if mtype in (NLMSG_ERROR, NLMSG_DONE):
-                        # An ack (or refusal), or the end of a dump (no ack follows it).
-                        code = 0
-                        if length >= _NLMSGHDR.size + _ERRNO.size:
-                            code = -_ERRNO.unpack_from(data, off + _NLMSGHDR.size)[0]
-                        out[i] = (code, out[i][1])
-                        pending.discard(seq)
-                    else:
-                        reply = type(requests[i][0])(data[off:off + length])
-                        reply.decode()
-                        out[i][1].append(reply)
-                off += (length + 3) & ~3
-        return out
-
-    def one(self, msg: Any, mtype: int, flags: int = NLM_F_REQUEST) -> List[Any]:
-        """One request; raises OSError(errno) if the kernel refused it."""
-        code, replies = self.many([(msg, mtype, flags | NLM_F_REQUEST)])[0]
-        if code:
-            raise OSError(code, os.strerror(code))
-        return replies
 
 
 def _ifinfmsg(**fields: Any) -> Any:
@@ -179,49 +82,11 @@ def _default_route_msg(index: int, gateway: ipaddress._BaseAddress) -> Any:
     return msg
 
 
-class _Features:
-    """Where the TX checksum features sit in the ethtool feature bitmap.
-
-    The ETH_SS_FEATURES strings are the kernel's (netdev_features_strings),
-    the same for every device, so they are read once per process: reading
-    them through pyroute2 costs ~2 ms of Python each time.
-    """
-
-    words: int = 0
-    bits: Dict[str, int] = {}
-
-    @classmethod
-    def load(cls, sock: socket.socket, ifname: str) -> None:
-        if cls.words:
-            return
-        from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: PLC0415
-
-        eth = IoctlEthtool.__new__(IoctlEthtool)  # its own socket would be in the wrong namespace
-        eth.sock = sock
-        eth.change_ifname(ifname)
-        names = eth.get_stringset(set_id=ETH_SS_FEATURES)
-        cls.bits = {name: i for i, name in enumerate(names) if name in TX_CSUM_FEATURES}
-        cls.words = (len(names) + 31) // 32
-
-
-def _ifreq(ifname: str, field: str, data: Any) -> Any:
-    """A struct ifreq naming ``ifname`` whose ``field`` points at ``data``."""
-    from pyroute2.ethtool.ioctl import IFNAMSIZ, IfReq  # noqa: PLC0415
-
-    raw = ifname.encode()
-    if len(raw) >= IFNAMSIZ:
-        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
-    req = IfReq()
-    req.ifr_name = (ctypes.c_uint8 * IFNAMSIZ)(*raw.ljust(IFNAMSIZ, b"\0"))
-    setattr(req, field, ctypes.pointer(data))
-    return req
-
-
 class NetlinkHandle:
     """An rtnetlink socket (and an ethtool socket) bound to one namespace.
 
     The frequent requests (link lookup by name, veth creation, addresses,
-    routes, up, delete) go through :class:`_Rtnl`; ``ipr`` (a pyroute2
+    routes, up, delete) go through :class:`~ovsfab.plumbing.rtnl.Rtnl`; ``ipr`` (a pyroute2
     IPRoute, for the rest: dumps, L3 moves, route lookups) is created on
     first use, inside the namespace.
     """
@@ -230,14 +95,15 @@ class NetlinkHandle:
         self.ns = ns
         self._ipr: Any = None
         if ns is None:
-            self._rt = _Rtnl()
+            self._rt = Rtnl()
             self._ioctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         else:
             # Both sockets in one visit: each setns() round trip costs.
             with ns.entered():
-                self._rt = _Rtnl()
+                self._rt = Rtnl()
                 self._ioctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self._ethtool = None
+        # ethtool ioctls act in the namespace of the socket they are made on.
+        self.ethtool = Ethtool(self._ioctl)
 
     @property
     def ipr(self) -> Any:  # -> pyroute2.IPRoute
@@ -257,8 +123,6 @@ class NetlinkHandle:
         self._ioctl.close()
         if self._ipr is not None:
             self._ipr.close()
-        if self._ethtool is not None:
-            self._ethtool.close()
 
     # -- lookup ----------------------------------------------------------
     def _get(self, name: str) -> Optional[Any]:
@@ -314,8 +178,7 @@ class NetlinkHandle:
         are most of each message, and nobody here reads them.
         """
         try:
-            msgs = self._rt.one(_ifinfmsg(attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]), RTM_GETLINK,
-                                NLM_F_REQUEST | NLM_F_DUMP)
+            msgs = self._rt.dump(_ifinfmsg(attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]), RTM_GETLINK)
         except OSError as exc:
             raise netlink_error(exc, "cannot list links") from exc
         out: Dict[str, Dict[str, object]] = {}
@@ -334,19 +197,7 @@ class NetlinkHandle:
         None when it has none (or the process is gone); ids are what
         IFLA_LINK_NETNSID of a veth refers to.
         """
-        from pyroute2.netlink.rtnl.nsidmsg import nsidmsg  # noqa: PLC0415
-
-        msg = nsidmsg()
-        msg["attrs"] = [("NETNSA_PID", pid)] if pid is not None else [("NETNSA_FD", fd)]
-        try:
-            replies = self._rt.one(msg, RTM_GETNSID)
-        except OSError:
-            return None
-        nsid = replies[0].get_attr("NETNSA_NSID") if replies else None
-        if nsid is None:
-            return None
-        nsid = int(nsid)
-        return nsid - (1 << 32) if nsid >= 1 << 31 else nsid  # NETNSA_NSID_NOT_ASSIGNED is -1
+        return _netnsid(self._rt, pid=pid, fd=fd)
 
     # -- changes ---------------------------------------------------------
     def delete_many(self, names: Sequence[str], kind: str = "veth") -> List[str]:
@@ -509,47 +360,29 @@ class NetlinkHandle:
                 exc = OSError(code, os.strerror(code))
                 raise what(exc) from exc
 
-    def ethtool(self):  # -> pyroute2.ethtool.ioctl.IoctlEthtool
-        """pyroute2's ethtool ioctl helper on this namespace's ioctl socket."""
-        if self._ethtool is None:
-            from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: PLC0415
-
-            eth = IoctlEthtool.__new__(IoctlEthtool)
-            eth.sock, eth.ifname, eth.ifreq, eth.stat_names = self._ioctl, None, None, None
-            self._ethtool = _NoClose(eth)
-        return self._ethtool
-
     def disable_tx_checksum(self, name: str) -> List[str]:
         """Turn off TX checksum offload (and what depends on it, like TSO).
 
         Returns the features that were on and are now off.  Two ioctls (get,
-        set); the feature names are read once per process (see _Features).
+        set); the feature names are read once per process (plumbing/ethtool.py).
         """
-        from pyroute2.ethtool.ioctl import EthtoolGfeatures, EthtoolSfeatures  # noqa: PLC0415
-
         try:
-            _Features.load(self._ioctl, name)
-            get = EthtoolGfeatures(cmd=ETHTOOL_GFEATURES, size=_Features.words)
-            fcntl.ioctl(self._ioctl, SIOCETHTOOL, _ifreq(name, "gfeatures", get))
-            changed = []
-            put = EthtoolSfeatures(cmd=ETHTOOL_SFEATURES, size=_Features.words)
-            for feature in TX_CSUM_FEATURES:
-                bit = _Features.bits.get(feature)
-                if bit is None:
-                    continue
-                word, mask = bit // 32, 1 << (bit % 32)
-                if get.features[word].active & mask:
-                    changed.append(feature)
-                    put.features[word].changed |= mask  # "valid": these bits are being set ...
-                    # ... to 0 ("requested" stays 0)
-            if not changed:
-                return []
-            # A positive return (ETHTOOL_F_WISH & co) only says the kernel
-            # adjusted dependent features (TSO); what we asked is done.
-            fcntl.ioctl(self._ioctl, SIOCETHTOOL, _ifreq(name, "sfeatures", put))
+            current = self.ethtool.features(name)
+            changed = [f for f in TX_CSUM_FEATURES if current.get(f)]
+            if changed:
+                self.ethtool.set_features(name, dict.fromkeys(changed, False))
         except OSError as exc:
             raise netlink_error(exc, f"cannot turn off TX checksum offload on {name}") from exc
         return changed
+
+    def enable_features(self, name: str, features: List[str]) -> None:
+        """Turn offload features back on (undo of ``disable_tx_checksum``)."""
+        if not features:
+            return
+        try:
+            self.ethtool.set_features(name, dict.fromkeys(features, True))
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot turn offloads back on for {name}") from exc
 
     def announce(self, ifname: str, mac: str, addresses: List[AddressSpec]) -> None:
         """Gratuitous ARP for IPv4, unsolicited neighbour advertisement for IPv6.
@@ -583,19 +416,6 @@ def announce_in(ns: Optional[Namespace], ifname: str, mac: str, addresses: Seque
         LOG.warning("could not announce addresses on %s: %s", ifname, exc.strerror)
     finally:
         _close_in_background(sock)
-
-
-class _NoClose:
-    """An IoctlEthtool whose socket the NetlinkHandle owns (closed with it)."""
-
-    def __init__(self, eth: Any) -> None:
-        self._eth = eth
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._eth, name)
-
-    def close(self) -> None:
-        pass
 
 
 def _route_error(exc: OSError, gateway: ipaddress._BaseAddress) -> OvsfabError:
@@ -861,21 +681,6 @@ class L3Handle(NetlinkHandle):
                 raise OperationFailed(f"interface {name} {state} after ovs-vswitchd applied the change",
                                       "check ovs-vswitchd.log")
             time.sleep(0.02)
-
-    def enable_features(self, name: str, features: List[str]) -> None:
-        """Turn offload features back on (undo of ``disable_tx_checksum``)."""
-        if not features:
-            return
-        ethtool = self.ethtool()
-        try:
-            ethtool.change_ifname(name)
-            current = ethtool.get_features()
-            for feature in features:
-                if feature in current:
-                    current[feature] = True
-            ethtool.set_features(current)
-        except OSError as exc:
-            raise netlink_error(exc, f"cannot turn offloads back on for {name}") from exc
 
     def route_to(self, dst: str) -> Optional[Dict[str, object]]:
         """The kernel's route to ``dst``: {"oif", "ifname", "prefsrc", "mtu"}, or None."""
