@@ -6,8 +6,8 @@ CLI renders them as a tree or as JSON (schema in docs/json.md).
 Where facts come from, and why:
 
 * **Links** -- one rtnetlink link dump (plus one address dump) per namespace
-  through pyroute2, decoding only the attributes read here
-  (:func:`lean_link_message`).  A container interface's host peer is found through the
+  on ovsfab's netlink socket (plumbing/rtnl.py: timeouts, ENOBUFS), decoding
+  only the attributes read here (:func:`_link_request`).  A container interface's host peer is found through the
   veth's ``IFLA_LINK`` (the peer's ifindex) and ``IFLA_LINK_NETNSID`` (the
   peer's namespace *as numbered by the container's namespace*), never by
   name: a name says nothing about which namespace or which pair it is.  The
@@ -26,8 +26,10 @@ Where facts come from, and why:
 Speed (issue #5: 300 attachments, "well under a second"): run by the agent,
 these read its warm OVSDB session (the ``warm`` provider their callers pass); run in a one-shot
 CLI process, pyroute2 is imported without its package ``__init__``
-(:func:`iproute_class`).  OVSDB rows are read from their synced data
-(:func:`_scalar` and friends).  See docs/performance.md, "show and inspect".
+(:func:`_prepare_pyroute2`).  OVSDB rows are read from their synced data
+(:func:`_scalar` and friends).  The private interfaces these rely on live
+in plumbing/pyroute2_private.py and backends/ovs/python_ovs_private.py.
+See docs/performance.md, "show and inspect" and "Private interfaces".
 
 What ovsfab owns is decided by external_ids tags only, never by name
 patterns.
@@ -37,11 +39,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ovsfab.backends.base import KEY_ROLE
+# Standard library only at import time (python-ovs is imported by its functions).
+from ovsfab.backends.ovs import python_ovs_private
 from ovsfab.errors import NotFound, OvsfabError, Unavailable
 from ovsfab.model import (KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, KEY_TARGET, KEY_VLAN,
                           OVS_DOCKER_CONTAINER_ID, OVS_DOCKER_CONTAINER_IFACE, OWNER_KEY,
@@ -300,54 +303,15 @@ class InspectResult:
 # ---------------------------------------------------------------------------
 # Netlink
 # ---------------------------------------------------------------------------
-def iproute_class() -> Any:
-    """pyroute2's IPRoute class, without running pyroute2's package ``__init__``.
+def _prepare_pyroute2() -> None:
+    """Before this process's first pyroute2 import: its package ``__init__`` is deferred.
 
-    ``import pyroute2`` imports every socket family the library has
-    (conntrack, IPDB, NDB, nftables, wireguard, ...): ~260 ms on a quiet
-    machine, against ~100 ms for the rtnetlink modules IPRoute needs.  When
-    nothing in this process has imported pyroute2 yet, the package module is
-    created without executing its ``__init__`` and the real one runs the
-    first time anyone asks the package for a name (``from pyroute2 import
-    X``, ``pyroute2.X``: PEP 562 module ``__getattr__``), so the rest of the
-    program sees the usual package.  Submodule imports work throughout: the
-    package's ``__path__`` is set.
+    ~130 ms of a one-shot ``show``/``inspect`` (see plumbing/pyroute2_private.py);
+    a no-op in the agent, which has pyroute2 loaded.
     """
-    if "pyroute2" not in sys.modules:
-        _defer_package_init("pyroute2")
-    from pyroute2.iproute.linux import IPRoute  # noqa: PLC0415
+    from ovsfab.plumbing.pyroute2_private import defer_package_init  # noqa: PLC0415
 
-    return IPRoute
-
-
-def _defer_package_init(name: str) -> None:
-    import importlib  # noqa: PLC0415
-    import importlib.util  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None or not spec.submodule_search_locations:
-        return  # not an ordinary package: import it the ordinary way
-    pkg = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-    lock = threading.Lock()  # the agent has a second thread (Docker events)
-
-    def __getattr__(attr: str) -> Any:  # noqa: N807 - PEP 562
-        if importlib.util.find_spec(f"{name}.{attr}") is not None:
-            # ``from pyroute2 import config`` asks for the attribute first:
-            # a submodule is imported as such, not a reason for the __init__.
-            return importlib.import_module(f"{name}.{attr}")
-        with lock:
-            # First use of a package-level name: run the real __init__ now, once.
-            if pkg.__dict__.pop("__getattr__", None) is not None:
-                loader.exec_module(pkg)
-        try:
-            return pkg.__dict__[attr]
-        except KeyError:
-            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
-
-    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
-    sys.modules[name] = pkg
+    defer_package_init()
 
 
 def _addr_text(value: object) -> Optional[str]:
@@ -411,94 +375,55 @@ def parse_link(msg: Any) -> LinkFacts:
 LINK_ATTRS = frozenset({"IFLA_IFNAME", "IFLA_ADDRESS", "IFLA_MTU", "IFLA_OPERSTATE", "IFLA_LINK",
                         "IFLA_LINK_NETNSID", "IFLA_MASTER", "IFLA_IFALIAS", "IFLA_LINKINFO"})
 
-_LEAN_LINK_MSG: Any = None
 
+def _link_request() -> Any:
+    """An RTM_GETLINK dump request whose replies decode only :data:`LINK_ATTRS`.
 
-def lean_link_message() -> Any:
-    """pyroute2's ifinfmsg, decoding only :data:`LINK_ATTRS` of each link.
-
-    A link message carries ~40 attributes (statistics, per-protocol
-    configuration arrays, queue and GSO limits, ...); pyroute2 builds an
-    object for each of them when the message is received, which is most of
-    the time a dump of a few hundred links takes.  This subclass walks the
-    same attribute chain with pyroute2's own decoding table and builds
-    objects only for the attributes show and inspect read; the others are
-    skipped unread.  Returns None when pyroute2's internals are not the
-    expected ones (the full class is then used).
+    The replies are decoded by the request's class: a lean ifinfmsg
+    (plumbing/pyroute2_private.py, ~4x faster for a few hundred links) or,
+    if pyroute2's internals changed, pyroute2's own.  Statistics are left out
+    by the kernel (they are most of each message).
     """
-    global _LEAN_LINK_MSG
-    if _LEAN_LINK_MSG is not None:
-        return _LEAN_LINK_MSG or None
-    import struct  # noqa: PLC0415
-    import types  # noqa: PLC0415
+    from ovsfab.plumbing.pyroute2_private import lean_link_message  # noqa: PLC0415
+    from ovsfab.plumbing.rtnl import RTEXT_FILTER_SKIP_STATS  # noqa: PLC0415
+
+    cls = lean_link_message(LINK_ATTRS)
+    if cls is None:
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg as cls  # noqa: PLC0415, N813
+    msg = cls()
+    msg["attrs"] = [("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]
+    return msg
+
+
+def _netlink_error(exc: OSError, what: str) -> OvsfabError:
+    # Imported only on failure: plumbing.links is a big module (~20 ms) show does not otherwise need.
+    from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
+
+    return netlink_error(exc, what)
+
+
+def dump_links(sock: Any) -> Dict[int, LinkFacts]:
+    """All links of the namespace the :class:`~ovsfab.plumbing.rtnl.Rtnl` ``sock`` lives in, by ifindex (one dump)."""
+    from ovsfab.plumbing.rtnl import RTM_GETLINK  # noqa: PLC0415
 
     try:
-        from pyroute2.netlink import NLA_F_NESTED, NLA_F_NET_BYTEORDER, nla_slot  # noqa: PLC0415
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: PLC0415
-
-        ifinfmsg()  # compiles the class's decoding table (pyroute2 does it at first use)
-        table = ifinfmsg._nlmsg_base__t_nla_map  # type: ignore[attr-defined]
-        wanted = {key for key, prime in table.items()
-                  if isinstance(key, int) and prime.get("name") in LINK_ATTRS}
-    except (ImportError, AttributeError, TypeError):
-        _LEAN_LINK_MSG = False
-        return None
-    flag_bits = NLA_F_NESTED | NLA_F_NET_BYTEORDER
-
-    class LinkFactsMsg(ifinfmsg):  # type: ignore[misc, valid-type]
-        """An ifinfmsg with only the attributes ovsfab reads decoded."""
-
-        def decode_nlas(self, offset: int) -> None:
-            # pyroute2's nlmsg_base.decode_nlas, skipping unwanted attributes
-            # before an object is made for them.
-            end = self.offset + self.length
-            data = self.data
-            while offset <= end - 4:
-                length, base_type = struct.unpack_from("HH", data, offset)
-                length = min(max(length, 4), end - offset)
-                msg_type = base_type & ~flag_bits
-                if msg_type in wanted:
-                    prime = table[msg_type]
-                    msg_class = prime["class"]
-                    if isinstance(msg_class, types.FunctionType):
-                        msg_class = msg_class(self, data=data, offset=offset)
-                    nla = msg_class(data=data, offset=offset, parent=self, length=length, init=prime["init"])
-                    nla._nla_array = prime["nla_array"]
-                    nla._nla_flags = base_type & flag_bits
-                    self["attrs"].append(nla_slot(prime["name"], nla))
-                offset += (length + 3) & ~3
-
-    _LEAN_LINK_MSG = LinkFactsMsg
-    return LinkFactsMsg
-
-
-def lean_links(ipr: Any) -> Any:
-    """``ipr``, made to decode link messages with :func:`lean_link_message` (this socket only)."""
-    cls = lean_link_message()
-    marshal = getattr(ipr, "marshal", None)
-    msg_map = getattr(marshal, "msg_map", None)
-    if cls is not None and isinstance(msg_map, dict):
-        from pyroute2.netlink.rtnl import RTM_NEWLINK  # noqa: PLC0415
-
-        msg_map[RTM_NEWLINK] = cls  # the marshal's map is per socket (Marshal.__init__ copies it)
-    return ipr
-
-
-def dump_links(ipr: Any) -> Dict[int, LinkFacts]:
-    """All links of the namespace ``ipr`` lives in, by ifindex (one dump)."""
-    try:
-        return {lf.index: lf for lf in (parse_link(m) for m in ipr.get_links())}
+        return {lf.index: lf for lf in (parse_link(m) for m in sock.dump(_link_request(), RTM_GETLINK))}
     except OSError as exc:
-        # Imported only on failure: plumbing.links is a big module (~20 ms) show does not otherwise need.
-        from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
-
-        raise netlink_error(exc, "cannot list links") from exc
+        raise _netlink_error(exc, "cannot list links") from exc
 
 
-def dump_addresses(ipr: Any) -> Dict[int, List[str]]:
+def dump_addresses(sock: Any) -> Dict[int, List[str]]:
     """Global-scope addresses by ifindex, as ADDR/PREFIX (one dump)."""
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: PLC0415
+
+    from ovsfab.plumbing.rtnl import RTM_GETADDR  # noqa: PLC0415
+
     out: Dict[int, List[str]] = {}
-    for msg in ipr.get_addr():
+    try:
+        msgs = sock.dump(ifaddrmsg(), RTM_GETADDR)
+    except OSError as exc:
+        raise _netlink_error(exc, "cannot list addresses") from exc
+    for msg in msgs:
         # Link-local and host-scope addresses are the kernel's own, not configuration.
         if msg["scope"] != 0:
             continue
@@ -509,13 +434,6 @@ def dump_addresses(ipr: Any) -> Dict[int, List[str]]:
 # ---------------------------------------------------------------------------
 # OVSDB
 # ---------------------------------------------------------------------------
-def _opt(value: object) -> Optional[Any]:
-    """python-ovs returns optional columns as [] or [x]."""
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value
-
-
 #: Set by the agent (ovsfab/agent/server.py) for the one command it runs:
 #: A provider of warm sessions (the agent's): remote -> an already synced
 #: session monitoring at least :data:`OVSDB_COLUMNS` whose close() keeps it
@@ -587,45 +505,10 @@ class _OvsIface:
                    bfd=_map(row, "bfd"), bfd_status=_map(row, "bfd_status"))
 
 
-# Column readers.  python-ovs's Row.__getattr__ rebuilds and re-validates a
-# Datum for every set or map column on every access (Datum.from_python with
-# its constraint checks); on a host with hundreds of ports that was most of
-# show's OVSDB time.  These read the row's synced Datum (``Row._data``, the
-# IDL's copy of what the server sent) directly, and fall back to the
-# attribute when a row has uncommitted changes or the IDL keeps its data
-# differently.
-def _datum(row: Any, column: str) -> Any:
-    attrs = getattr(row, "__dict__", {})
-    data = attrs.get("_data")
-    if data is None or attrs.get("_changes") or column not in data:
-        return None
-    return data[column]
-
-
-def _scalar(row: Any, column: str) -> Any:
-    """A scalar or optional column's value (None when empty)."""
-    datum = _datum(row, column)
-    if datum is None:
-        return _opt(getattr(row, column))
-    for atom in datum.values:
-        return atom.value
-    return None
-
-
-def _map(row: Any, column: str) -> Dict[Any, Any]:
-    """A map column as a dict."""
-    datum = _datum(row, column)
-    if datum is None:
-        return dict(getattr(row, column))
-    return {key.value: value.value for key, value in datum.values.items()}
-
-
-def _refs(row: Any, column: str) -> List[Any]:
-    """The UUIDs a reference (set) column points to."""
-    datum = _datum(row, column)
-    if datum is None:
-        return [ref.uuid for ref in getattr(row, column)]
-    return [atom.value for atom in datum.values]
+# Column readers: python-ovs's Row.__getattr__ rebuilds and re-validates a
+# Datum for every set or map column on every access (~37 ms against ~8 ms
+# for 300 ports); these read the synced Datum (backends/ovs/python_ovs_private.py).
+_scalar, _map, _refs = python_ovs_private.scalar, python_ovs_private.map_of, python_ovs_private.refs
 
 
 def _bfd(iface: Optional[_OvsIface]) -> Optional[Dict[str, Any]]:
@@ -859,11 +742,11 @@ def show(bridge: Optional[str] = None, remote: Optional[str] = None,
     Raises Unavailable when OVSDB cannot be reached, NotFound for an unknown
     ``bridge``.
     """
-    ipr = lean_links(iproute_class()())
-    try:
-        links = dump_links(ipr)
-    finally:
-        ipr.close()
+    from ovsfab.plumbing.rtnl import Rtnl  # noqa: PLC0415
+
+    _prepare_pyroute2()
+    with Rtnl() as sock:
+        links = dump_links(sock)
     by_name = {ln.name: ln for ln in links.values()}
     bridges: List[BridgeFacts] = []
     ovs_status = ServiceStatus("not-needed")
@@ -923,19 +806,16 @@ def _resolve(spec: str, docker_host: Optional[str] = None) -> Tuple[ContainerFac
     return facts, (f"/proc/{pid}/ns/net" if pid > 0 else None), macs
 
 
-def _peer_in_host(inner_ipr: Any, host_ns_fd: int, link: LinkFacts,
+def _peer_in_host(inner: Any, host_ns_fd: int, link: LinkFacts,
                   host_links: Mapping[int, LinkFacts], same_ns: bool) -> PeerFacts:
     """Find a container veth's peer among the host's links by ifindex, from both ends."""
     if link.link_netnsid is None:
         # No LINK_NETNSID: the peer is in the container's own namespace.
         return PeerFacts(ifindex=link.link_index, netnsid=None, in_host_namespace=same_ns,
                          in_container=True)
-    try:
-        reply = inner_ipr.get_netnsid(fd=host_ns_fd) or {}
-        host_nsid = reply.get("nsid")
-    except Exception as exc:  # noqa: BLE001 - NetlinkError; the nsid check is then skipped
-        LOG.debug("RTM_GETNSID failed: %s", exc)
-        host_nsid = None
+    from ovsfab.plumbing.rtnl import netnsid  # noqa: PLC0415
+
+    host_nsid = netnsid(inner, fd=host_ns_fd)  # None: the nsid check is skipped
     peer = PeerFacts(ifindex=link.link_index, netnsid=link.link_netnsid, in_host_namespace=False)
     if host_nsid is not None and host_nsid >= 0 and host_nsid != link.link_netnsid:
         return peer  # the peer lives in a third namespace
@@ -957,8 +837,9 @@ def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0,
     """
     from ovsfab.plumbing.netns import Namespace  # noqa: PLC0415
 
-    IPRoute = iproute_class()  # noqa: N806
+    from ovsfab.plumbing.rtnl import Rtnl  # noqa: PLC0415
 
+    _prepare_pyroute2()
     container, ns_path, docker_macs = _resolve(spec, docker_host)
     notes: List[str] = []
     ovs_status = ServiceStatus("not-needed")
@@ -978,15 +859,12 @@ def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0,
         if same_ns:
             notes.append(f"{container.name} shares this host's network namespace")
         with ns.entered():
-            inner = lean_links(IPRoute())  # the socket stays in the container's namespace for life
+            inner = Rtnl()  # the socket stays in the container's namespace for life
         try:
             inner_links = dump_links(inner)
             addrs = dump_addresses(inner)
-            host_ipr = lean_links(IPRoute())
-            try:
-                host_links = dump_links(host_ipr)
-            finally:
-                host_ipr.close()
+            with Rtnl() as host_sock:
+                host_links = dump_links(host_sock)
             interfaces: List[InterfaceFacts] = []
             for link in sorted(inner_links.values(), key=lambda ln: ln.index):
                 if link.loopback:
