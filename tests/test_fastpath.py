@@ -471,3 +471,33 @@ def test_agent_takes_the_socket_systemd_passes(ovs_host, netns_targets, tmp_path
             agent.kill()
         if os.path.exists(path):
             os.unlink(path)
+
+
+def test_concurrent_attaches_share_a_transaction_and_fail_alone(agent_host, netns_targets):
+    """Group commit: attaches that reach the agent together are plugged in one OVSDB transaction
+    (its log says `attach xN in one transaction`); each still gets its own answer, and a bad
+    one among them fails alone."""
+    import concurrent.futures
+
+    host, agent = agent_host
+    targets = [netns_targets() for _ in range(12)]
+    # One taken already: its second attach with other settings must conflict, alone.
+    host.ovsfab("attach", "br0", targets[0].target, "10.9.7.100/24", check=True)
+    n0 = served(agent)
+
+    def one(i: int):
+        addr = f"10.9.7.{i + 1}/24"
+        return host.ovsfab("attach", "br0", targets[i].target, addr)
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        runs = list(pool.map(one, range(12)))
+    assert served(agent) >= n0 + 12, agent.text()
+    assert runs[0].returncode == 4 and "other settings" in runs[0].stderr, runs[0]
+    for i, cp in enumerate(runs[1:], start=1):
+        assert cp.returncode == 0 and "attached" in cp.stdout, (i, cp)
+        assert tb.addrs_in(targets[i])["eth1"] == [f"10.9.7.{i + 1}/24"]
+    grouped = re.findall(r"op: attach x(\d+) in one transaction", agent.text())
+    assert grouped and max(map(int, grouped)) >= 2, agent.text()
+    ports = {p["name"] for p in tb.ovs_table(host, "Port", ["name"])}
+    assert len([p for p in ports if p.startswith("ovf")]) == 12
+    assert tb.tcp_transfer(targets[1], targets[2], "10.9.7.3", nbytes=500_000)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import json
 import os
 import socket
 import time
@@ -183,25 +184,83 @@ class ControlServer:
         """Serve every complete request the intake has read; returns how many were served.
 
         Reading happened in the intake thread (agent/intake.py); running the
-        request happens here, on the main loop, one at a time.
+        requests happens here, on the main loop.  Attaches that arrived
+        together in the same context share one OVSDB transaction (group
+        commit: :func:`ovsfab.ops.api.execute_many`); everything else runs
+        one at a time, in order.
         """
         self.inspect_sessions.drain()
         if self.intake is None:
             return 0
         self.intake.waker.drain()
-        served = 0
+        items = []
         while True:
             item = self.intake.take()
             if item is None:
-                return served
-            conn, req = item
+                break
+            items.append(item)
+        groups: Dict[str, List[Tuple[Any, Dict[str, Any]]]] = {}
+        for conn, req in items:
+            key = self._group_key(req)
+            if key is not None:
+                groups.setdefault(key, []).append((conn, req))
+        batched = {id(conn) for group in groups.values() if len(group) > 1 for conn, _ in group}
+        for group in groups.values():
+            if len(group) > 1:
+                self._serve_group(group)
+        for conn, req in items:
+            if id(conn) in batched:
+                continue
             try:
                 reply = self.handle(req)
             except Exception as exc:  # noqa: BLE001 - a bug must not end the agent; the client falls back
                 LOG.error("control socket: request failed: %s: %s", type(exc).__name__, exc)
                 reply = {"v": PROTOCOL, "declined": "the agent failed on this request"}
             send_reply(conn, reply)
-            served += 1
+        return len(items)
+
+    def _group_key(self, req: Dict[str, Any]) -> Optional[str]:
+        """The group commit key of a plain attach (its context), None for anything else."""
+        params = req.get("params")
+        if (req.get("v") != PROTOCOL or req.get("op") != "attach" or not isinstance(params, dict)
+                or params.get("network") is not None or req.get("netns") != self._netns
+                or not isinstance(req.get("context"), dict)):
+            return None
+        return json.dumps(req["context"], sort_keys=True)
+
+    def _serve_group(self, group: List[Tuple[Any, Dict[str, Any]]]) -> None:
+        """Attaches with one context: one transaction for all their ports, one reply each."""
+        from dataclasses import replace  # noqa: PLC0415
+
+        from ovsfab.ops import api  # noqa: PLC0415
+        from ovsfab.ops.context import Context  # noqa: PLC0415
+
+        backend = self.get_backend()
+        t0 = time.monotonic()
+        try:
+            ctx = replace(Context.from_json(group[0][1]["context"]), warm_backend=self._warm_backend(backend))
+            results: List[Any] = api.execute_many("attach", [req["params"] for _, req in group], ctx)
+        except Exception as exc:  # noqa: BLE001 - the context itself is bad: each request says so
+            results = [exc] * len(group)
+        LOG.info("op: attach x%d in one transaction (%.0f ms)", len(group), (time.monotonic() - t0) * 1000)
+        for (conn, _), res in zip(group, results):
+            send_reply(conn, self._reply("attach", res, t0))
+
+    @staticmethod
+    def _reply(op: str, res: Any, t0: float) -> Dict[str, Any]:
+        """The wire reply for a result (``to_json()``) or an exception, logged as ``op: NAME -> exit N``."""
+        ms = (time.monotonic() - t0) * 1000
+        if isinstance(res, OvsfabError):
+            LOG.info("op: %s -> exit %d (%.0f ms)", op, res.exit_code, ms)
+            return {"v": PROTOCOL, "error": {"type": type(res).__name__, "message": str(res),
+                                             "line": f"ovsfab: error: {res}", "exit_code": res.exit_code}}
+        if isinstance(res, BaseException):
+            LOG.error("op: %s failed: %s: %s", op, type(res).__name__, res)
+            return {"v": PROTOCOL, "error": {
+                "type": type(res).__name__, "message": str(res), "exit_code": 1,
+                "line": f"ovsfab: internal error: {type(res).__name__}: {res} (rerun with --debug and report it)"}}
+        LOG.info("op: %s -> exit 0 (%.0f ms)", op, ms)
+        return {"v": PROTOCOL, "result": res.to_json()}
 
     def handle(self, req: Dict[str, Any]) -> Dict[str, Any]:
         """Run one request; a reply without ``result`` or ``error`` makes the client run it itself."""
@@ -224,18 +283,12 @@ class ControlServer:
         try:
             ctx = replace(Context.from_json(req.get("context")), warm_backend=self._warm_backend(backend),
                           warm_session=lambda remote: self.inspect_sessions.get(backend, remote))
-            data = api.execute(op, params, ctx).to_json()
-        except OvsfabError as exc:
-            LOG.info("op: %s -> exit %d (%.0f ms)", op, exc.exit_code, (time.monotonic() - t0) * 1000)
-            return {"v": PROTOCOL, "error": {"type": type(exc).__name__, "message": str(exc),
-                                             "line": f"ovsfab: error: {exc}", "exit_code": exc.exit_code}}
-        except Exception as exc:  # noqa: BLE001 - a bug: said as the CLI says it, the agent lives on
-            LOG.exception("op: %s failed", op)
-            return {"v": PROTOCOL, "error": {
-                "type": type(exc).__name__, "message": str(exc), "exit_code": 1,
-                "line": f"ovsfab: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)"}}
-        LOG.info("op: %s -> exit 0 (%.0f ms)", op, (time.monotonic() - t0) * 1000)
-        return {"v": PROTOCOL, "result": data}
+            res: Any = api.execute(op, params, ctx)
+        except Exception as exc:  # noqa: BLE001 - an error, or a bug said as the CLI says it: the agent lives on
+            if not isinstance(exc, OvsfabError):
+                LOG.exception("op: %s failed", op)
+            res = exc
+        return self._reply(op, res, t0)
 
     @staticmethod
     def _warm_backend(backend: Any) -> Callable[[str], Optional[Any]]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
-from ovsfab.errors import InvalidInput
+from ovsfab.errors import InvalidInput, OvsfabError
 from ovsfab.ops.context import Context
 
 
@@ -96,6 +96,49 @@ def operation(name: str) -> Operation:
     if not known(name):
         raise InvalidInput(f"there is no operation {name!r}", f"operations: {', '.join(sorted(OPERATIONS))}")
     return OPERATIONS[name]
+
+
+def execute_many(name: str, params_list: Sequence[Mapping[str, Any]], ctx: Context) -> List[Any]:
+    """Run many requests of one operation in one context: a result or an OvsfabError for each, in order.
+
+    ``attach`` (plain, not OVN) shares ONE OVSDB transaction among all its
+    requests (ovsfab.ops.attach.attach_many): the agent's group commit.
+    Anything else runs one request after the other.
+    """
+    op = operation(name)
+    if name != "attach":
+        out: List[Any] = []
+        for params in params_list:
+            try:
+                out.append(op.run(_check_params(op, params), ctx))
+            except OvsfabError as exc:
+                out.append(exc)
+        return out
+    from ovsfab.model import AttachRequest  # noqa: PLC0415
+    from ovsfab.ops.attach import attach_many  # noqa: PLC0415
+
+    slots: List[Any] = []
+    reqs = []
+    for params in params_list:
+        try:
+            p = _check_params(op, params)
+            if p.get("network") is not None or p.get("bridge") is None:
+                raise InvalidInput("only plain attaches share a transaction")
+            mtu = p.get("mtu")
+            reqs.append(AttachRequest.parse(p["bridge"], p["container"], p.get("addresses") or [],
+                                            ifname=_get(p, "ifname", "eth1"), mac=p.get("mac"),
+                                            mtu=None if mtu in (None, "auto") else str(mtu), vlan=p.get("vlan"),
+                                            datapath=_get(p, "datapath", "auto"),
+                                            persist=not p.get("no_persist", False)))
+            slots.append(None)
+        except OvsfabError as exc:
+            slots.append(exc)
+    backend = ctx.backend_factory()()
+    try:
+        done = iter(attach_many(reqs, backend, ctx.fault, ctx.docker_host))
+    finally:
+        backend.close()
+    return [slot if slot is not None else next(done) for slot in slots]
 
 
 def execute(name: str, params: Mapping[str, Any], ctx: Context) -> Any:

@@ -22,10 +22,10 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from ovsfab.backends.base import Backend, PortResult
-from ovsfab.errors import Conflict, OperationFailed, PermissionDenied
+from ovsfab.backends.base import Backend, Borrowed, NewPort, PortResult
+from ovsfab.errors import Conflict, OperationFailed, OvsfabError, PermissionDenied
 from ovsfab.model import Attachment, AttachRequest, Target, host_ifname
 from ovsfab.ops.lock import attachment_lock
 from ovsfab.ops.plan import Plan
@@ -102,133 +102,230 @@ def attach(req: AttachRequest, backend_factory: BackendFactory,
     require_root()
     # The lock is released after the Plan's rollback (ExitStack exits last).
     with contextlib.ExitStack() as stack, Plan("attach", fault) as plan:
-        target: Target = plan.step("resolve", lambda: resolved or containers.resolve(req.target_spec, docker_host=docker_host))
-        port = host_ifname(target.key, req.ifname)
-        # Before connecting: what OVSDB says is then read after any other
-        # attach / detach of this interface is done (ovsfab/ops/lock.py).
-        stack.enter_context(attachment_lock(port))
-        ns = Namespace.open(target.netns_path)
-        plan.add_undo("close namespace", ns.close)
-        inode = ns.inode()
-        backend = plan.step("connect", backend_factory)
-        plan.add_undo("close backend", backend.close)
-        host = NetlinkHandle()
-        plan.add_undo("close netlink", host.close)
-        inner = NetlinkHandle(ns)
-        plan.add_undo("close netlink", inner.close)
-
-        recorded = backend.find_attachment(target.key, req.ifname)
-        if recorded is not None:
-            diffs = differences(recorded, req)
-            if diffs:
-                raise Conflict(
-                    f"{target.name} {req.ifname} is already attached with other settings ({'; '.join(diffs)})",
-                    f"detach it first: ovsfab detach {recorded.bridge} {req.target_spec} --ifname {req.ifname}",
-                )
-            if host.index(port) is not None and inner.index(req.ifname) is not None \
-                    and recorded.ofport is not None and recorded.ofport >= 0:
-                result = AttachResult(recorded, changed=False,
-                                      datapath=backend.bridge_datapath(recorded.bridge) or "")
-                _finish(ns, backend, host, inner)
-                return result
-            # Recorded but broken (the container restarted, or a crash):
-            # clear our own leftovers and attach afresh.
-            LOG.debug("recorded attachment %s is incomplete; re-creating it", port)
-            backend.del_port(recorded.port, if_exists=True)
-            host.delete(port, if_exists=True)
-        else:
-            owner = backend.port_exists(port)
-            if owner is not None:
-                if backend.kind == "linux":
-                    raise Conflict(f"{port} is a port of Linux bridge {owner} but is not recorded for "
-                                   f"{target.name}", f"remove it: ip link del {port}")
-                raise Conflict(f"OVS port {port} exists but is not recorded for {target.name}",
-                               f"remove it: ovs-vsctl del-port {port}")
-            leftover = host.link(port)
-            if leftover is not None:
-                if leftover["kind"] != "veth":
-                    raise Conflict(f"interface {port} exists and is not an ovsfab veth",
-                                   "remove or rename it")
-                LOG.debug("removing leftover veth %s from an interrupted attach", port)
-                host.delete(port, if_exists=True)
-
-        if inner.index(req.ifname) is not None:
-            raise Conflict(f"{target.name} already has an interface named {req.ifname}",
-                           "choose another --ifname")
-
-        existing_dp = backend.bridge_datapath(req.bridge)
-        notes: List[str] = []
-        if existing_dp is None:
-            # The backend knows its datapaths (OVS: system/netdev; Linux: one).
-            datapath, dp_note = backend.new_bridge_datapath(req.bridge, req.datapath)
-            if dp_note:
-                notes.append(dp_note)
-        else:
-            datapath = existing_dp
-            if req.datapath != "auto" and req.datapath != existing_dp:
-                raise Conflict(f"bridge {req.bridge} exists with datapath {existing_dp}",
-                               f"use --datapath {existing_dp} or auto")
-
-        # -- ovsfab tunnel: --mtu auto (the default when the bridge carries tunnels) --
-        if req.mtu is None:
-            from ovsfab.ops.tunnel import auto_mtu  # noqa: PLC0415
-
-            auto = auto_mtu(backend, req.bridge)
-            if auto is not None:
-                req = dataclasses.replace(req, mtu=auto)
-                notes.append(f"bridge {req.bridge} carries tunnels: MTU {auto} (underlay MTU minus tunnel overhead)")
-        # -- end of --mtu auto --
-
-        plan.step("create_veth",
-                  lambda: create_link(host, ns, port, req),
-                  undo=lambda: host.delete(port, if_exists=True))
-        link = read_link(inner, req.ifname)
-        mac, mtu = link.mac, link.mtu
-
-        # Undo of everything inside the container is the veth's deletion.
-        plan.step("configure", lambda: configure_link(inner, req, link))
-
-        def offloads() -> None:
-            if not backend.needs_tx_csum_off(datapath):
-                LOG.debug("datapath %s: kernel offloads left on", datapath)
-                return
-            offload_link(host, inner, port, req.ifname)
-
-        plan.step("offloads", offloads)
-
-        att = Attachment(bridge=req.bridge, port=port, container_key=target.key,
-                         container_name=target.name, ifname=req.ifname, addresses=req.addresses,
-                         mac=mac, mtu=mtu, vlan=req.vlan, target=req.target_spec if target.kind != "docker"
-                         else target.key, persist=req.persist,
-                         network=req.network or "", iface_id=req.iface_id or "")  # OVN: ovsfab/ovn
-        ids = att.to_external_ids()
-        created_bridge = False
+        pending = _begin(req, backend_factory, resolved, docker_host, stack, plan)
+        if isinstance(pending, AttachResult):
+            return pending
 
         def plug() -> PortResult:
-            nonlocal created_bridge
-            result = backend.add_port(req.bridge, port, external_ids=ids, tag=req.vlan, datapath=datapath)
-            created_bridge = result.created_bridge
+            result = pending.backend.add_port(pending.req.bridge, pending.port, external_ids=pending.ids,
+                                              tag=pending.req.vlan, datapath=pending.datapath)
+            pending.created_bridge = result.created_bridge
             return result
 
-        def unplug() -> None:
-            # The port goes first: del_br keeps a bridge that still has ports.
-            backend.del_port(port, if_exists=True)
-            if created_bridge:
-                backend.del_br(req.bridge, if_exists=True)
+        res = plan.step("plug", plug, undo=pending.unplug)
+        return _end(pending, plan, res.ofport)
 
-        res = plan.step("plug", plug, undo=unplug)
-        att.ofport = res.ofport
-        notes.extend(backend.traffic_notes(req.bridge))
-        plan.step("announce", lambda: inner.announce(req.ifname, mac, list(req.addresses)))
 
-        def verify() -> None:
-            if not containers.still_alive(target, inode):
-                raise Conflict(f"{target.name} stopped while it was being attached",
-                               "start it and run attach again")
+def attach_many(reqs: Sequence[AttachRequest], backend: Backend, fault: Optional[str] = None,
+                docker_host: Optional[str] = None) -> List[Union[AttachResult, OvsfabError]]:
+    """Attach several containers with ONE OVSDB transaction for all their ports.
 
-        plan.step("verify", verify)
-        _finish(ns, backend, host, inner)
-        return AttachResult(att, changed=True, datapath=datapath, notes=notes)
+    The agent's group commit: requests that arrive together share one
+    vswitchd reconfiguration (on netdev each costs tens of ms at hundreds of
+    ports).  Each request keeps its own steps, undo and fault hook; a request
+    that fails before the transaction is rolled back alone, and its error
+    takes its place in the list.  A failed transaction fails (and rolls back)
+    every request in it.  ``backend`` is borrowed: it is not closed.
+    """
+    require_root()
+    out: List[Union[AttachResult, OvsfabError, None]] = [None] * len(reqs)
+    open_: List[Tuple[int, contextlib.ExitStack, Plan, "_Pending"]] = []
+
+    def fail(i: int, stack: contextlib.ExitStack, plan: Plan, exc: BaseException) -> None:
+        plan.__exit__(type(exc), exc, exc.__traceback__)  # rollback, in reverse
+        stack.close()
+        out[i] = exc if isinstance(exc, OvsfabError) else OperationFailed(
+            f"internal error: {type(exc).__name__}: {exc}", "rerun with --debug and report it")
+
+    for i, req in enumerate(reqs):
+        stack = contextlib.ExitStack()
+        plan = Plan("attach", fault).__enter__()
+        try:
+            pending = _begin(req, lambda: Borrowed(backend), None, docker_host, stack, plan)
+        except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+            fail(i, stack, plan, exc)
+            continue
+        if isinstance(pending, AttachResult):
+            plan.__exit__(None, None, None)
+            stack.close()
+            out[i] = pending
+            continue
+        open_.append((i, stack, plan, pending))
+    if open_:
+        bridges_before = {p.req.bridge: backend.bridge_datapath(p.req.bridge) is not None for _, _, _, p in open_}
+        try:
+            plugged = backend.add_many([NewPort(p.req.bridge, p.port, p.ids, p.datapath, p.req.vlan)
+                                        for _, _, _, p in open_])
+        except Exception as exc:  # noqa: BLE001 - the one transaction failed: so did every request in it
+            for i, stack, plan, _ in open_:
+                fail(i, stack, plan, exc)
+            open_ = []
+            plugged = {}
+        for i, stack, plan, pending in open_:
+            pending.created_bridge = not bridges_before[pending.req.bridge]
+            plan.add_undo("plug", pending.unplug)
+            try:
+                ofport, error = plugged.get(pending.port, (None, None))
+                if error:
+                    raise OperationFailed(f"ovs-vswitchd could not add port {pending.port}: {error}",
+                                          "see ovs-vswitchd.log")
+                plan.checkpoint("plug")
+                out[i] = _end(pending, plan, ofport)
+            except Exception as exc:  # noqa: BLE001
+                fail(i, stack, plan, exc)
+                continue
+            plan.__exit__(None, None, None)
+            stack.close()
+    return [r for r in out if r is not None]
+
+
+@dataclass
+class _Pending:
+    """An attach between its link work and its port: what plugging and finishing need."""
+
+    req: AttachRequest
+    target: Target
+    port: str
+    ns: Namespace
+    inode: int
+    backend: Backend
+    host: NetlinkHandle
+    inner: NetlinkHandle
+    datapath: str
+    att: Attachment
+    ids: Dict[str, str]
+    notes: List[str]
+    created_bridge: bool = False
+
+    def unplug(self) -> None:
+        """Undo of the plug: the port goes first (del_br keeps a bridge that still has ports)."""
+        self.backend.del_port(self.port, if_exists=True)
+        if self.created_bridge:
+            self.backend.del_br(self.req.bridge, if_exists=True)
+
+
+def _begin(req: AttachRequest, backend_factory: BackendFactory, resolved: Optional[Target],
+           docker_host: Optional[str], stack: contextlib.ExitStack,
+           plan: Plan) -> Union[AttachResult, _Pending]:
+    """Steps resolve .. offloads: everything before the port; an AttachResult when already attached."""
+    target: Target = plan.step("resolve", lambda: resolved or containers.resolve(req.target_spec,
+                                                                                  docker_host=docker_host))
+    port = host_ifname(target.key, req.ifname)
+    # Before connecting: what OVSDB says is then read after any other
+    # attach / detach of this interface is done (ovsfab/ops/lock.py).
+    stack.enter_context(attachment_lock(port))
+    ns = Namespace.open(target.netns_path)
+    plan.add_undo("close namespace", ns.close)
+    inode = ns.inode()
+    backend = plan.step("connect", backend_factory)
+    plan.add_undo("close backend", backend.close)
+    host = NetlinkHandle()
+    plan.add_undo("close netlink", host.close)
+    inner = NetlinkHandle(ns)
+    plan.add_undo("close netlink", inner.close)
+    recorded = backend.find_attachment(target.key, req.ifname)
+    if recorded is not None:
+        diffs = differences(recorded, req)
+        if diffs:
+            raise Conflict(
+                f"{target.name} {req.ifname} is already attached with other settings ({'; '.join(diffs)})",
+                f"detach it first: ovsfab detach {recorded.bridge} {req.target_spec} --ifname {req.ifname}",
+            )
+        if host.index(port) is not None and inner.index(req.ifname) is not None \
+                and recorded.ofport is not None and recorded.ofport >= 0:
+            result = AttachResult(recorded, changed=False,
+                                  datapath=backend.bridge_datapath(recorded.bridge) or "")
+            _finish(ns, backend, host, inner)
+            return result
+        # Recorded but broken (the container restarted, or a crash):
+        # clear our own leftovers and attach afresh.
+        LOG.debug("recorded attachment %s is incomplete; re-creating it", port)
+        backend.del_port(recorded.port, if_exists=True)
+        host.delete(port, if_exists=True)
+    else:
+        owner = backend.port_exists(port)
+        if owner is not None:
+            if backend.kind == "linux":
+                raise Conflict(f"{port} is a port of Linux bridge {owner} but is not recorded for "
+                               f"{target.name}", f"remove it: ip link del {port}")
+            raise Conflict(f"OVS port {port} exists but is not recorded for {target.name}",
+                           f"remove it: ovs-vsctl del-port {port}")
+        leftover = host.link(port)
+        if leftover is not None:
+            if leftover["kind"] != "veth":
+                raise Conflict(f"interface {port} exists and is not an ovsfab veth",
+                               "remove or rename it")
+            LOG.debug("removing leftover veth %s from an interrupted attach", port)
+            host.delete(port, if_exists=True)
+
+    if inner.index(req.ifname) is not None:
+        raise Conflict(f"{target.name} already has an interface named {req.ifname}",
+                       "choose another --ifname")
+
+    existing_dp = backend.bridge_datapath(req.bridge)
+    notes: List[str] = []
+    if existing_dp is None:
+        # The backend knows its datapaths (OVS: system/netdev; Linux: one).
+        datapath, dp_note = backend.new_bridge_datapath(req.bridge, req.datapath)
+        if dp_note:
+            notes.append(dp_note)
+    else:
+        datapath = existing_dp
+        if req.datapath != "auto" and req.datapath != existing_dp:
+            raise Conflict(f"bridge {req.bridge} exists with datapath {existing_dp}",
+                           f"use --datapath {existing_dp} or auto")
+
+    # -- ovsfab tunnel: --mtu auto (the default when the bridge carries tunnels) --
+    if req.mtu is None:
+        from ovsfab.ops.tunnel import auto_mtu  # noqa: PLC0415
+
+        auto = auto_mtu(backend, req.bridge)
+        if auto is not None:
+            req = dataclasses.replace(req, mtu=auto)
+            notes.append(f"bridge {req.bridge} carries tunnels: MTU {auto} (underlay MTU minus tunnel overhead)")
+    # -- end of --mtu auto --
+
+    plan.step("create_veth",
+              lambda: create_link(host, ns, port, req),
+              undo=lambda: host.delete(port, if_exists=True))
+    link = read_link(inner, req.ifname)
+    mac, mtu = link.mac, link.mtu
+
+    # Undo of everything inside the container is the veth's deletion.
+    plan.step("configure", lambda: configure_link(inner, req, link))
+
+    def offloads() -> None:
+        if not backend.needs_tx_csum_off(datapath):
+            LOG.debug("datapath %s: kernel offloads left on", datapath)
+            return
+        offload_link(host, inner, port, req.ifname)
+
+    plan.step("offloads", offloads)
+
+    att = Attachment(bridge=req.bridge, port=port, container_key=target.key,
+                     container_name=target.name, ifname=req.ifname, addresses=req.addresses,
+                     mac=mac, mtu=mtu, vlan=req.vlan, target=req.target_spec if target.kind != "docker"
+                     else target.key, persist=req.persist,
+                     network=req.network or "", iface_id=req.iface_id or "")  # OVN: ovsfab/ovn
+    return _Pending(req, target, port, ns, inode, backend, host, inner, datapath, att, att.to_external_ids(),
+                    notes)
+
+
+def _end(p: _Pending, plan: Plan, ofport: Optional[int]) -> AttachResult:
+    """Steps announce and verify, once the port is in: the result."""
+    p.att.ofport = ofport
+    p.notes.extend(p.backend.traffic_notes(p.req.bridge))
+    mac = p.att.mac or ""
+    plan.step("announce", lambda: p.inner.announce(p.req.ifname, mac, list(p.req.addresses)))
+
+    def verify() -> None:
+        if not containers.still_alive(p.target, p.inode):
+            raise Conflict(f"{p.target.name} stopped while it was being attached",
+                           "start it and run attach again")
+
+    plan.step("verify", verify)
+    _finish(p.ns, p.backend, p.host, p.inner)
+    return AttachResult(p.att, changed=True, datapath=p.datapath, notes=p.notes)
 
 
 # ---------------------------------------------------------------------------
