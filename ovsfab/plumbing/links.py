@@ -16,7 +16,7 @@ from ovsfab.plumbing import sysctl
 from ovsfab.plumbing.ethtool import Ethtool
 from ovsfab.plumbing.netns import Namespace
 from ovsfab.plumbing.rtnl import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
-                                  RTEXT_FILTER_SKIP_STATS, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR,
+                                  RTEXT_FILTER_SKIP_STATS, RTM_DELLINK, RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR,
                                   RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK, Rtnl)
 from ovsfab.plumbing.rtnl import netnsid as _netnsid
 
@@ -85,10 +85,11 @@ def _default_route_msg(index: int, gateway: ipaddress._BaseAddress) -> Any:
 class NetlinkHandle:
     """An rtnetlink socket (and an ethtool socket) bound to one namespace.
 
-    The frequent requests (link lookup by name, veth creation, addresses,
-    routes, up, delete) go through :class:`~ovsfab.plumbing.rtnl.Rtnl`; ``ipr`` (a pyroute2
-    IPRoute, for the rest: dumps, L3 moves, route lookups) is created on
-    first use, inside the namespace.
+    Every request of this class (link lookup, dumps, veth creation,
+    addresses, routes, up, delete) goes through :class:`~ovsfab.plumbing.rtnl.Rtnl`,
+    the socket inspect/show use too.  ``ipr`` (a pyroute2 IPRoute) is left to
+    :class:`L3Handle`'s address and route moves and route lookups, created
+    on first use, inside the namespace.
     """
 
     def __init__(self, ns: Optional[Namespace] = None) -> None:
@@ -163,10 +164,18 @@ class NetlinkHandle:
         }
 
     def addresses(self, index: int) -> List[str]:
-        """Global addresses of a link as ADDR/PREFIX strings."""
+        """Global addresses of a link as ADDR/PREFIX strings (one address dump)."""
+        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: PLC0415
+
+        try:
+            msgs = self._rt.dump(ifaddrmsg(), RTM_GETADDR)
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot list the addresses of interface {index}") from exc
         out = []
-        for msg in self.ipr.get_addr(index=index):
-            if msg["scope"] != 0:  # link-local and host scope are the kernel's own
+        for msg in msgs:
+            # The kernel filters a dump by link only with strict checking: filtered here.
+            # Link-local and host scope are the kernel's own.
+            if msg["index"] != index or msg["scope"] != 0:
                 continue
             out.append(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
         return out
@@ -286,7 +295,12 @@ class NetlinkHandle:
         except OSError as exc:
             if (getattr(exc, "code", None) or exc.errno) != errno.EBUSY:
                 raise netlink_error(exc, f"cannot set MAC {mac}") from exc
-        was_up = bool(self.ipr.get_links(index)[0]["flags"] & IFF_UP)
+        try:
+            found = self._rt.one(_ifinfmsg(index=index, attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]),
+                                 RTM_GETLINK)
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot set MAC {mac}") from exc
+        was_up = bool(found and found[0]["flags"] & IFF_UP)
         try:
             self._rt.one(_ifinfmsg(index=index, flags=0, change=IFF_UP), RTM_SETLINK)
             self._rt.one(msg(), RTM_SETLINK)
