@@ -45,6 +45,9 @@ KEY_PERSIST = "ovsfab-persist"
 #: logical switch port -- ovn-controller binds the Interface that carries it.
 KEY_NETWORK = "ovsfab-network"
 KEY_IFACE_ID = "iface-id"
+#: What makes an object a fabric's (``ovsfab apply``): on OVSDB rows and on NB rows alike.
+KEY_FABRIC = "ovsfab-fabric"
+KEY_FABRIC_NETWORK = "ovsfab-fabric-network"
 OVS_DOCKER_CONTAINER_ID = "container_id"
 OVS_DOCKER_CONTAINER_IFACE = "container_iface"
 

@@ -107,7 +107,7 @@ class Agent:
     # -- logging -------------------------------------------------------------
     @staticmethod
     def _log(result: Any, quiet_ok: bool = True, log_stopped: bool = False) -> None:
-        from ovsfab.ops.reconcile import FAILED, OK, STOPPED  # noqa: PLC0415
+        from ovsfab.ops.reconcile_view import FAILED, OK, STOPPED  # noqa: PLC0415
 
         for act in result.actions:
             if act.result == FAILED:

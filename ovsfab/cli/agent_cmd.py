@@ -28,7 +28,8 @@ def reconcile(
 
     def op() -> None:
         from ovsfab.errors import Unavailable  # noqa: PLC0415
-        from ovsfab.ops.reconcile import OK, RESULTS, reconcile as do_reconcile  # noqa: PLC0415
+        from ovsfab.ops.reconcile import reconcile as do_reconcile  # noqa: PLC0415
+        from ovsfab.ops.reconcile_view import OK, RESULTS  # noqa: PLC0415
 
         result = do_reconcile(ovs_factory(), dry_run=dry_run, fault=context().fault)
         lines = [a.text(dry_run) for a in result.actions if a.result != OK]

@@ -12,9 +12,9 @@ from typing import List
 
 from ovsfab.errors import NotFound
 from ovsfab.fabric.spec import Fabric, RouterSpec
-from ovsfab.model import OWNER_KEY, OWNER_VALUE
+from ovsfab.model import KEY_FABRIC, OWNER_KEY, OWNER_VALUE
 from ovsfab.ops.plan import Plan
-from ovsfab.ovn.fabric import KEY_FABRIC, _find_router, lrp_name, router_mac, rsp_name
+from ovsfab.ovn.fabric import _find_router, lrp_name, router_mac, rsp_name
 from ovsfab.ovn.idl import OvnSession
 from ovsfab.ovn.network import KEY_NETWORK, KEY_ROUTER, ensure_switch, find_switch, nb_session
 

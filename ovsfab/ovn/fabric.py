@@ -15,7 +15,6 @@ from ovsfab.model import OWNER_KEY, OWNER_VALUE
 from ovsfab.ovn.idl import OvnSession
 from ovsfab.ovn.network import KEY_ROUTER
 
-KEY_FABRIC = "ovsfab-fabric"  # same key as ops/apply.py's, on NB rows
 
 
 def router_mac(router: str, network: str) -> str:
