@@ -42,7 +42,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import testbed as tb  # noqa: E402
 
-from ovsfab.model import host_ifname  # noqa: E402
+#: Where the product runs from (``--code``): the working tree, or a copy of HEAD's ovsfab/
+#: so that others' edits in progress cannot break a 30-minute run half-way.
+CODE = tb.REPO
+
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    from ovsfab.model import host_ifname as f  # noqa: PLC0415 - from CODE, imported after it is set
+
+    return f(container_id, ifname)
+
+
+def cli(h: tb.OvsHost, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(h.ovsfab_cmd(*map(str, args)), capture_output=True, text=True, timeout=timeout,
+                          env=tb.clean_env(), cwd=str(CODE))
 
 
 class Agent:
@@ -50,7 +63,7 @@ class Agent:
         self.log = Path(host.rundir) / f"soak-agent-{n}.log"
         self._fh = open(self.log, "w")
         self.proc = subprocess.Popen(host.ovsfab_cmd("agent"), stdout=self._fh, stderr=subprocess.STDOUT,
-                                     env=tb.clean_env(), cwd=str(tb.REPO))
+                                     env=tb.clean_env(), cwd=str(CODE))
         deadline = time.monotonic() + 30
         while "connected to OVSDB" not in self.log.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -63,6 +76,24 @@ class Agent:
             return self.proc.wait(timeout=20)
         finally:
             self._fh.close()
+
+
+def start_container(image: str) -> tb.Container:
+    """A busybox container with ``--restart always``: it comes back after a dockerd restart."""
+    name = tb.unique("soak")
+    cid = tb.docker("run", "-d", "--restart", "always", "--network", "none", "--name", name, image,
+                    "sleep", "1000000").stdout.strip()
+    return tb.Container(name=name, id=cid, pid=container_pid(name))
+
+
+def wait_dockerd(limit: float = 180.0) -> float:
+    """Wait for dockerd to answer (another engineer's test may restart it); seconds waited."""
+    t0 = time.monotonic()
+    while tb.docker_available(timeout=5) is not None:
+        if time.monotonic() - t0 > limit:
+            raise RuntimeError(f"dockerd did not come back within {limit:g} s")
+        time.sleep(1)
+    return time.monotonic() - t0
 
 
 def container_pid(name: str) -> int:
@@ -132,7 +163,21 @@ def main() -> None:
     ap.add_argument("--check-every", type=float, default=10.0)
     ap.add_argument("--settle", type=float, default=15.0)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--code", choices=("head", "tree"), default="head",
+                    help="run the product from a copy of HEAD's ovsfab/ (default) or from the working tree")
     args = ap.parse_args()
+    global CODE
+    if args.code == "head":
+        import tempfile  # noqa: PLC0415
+
+        CODE = Path(tempfile.mkdtemp(prefix="ovsfab-soak-code-"))
+        archive = subprocess.run(["git", "-C", str(tb.REPO), "archive", "HEAD", "ovsfab"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(CODE)], input=archive, check=True)
+        rev = subprocess.run(["git", "-C", str(tb.REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True).stdout.strip()
+        print(f"product: HEAD {rev}, copied to {CODE}", flush=True)
+    sys.path.insert(0, str(CODE))
     if os.geteuid() != 0:
         sys.exit("needs root")
     reason = tb.docker_available()
@@ -154,8 +199,22 @@ def main() -> None:
     settles: List[float] = []
     want: Dict[str, str] = {}
     agents_made = 0
+    journal: List[tuple] = []
+    t_start = time.monotonic()
+
+    def explain(bad: List[str]) -> None:
+        """What the journal and the agents' logs say about the containers concerned."""
+        names = {c.name for c in cs if any(c.name in b or host_ifname(c.id, "eth1") in b for b in bad)}
+        ids = {c.id[:12] for c in cs if c.name in names}
+        for t, text in journal:
+            if any(n in text for n in names) or text.startswith(("agent", "dockerd")):
+                print(f"    {t - t_start:7.2f} {text}", flush=True)
+        for log in sorted(Path(h.rundir).glob("soak-agent-*.log")):
+            for line in log.read_text().splitlines():
+                if any(n in line for n in names | ids) or "ERROR" in line or "WARNING" in line:
+                    print(f"    [{log.stem}] {line[:220]}", flush=True)
     try:
-        cs = [tb.start_container(image=image) for _ in range(args.containers)]
+        cs = [start_container(image) for _ in range(args.containers)]
         addr = {c.name: f"10.70.0.{10 + i}/24" for i, c in enumerate(cs)}
         agent = Agent(h, agents_made)
         agents_made += 1
@@ -174,14 +233,16 @@ def main() -> None:
             else:
                 argv, kind = ("attach", "br0", c.name, addr[c.name]), "attach"
             if during is None:
-                cp = h.ovsfab(*argv, timeout=180)
+                cp = cli(h, *argv)
             else:
                 p = subprocess.Popen(h.ovsfab_cmd(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=tb.clean_env(), cwd=str(tb.REPO))
+                                     text=True, env=tb.clean_env(), cwd=str(CODE))
                 during()
                 out, err = p.communicate(timeout=180)
                 cp = subprocess.CompletedProcess(p.args, p.returncode, out, err)
             note(kind, cp, extra)
+            journal.append((time.monotonic(), f"{kind}{extra} {c.name} -> {cp.returncode} "
+                            f"{cp.stderr.strip().splitlines()[-1][:160] if cp.stderr.strip() else ''}"))
             if cp.returncode == 0:
                 if kind == "attach":
                     want[c.name] = addr[c.name]
@@ -197,8 +258,13 @@ def main() -> None:
             if op == "attach/detach":
                 attach_or_detach(c)
             elif op == "restart-container":
-                tb.docker("restart", "-t", "0", c.name, timeout=120)
-                c.refresh_pid()
+                cp = tb.docker("restart", "-t", "0", c.name, timeout=120, check=False)
+                journal.append((time.monotonic(), f"docker restart {c.name} -> {cp.returncode}"))
+                if cp.returncode != 0:
+                    waited = wait_dockerd()
+                    outcomes["docker restart failed: dockerd away"] = outcomes.get(
+                        "docker restart failed: dockerd away", 0) + 1
+                    journal.append((time.monotonic(), f"dockerd away; back after {waited:.1f} s"))
             else:
                 sig = rnd.choice([signal.SIGTERM, signal.SIGKILL])
                 old = agent
@@ -206,6 +272,7 @@ def main() -> None:
                 def kill_agent() -> None:
                     time.sleep(rnd.uniform(0, 0.3))
                     rc = old.stop(sig)
+                    journal.append((time.monotonic(), f"agent {signal.Signals(sig).name} -> {rc}"))
                     key = f"agent {signal.Signals(sig).name} -> exit {rc}"
                     outcomes[key] = outcomes.get(key, 0) + 1
 
@@ -214,6 +281,7 @@ def main() -> None:
                 agents_made += 1
             if time.monotonic() >= next_check:
                 checks += 1
+                wait_dockerd()
                 t0 = time.monotonic()
                 while True:
                     bad = check(h, cs, want)
@@ -224,16 +292,19 @@ def main() -> None:
                 if bad:
                     inconsistencies.extend(f"check {checks}: {b}" for b in bad)
                     print(f"  check {checks}: INCONSISTENT after {args.settle:g} s: {bad}", flush=True)
+                    explain(bad)
                     # Count it once: take what is there as the new model so later checks are fresh.
                     want = {c.name: addr[c.name] for c in cs
                             if c.id in {r["external_ids"].get("ovsfab-container-id")
                                         for r in tb.ovs_table(h, "Port", ["external_ids"])}}
                 done = sum(ops.values())
-                print(f"  check {checks} at {args.minutes * 60 - (t_end - time.monotonic()):.0f} s: {done} ops, "
-                      f"{len(want)} attached, consistent after {settles[-1]:.1f} s" if not bad else "", flush=True)
+                if not bad:
+                    print(f"  check {checks} at {time.monotonic() - t_start:.0f} s: {done} ops, "
+                          f"{len(want)} attached, consistent after {settles[-1]:.1f} s", flush=True)
                 next_check = time.monotonic() + args.check_every
         # the final check
         checks += 1
+        wait_dockerd()
         t0 = time.monotonic()
         while True:
             bad = check(h, cs, want)
@@ -241,6 +312,8 @@ def main() -> None:
                 break
             time.sleep(0.5)
         inconsistencies.extend(f"final check: {b}" for b in bad)
+        if bad:
+            explain(bad)
     finally:
         if agent is not None and agent.proc.poll() is None:
             rc = agent.stop(signal.SIGTERM)
@@ -248,8 +321,11 @@ def main() -> None:
                 dishonest.append(f"final agent stop: exit {rc}")
         logs = [p.read_text() for p in Path(h.rundir).glob("soak-agent-*.log")]
         tracebacks = sum(text.count("Traceback") for text in logs)
-        tb.remove_containers(c.name for c in cs)
-        h.close()
+        try:
+            wait_dockerd()
+        finally:
+            tb.remove_containers(c.name for c in cs)
+            h.close()
     print(f"operations: {sum(ops.values())} ({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}); "
           f"agents started {agents_made}")
     print("outcomes: " + "; ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())))
