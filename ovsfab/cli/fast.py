@@ -116,6 +116,12 @@ def run_here(parsed: "Parsed", context: "Dict[str, object]") -> int:
     from ovsfab.ops import api  # noqa: PLC0415
     from ovsfab.ops.context import Context  # noqa: PLC0415
 
+    # A one-shot process: pyroute2's package __init__ (every netlink family,
+    # ~130 ms) runs only if something asks the package for a name; the
+    # rtnetlink message classes an operation uses load without it.
+    from ovsfab.plumbing.pyroute2_private import defer_package_init  # noqa: PLC0415
+
+    defer_package_init()
     # What the typer CLI's callback sets up: library chatter stays at WARNING.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
                         format="ovsfab: %(levelname)s: %(message)s")
