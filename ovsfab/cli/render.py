@@ -35,8 +35,10 @@ def _attach(d: "Dict[str, Any]") -> str:
                     f"as logical port {d['iface_id']} ({bound})")
         return f"{d['container']} {d['ifname']} is already on OVN network {d['network']} ({bound})"
     if d["changed"]:
+        # A Linux bridge has no OpenFlow ports: its backend reports the port's ifindex.
+        number = f"ifindex {d['ofport']}" if d.get("datapath") == "linux" else f"ofport {d['ofport']}"
         return (f"attached {d['container']} {d['ifname']} ({addrs}) to {d['bridge']} "
-                f"as port {d['port']} (ofport {d['ofport']})")
+                f"as port {d['port']} ({number})")
     return f"{d['container']} {d['ifname']} is already attached to {d['bridge']} as port {d['port']}"
 
 

@@ -372,13 +372,16 @@ def down(quiet: bool = False) -> List[str]:
             if client is None:
                 LOG.warning("cannot remove container %s: dockerd is not reachable", name)
                 continue
+            import docker.errors  # noqa: PLC0415 - the client above imported the SDK
+
             try:
                 # One at a time: dockerd 20.10 deadlocks on parallel removal.
                 client.remove_container(name, force=True)
                 removed.append(f"container {name}")
-            except Exception as exc:  # gone already is fine
-                if "No such container" not in str(exc):
-                    LOG.warning("cannot remove container %s: %s", name, exc)
+            except docker.errors.NotFound:  # gone already is fine
+                pass
+            except Exception as exc:  # noqa: BLE001 - keep removing the rest; say what stayed
+                LOG.warning("cannot remove container %s: %s", name, exc)
     if state.ovn_rundirs:  # before the OVS daemons ovn-controller talks to
         from ovsfab.lab.ovn import stop_ovn  # noqa: PLC0415
 

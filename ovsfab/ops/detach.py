@@ -118,19 +118,32 @@ def detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
     return _detach(bridge, target_spec, ifname, if_exists, backend_factory, network, None, fault, docker_host)
 
 
+def _once(fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` to be called at most once, however many paths call it."""
+    done = []
+
+    def call() -> None:
+        if not done:
+            done.append(True)
+            fn()
+
+    return call
+
+
 def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
             backend_factory: Callable[[], Backend], network: Optional[str], locked: Optional[str],
             fault: Optional[str] = None, docker_host: Optional[str] = None) -> DetachResult:
     """:func:`detach`; ``locked``: the host-end name whose lock (ovsfab/ops/lock.py) the caller holds."""
     with Plan("detach", fault) as plan:
         backend = backend_factory()
-        plan.add_undo("close backend", backend.close)
+        close_backend = _once(backend.close)  # closed early on some paths; never twice
+        plan.add_undo("close backend", close_backend)
         att = plan.step("find", lambda: _find(backend, bridge, target_spec, ifname, docker_host))
         if att is None:
             # A port of that name in OVSDB is this interface attached to
             # another bridge: not a leftover, never deleted here.
             recorded = locked is not None and backend.port_exists(locked) is not None
-            backend.close()
+            close_backend()
             port = locked or _derived_port(target_spec, ifname, docker_host)
             if port is not None and locked is None:
                 # Look again under the lock, with a fresh view of OVSDB: an
@@ -146,12 +159,12 @@ def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
             if if_exists:
                 return DetachResult(None, changed=False)
             raise NotFound(f"{target_spec} has no {ifname} attached to {bridge}",
-                           "check `ovs-vsctl show`, or pass --if-exists")
+                           "check `ovsfab show`, or pass --if-exists")
         if att.network and att.network != network:
             # Its logical switch port lives in the OVN northbound database,
             # which only the OVN detach reaches; removing just the port here
             # would leave the logical port (and its address) taken.
-            backend.close()
+            close_backend()
             raise Conflict(f"{target_spec} {ifname} is attached to OVN network {att.network}",
                            f"detach it with: ovsfab detach --network {att.network} {target_spec}")
         host = NetlinkHandle()
@@ -165,5 +178,5 @@ def _detach(bridge: str, target_spec: str, ifname: str, if_exists: bool,
         )
         host.delete(att.port, if_exists=True)
         host.close()
-        backend.close()
+        close_backend()
         return DetachResult(att, changed=True)
