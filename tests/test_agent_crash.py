@@ -140,3 +140,44 @@ def test_reconcile_killed_mid_restore_keeps_the_records(ovs_host, netns_targets)
     assert tb.ovs_ports(ovs_host) == ports, "records lost by the kill"
     for t in ts:
         assert tb.addrs_in(t).get("eth1"), t.name
+
+
+def test_agent_that_finished_a_detach_and_died_before_replying(ovs_host, target, attach_refs):
+    """The last window: the agent has detached (port and veth gone) and dies before its reply.
+    The client's re-run then finds nothing attached; that is the state asked for, so it must
+    exit 0 (found by bench/bench_soak.py: exit 3, "has no eth1 attached", so a script took a
+    detach that had happened for one that had failed).  A stand-in agent on the socket runs the
+    detach for real (in-process, OVSFAB_NO_AGENT=1) and closes without a word."""
+    import os
+    import socket
+    import threading
+
+    _, detached = attach_refs
+    wait_gone([target])
+    ovs_host.ovsfab("attach", ATTACH_ARGS[0], target.target, *ATTACH_ARGS[1:], check=True)
+    path = os.path.join(str(ovs_host.rundir), "ovsfab-agent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    done = {}
+
+    def stand_in() -> None:
+        conn, _ = listener.accept()
+        while conn.recv(65536):
+            pass
+        done["cp"] = ovs_host.ovsfab("detach", "br0", target.target, env={"OVSFAB_NO_AGENT": "1"})
+        conn.close()  # dies before replying
+
+    th = threading.Thread(target=stand_in)
+    th.start()
+    try:
+        cp = ovs_host.ovsfab("detach", "br0", target.target)
+        th.join(30)
+    finally:
+        listener.close()
+        os.unlink(path)
+    assert done["cp"].returncode == 0, done["cp"].stderr  # the stand-in really detached
+    assert cp.stderr.startswith(WARNING), cp.stderr
+    assert cp.returncode == 0, (cp.returncode, cp.stderr)
+    assert "nothing to do" in cp.stdout, cp.stdout
+    assert_same(norm_snapshot(ovs_host, [target]), detached)

@@ -88,7 +88,10 @@ def try_agent(parsed: "Parsed", context: "Dict[str, object]") -> "Optional[int]"
 
     When the agent lost the request (see :func:`call_agent`) this says so on
     stderr and returns None, with a ``kill:`` fault hook taken out of
-    ``context``: the caller's in-process re-run must not fire it again.
+    ``context``: the caller's in-process re-run must not fire it again.  A
+    removal (detach, tunnel del, uplink del) re-runs as with ``--if-exists``:
+    the agent may have done it all before dying, and "nothing to remove" is
+    then the state asked for (exit 0), not an error.
     """
     if os.environ.get("OVSFAB_NO_AGENT"):
         return None
@@ -100,6 +103,10 @@ def try_agent(parsed: "Parsed", context: "Dict[str, object]") -> "Optional[int]"
                          f"stopped mid-operation); running {parsed.op} in this process\n")
         if str(context.get("fault") or "").startswith("kill:"):
             context["fault"] = None
+        if parsed.params.get("if_exists") is False:
+            # The agent may have finished the removal before it died: "nothing
+            # attached" is then the state asked for, not a failure.
+            parsed.params["if_exists"] = True
         return None
     error = reply.get("error")
     if isinstance(error, dict):
