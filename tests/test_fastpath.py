@@ -374,6 +374,11 @@ def test_which_command_lines_the_lean_parser_takes():
         assert parse(argv) is None, argv
     assert hoist_globals(["attach", "b", "c", "--backend", "linux", "--debug", "--", "--db", "x"]) == \
         ["--backend", "linux", "--debug", "attach", "b", "c", "--", "--db", "x"]
+    # a command's own option of the same name stays with it (`lab up --backend linux`)
+    assert hoist_globals(["lab", "up", "--backend", "linux"], keep={"--backend"}) == ["lab", "up", "--backend", "linux"]
+    from ovsfab.cli.main import _own_options
+    assert "--backend" in _own_options(["--db", "unix:/x", "lab", "up", "--backend", "linux"])
+    assert "--backend" not in _own_options(["attach", "br0", "web", "--backend", "linux"])
 
 
 def _refusal(path: str, payload: bytes) -> dict:

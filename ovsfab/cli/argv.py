@@ -61,13 +61,15 @@ def params_for(op: str, values: "Dict[str, Any]") -> "Dict[str, Any]":
     return params
 
 
-def hoist_globals(argv: "List[str]") -> "List[str]":
+def hoist_globals(argv: "List[str]", keep: "Optional[set]" = None) -> "List[str]":
     """``argv`` with the global options (``--db X``, ``--backend X``, ``--debug``) moved before the command.
 
     click takes them only before the command; users type them anywhere
     (``ovsfab attach br0 web 10.1.0.5/24 --backend linux``).  Nothing after
-    ``--`` moves.
+    ``--`` moves, and neither do options in ``keep``: the command's own
+    options of the same name (``ovsfab lab up --backend linux``).
     """
+    keep = keep or set()
     front: "List[str]" = []
     rest: "List[str]" = []
     i = 0
@@ -77,11 +79,13 @@ def hoist_globals(argv: "List[str]") -> "List[str]":
             rest.extend(argv[i:])
             break
         name = arg.partition("=")[0]
-        if name in GLOBAL_VALUE_OPTS and "=" not in arg and i + 1 < len(argv):
+        if name in keep:
+            rest.append(arg)
+        elif name in GLOBAL_VALUE_OPTS and "=" not in arg and i + 1 < len(argv):
             front.extend(argv[i:i + 2])
             i += 2
             continue
-        if name in GLOBAL_VALUE_OPTS or arg == "--debug":
+        elif name in GLOBAL_VALUE_OPTS or arg == "--debug":
             front.append(arg)
         else:
             rest.append(arg)

@@ -242,7 +242,9 @@ def main() -> None:
         code = try_agent(parsed, context)
         if code is not None:
             _exit_now(code)
-        sys.exit(run_here(parsed, context))
+        # Skips interpreter teardown too: pyroute2's event loop objects,
+        # collected at exit after their sockets closed, print tracebacks.
+        _exit_now(run_here(parsed, context))
     from ovsfab.cli.main import main as cli_main  # noqa: PLC0415 - the slow path, only when needed
 
     cli_main()

@@ -130,5 +130,27 @@ def main() -> None:
         group.rich_markup_mode = None  # type: ignore[attr-defined]
         group(prog_name="ovsfab")
         return
-    app(args=hoist_globals(sys.argv[1:]), prog_name="ovsfab")
+    argv = sys.argv[1:]
+    app(args=hoist_globals(argv, keep=_own_options(argv)), prog_name="ovsfab")
+
+
+def _own_options(argv: List[str]) -> set:
+    """The options the command named in ``argv`` defines itself (they are its, not the globals')."""
+    import click  # noqa: PLC0415
+    import typer.main  # noqa: PLC0415
+
+    cmd = typer.main.get_command(app)
+    words = iter(argv)
+    for word in words:
+        if word in ("--db", "--backend"):
+            next(words, None)  # a global option's value, not a command
+            continue
+        if word.startswith("-"):
+            continue
+        if not isinstance(cmd, click.Group) or word not in cmd.commands:
+            break
+        cmd = cmd.commands[word]
+    if isinstance(cmd, click.Group):
+        return set()
+    return {o for p in cmd.params for o in (*p.opts, *getattr(p, "secondary_opts", []))}
 from ovsfab.cli import driver_cmd; app.command("docker-driver")(driver_cmd.docker_driver)  # noqa: E402,E702 - issue #18
