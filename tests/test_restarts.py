@@ -70,7 +70,7 @@ def honest(cp: subprocess.CompletedProcess) -> None:
 
 def assert_attached(h: tb.OvsHost, targets, addrs) -> None:
     """Exactly these targets attached, each working, nothing else left over."""
-    want = {host_ifname(t.target, "eth1") for t in targets}
+    want = {host_ifname(t.id if isinstance(t, tb.Container) else t.target, "eth1") for t in targets}
     ports = {r["name"]: r for r in tb.ovs_table(h, "Port", ["name", "external_ids"])
              if r["external_ids"].get("ovsfab-container-id")}
     assert set(ports) == want, (sorted(set(ports) ^ want))
