@@ -9,7 +9,10 @@
    number of its veths exist: orphan veths, re-apply time, converged or not;
 3. races, ``--races`` times each: attach vs detach of one target (random start offset),
    two applies of different files; 5 each with Docker: ``docker rm -f`` mid-attach,
-   ``docker restart`` mid-apply.  Outcomes and inconsistencies.
+   ``docker restart`` mid-apply.  Outcomes and inconsistencies;
+4. agent kills (``--only agent-kills``): the same kill hook sent to a running agent, which
+   SIGKILLs itself mid-request, ``--agent-kills`` times per attach/detach step: the client's
+   exit, whether it warned and fell back, its total time, converged or not.
 
 Needs root, OVS and (for the Docker races) dockerd; the state oracles are ``ip -j`` and
 ``ovs-vsctl`` only, as in the tests.
@@ -265,6 +268,53 @@ def races(n: int, tmp: Path, docker_runs: int) -> None:
     print(f"docker restart mid-apply: {rs_out}")
 
 
+def agent_kills(n: int) -> None:
+    import test_agent_crash as tac  # noqa: PLC0415
+
+    print(f"== kills inside the agent ({n} run(s) each) ==")
+    t = tb.make_netns()
+    bad = total = 0
+    try:
+        with tb.OvsHost() as h:
+            h.ovsfab("attach", tc.ATTACH_ARGS[0], t.target, *tc.ATTACH_ARGS[1:], check=True)
+            ref_att = tc.norm_snapshot(h, [t])
+            h.ovsfab("detach", "br0", t.target, check=True)
+            ref_det = tc.norm_snapshot(h, [t])
+        for op, step in [("attach", s) for s in tc.ATTACH_STEPS] + [("detach", s) for s in tc.DETACH_STEPS]:
+            times, codes, warned, ok = [], set(), 0, 0
+            for _ in range(n):
+                tc.wait_gone([t])
+                with tb.OvsHost() as h:
+                    if op == "detach":
+                        h.ovsfab("attach", tc.ATTACH_ARGS[0], t.target, *tc.ATTACH_ARGS[1:], check=True)
+                    agent = tac.start_agent(h)
+                    try:
+                        argv = (("attach", tc.ATTACH_ARGS[0], t.target, *tc.ATTACH_ARGS[1:]) if op == "attach"
+                                else ("detach", "br0", t.target))
+                        t0 = time.monotonic()
+                        cp = h.ovsfab(*argv, env=tc.kill_env(step))
+                        times.append(time.monotonic() - t0)
+                        died = agent.proc.wait(timeout=10) == tc.KILLED
+                        codes.add(cp.returncode)
+                        warned += cp.stderr.startswith(tac.WARNING)
+                        try:
+                            assert died and cp.returncode == 0
+                            tc.assert_same(tc.norm_snapshot(h, [t]), ref_att if op == "attach" else ref_det)
+                            ok += 1
+                        except AssertionError as exc:
+                            print(f"   NOT CONVERGED {op} {step}: rc={cp.returncode} died={died} {exc}")
+                    finally:
+                        if agent.proc.poll() is None:
+                            agent.kill()
+            total += n
+            bad += n - ok
+            print(f"{op:7s} kill:{step:12s} client exit {sorted(codes)}, warned {warned}/{n}, "
+                  f"total {fig(times)}, converged {ok}/{n}")
+    finally:
+        tb.delete_netns(t.name)
+    print(f"agent kills: {total}, not converged {bad}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=3)
@@ -272,7 +322,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--races", type=int, default=50)
     ap.add_argument("--docker-races", type=int, default=5)
-    ap.add_argument("--only", choices=("kills", "midway", "races"))
+    ap.add_argument("--agent-kills", type=int, default=5)
+    ap.add_argument("--only", choices=("kills", "midway", "races", "agent-kills"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
@@ -286,6 +337,8 @@ def main() -> None:
             midway(args.midway, args.size, tmp)
         if args.only in (None, "races"):
             races(args.races, tmp, args.docker_races)
+        if args.only in (None, "agent-kills"):
+            agent_kills(args.agent_kills)
 
 
 if __name__ == "__main__":
