@@ -121,11 +121,10 @@ def test_a_kill_hook_still_fires_in_process_without_an_agent(ovs_host, target, a
     assert cp.returncode == 0, cp.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "found by bench/bench_soak.py, not fixed (ovsfab/ops/reconcile.py is another engineer's): a restore removes "
-    "the broken ports in one transaction and adds them back in another; a kill in between loses the records, "
-    "so no later reconcile or agent knows the attachments (the single-item path, through attach, alike)"))
 def test_reconcile_killed_mid_restore_keeps_the_records(ovs_host, netns_targets):
+    """Found by bench/bench_soak.py: a restore removes the broken ports in one transaction and adds them
+    back in another; a kill in between lost the records.  The removal now journals them on the bridge
+    (in the same transaction) and the add clears the journal, so the next reconcile restores them."""
     ts = [netns_targets() for _ in range(2)]  # two: the batched restore
     for i, t in enumerate(ts):
         ovs_host.ovsfab("attach", "br0", t.target, f"10.5.0.{i + 1}/24", check=True)
@@ -140,6 +139,8 @@ def test_reconcile_killed_mid_restore_keeps_the_records(ovs_host, netns_targets)
     assert tb.ovs_ports(ovs_host) == ports, "records lost by the kill"
     for t in ts:
         assert tb.addrs_in(t).get("eth1"), t.name
+    # the journal is done with once the ports are back (ovs-vsctl as the oracle)
+    assert not [k for k in tb.ovs_row(ovs_host, "Bridge", "br0")["external_ids"] if k.startswith("ovsfab-restoring-")]
 
 
 def test_agent_that_finished_a_detach_and_died_before_replying(ovs_host, target, attach_refs):

@@ -29,6 +29,9 @@ def is_attachment(att: Attachment) -> bool:
 
 #: Capability: tunnels can run BFD (Interface ``bfd`` / ``bfd_status``).
 CAP_BFD = "bfd"
+#: Bridge external_ids key (+ port name) holding a port's record while a
+#: restore has it removed (``del_ports(journal=True)``); the add clears it.
+JOURNAL_PREFIX = "ovsfab-restoring-"
 #: Capability: many ports removed in one change (one OVSDB transaction), safe
 #: to run in a thread of its own while the caller works on links.
 CAP_BATCH = "batch"
@@ -154,12 +157,22 @@ class Backend(abc.ABC):
         """Remove one tunnel (the one to ``remote`` when a port carries several)."""
         return self.del_port(port, if_exists=True)
 
-    def del_ports(self, ports: List[str]) -> int:
+    def del_ports(self, ports: List[str], journal: bool = False) -> int:
         """Remove several ports; returns how many were there.
 
-        One change per port here; a backend with CAP_BATCH makes it one.
+        One change per port here; a backend with CAP_BATCH makes it one and,
+        with ``journal``, keeps each removed port's record in that same change
+        until a later add of that port (see :meth:`journaled_attachments`).
         """
         return sum(1 for port in ports if self.del_port(port, if_exists=True))
+
+    def journaled_attachments(self) -> List[Attachment]:
+        """Attachments whose port a journaled removal took and no add has put back yet.
+
+        What a process killed between removing ports and adding them back
+        (a restore) leaves: the next reconcile restores them from here.
+        """
+        return []
 
     # -- ovsfab apply: many ports in one change ---------------------------
     def bridge_external_ids(self, bridge: str) -> Dict[str, str]:

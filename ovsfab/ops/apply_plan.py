@@ -125,7 +125,8 @@ def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) 
     my_bridges = set(part.bridges)
     nl = L3Handle()
     try:
-        host_links = set(nl.link_table())
+        link_table = nl.link_table()
+        host_links = set(link_table)
 
         # -- datapaths of this host's bridges (existing, or what a new one gets)
         datapaths: Dict[str, str] = {}
@@ -254,7 +255,12 @@ def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) 
                 continue
             matched.add(rec.port)
             diffs = _differences(rec, new)
+            # A veth whose peer's namespace has no id here lives in a dying
+            # namespace (a restarted container's old one, not yet reaped):
+            # not healthy, whatever OVSDB says (reconcile's rule too).
+            peer_nsid = link_table.get(rec.port, {}).get("peer_netnsid")
             healthy = rec.port in host_links and rec.ofport is not None and rec.ofport >= 0 and (
+                isinstance(peer_nsid, int) and peer_nsid >= 0) and (
                 not new.iface_id or ovn is None or new.iface_id in ovn.lports)
             if diffs or not healthy:
                 plan.del_attachments.append(rec)

@@ -240,7 +240,8 @@ def _begin(req: AttachRequest, backend_factory: BackendFactory, resolved: Option
         # Recorded but broken (the container restarted, or a crash):
         # clear our own leftovers and attach afresh.
         LOG.debug("recorded attachment %s is incomplete; re-creating it", port)
-        backend.del_port(recorded.port, if_exists=True)
+        # Journaled: a kill before the plug leaves the record for reconcile.
+        backend.del_ports([recorded.port], journal=True)
         host.delete(port, if_exists=True)
     else:
         owner = backend.port_exists(port)

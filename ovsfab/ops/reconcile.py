@@ -149,7 +149,9 @@ class Reconciler:
         """
         result = ReconcileResult(dry_run=dry_run)
         t0 = time.monotonic()
-        atts = [a for a in self.backend.list_attachments() if is_attachment(a)]
+        # Plus those a restore killed mid-way left in the journal (port removed, not re-added).
+        atts = [a for a in self.backend.list_attachments() + self.backend.journaled_attachments()
+                if is_attachment(a)]
         states: Optional[Dict[str, str]] = None
         if any(target_kind(a)[0] == "docker" for a in atts):
             try:
@@ -432,7 +434,8 @@ class Reconciler:
         t0 = time.monotonic()
         host = self._netlink()
         need = [att.container_key for att, kind, info in items if kind == "docker" and info is None]
-        removal = in_background(self.backend.del_ports, [att.port for att, _, _ in items])
+        # Journaled: a kill before the add below leaves the records on the bridges.
+        removal = in_background(self.backend.del_ports, [att.port for att, _, _ in items], True)
         removed = False
         gone: List[Attachment] = []  # containers removed meanwhile: dropped once the removal is done
         dropped: Set[str] = set()

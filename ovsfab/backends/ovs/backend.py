@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
-from ovsfab.backends.base import CAP_BATCH, CAP_BFD, KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
+from ovsfab.backends.base import CAP_BATCH, CAP_BFD, JOURNAL_PREFIX, KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
 from ovsfab.backends.ovs.idl import IdlSession, default_remote
 from ovsfab.backends.ovs.index import PortIndex
 from ovsfab.errors import Conflict, NotFound, OperationFailed
@@ -87,6 +88,31 @@ class OvsBackend(Backend):
                 att.error = _opt(iface.error) or None
         return att
 
+    def journaled_attachments(self) -> List[Attachment]:
+        out = []
+        for br in self.session.table("Bridge").values():
+            for key, value in dict(br.external_ids).items():
+                if not key.startswith(JOURNAL_PREFIX) or self._port(key[len(JOURNAL_PREFIX):]) is not None:
+                    continue
+                try:
+                    rec = json.loads(value)
+                    att = Attachment.from_external_ids(br.name, key[len(JOURNAL_PREFIX):], dict(rec["ids"]))
+                except (ValueError, KeyError, TypeError):
+                    LOG.warning("bridge %s: unreadable journal entry %s; ignored", br.name, key)
+                    continue
+                att.vlan = rec.get("tag") if isinstance(rec.get("tag"), int) else None
+                out.append(att)
+        return out
+
+    def _forget_journal(self, port: str) -> bool:
+        """Inside a transaction: drop a journaled record of ``port``; True if there was one."""
+        found = False
+        for br in self.session.table("Bridge").values():
+            if JOURNAL_PREFIX + port in br.external_ids:
+                br.delkey("external_ids", JOURNAL_PREFIX + port)
+                found = True
+        return found
+
     def list_attachments(self, bridge: Optional[str] = None) -> List[Attachment]:
         return [self._attachment(br, port) for br, port in self._port_bridges()
                 if port.external_ids.get(OWNER_KEY) == OWNER_VALUE
@@ -95,7 +121,9 @@ class OvsBackend(Backend):
     def find_attachment(self, container_key: str, ifname: str) -> Optional[Attachment]:
         port = self.index.attachment_port(container_key, ifname)
         if port is None:
-            return None
+            # A restore killed mid-way may hold it in the journal: still recorded.
+            return next((a for a in self.journaled_attachments()
+                         if a.container_key == container_key and a.ifname == ifname), None)
         br = self.index.bridge_of(port)
         return self._attachment(br, port) if br is not None else None
 
@@ -116,12 +144,13 @@ class OvsBackend(Backend):
 
     def del_port(self, port: str, *, if_exists: bool = False) -> bool:
         def build(txn: ovs.db.idl.Transaction) -> bool:
+            journaled = self._forget_journal(port)  # a removed attachment is not to be restored
             row, br = self._port_and_bridge(port)
             if row is not None and br is not None:
                 self._remove_port(br, row)
                 return True
-            if if_exists:
-                return False
+            if if_exists or journaled:
+                return journaled
             raise NotFound(f"no OVS port named {port}")
 
         found, _ = self.session.transact(build, comment=f"ovsfab: del port {port}")
@@ -220,6 +249,7 @@ class OvsBackend(Backend):
                      bfd: Optional[Dict[str, str]] = None) -> None:
         """Port + Interface rows of ``port``, added to bridge row ``br``."""
         tables = self.session.idl.tables
+        self._forget_journal(port)  # the port is back: its journaled record is done with
         iface = txn.insert(tables["Interface"])
         iface.name = port
         if iface_type:
@@ -355,8 +385,14 @@ class OvsBackend(Backend):
     # -- ovsfab reconcile: many ports per transaction (additive) ----------
     # Restoring 100 containers one port at a time costs 200 transactions,
     # each waiting for ovs-vswitchd; these do it in two.
-    def del_ports(self, ports: List[str]) -> int:
-        """Remove several ports in one transaction; returns how many were there."""
+    def del_ports(self, ports: List[str], journal: bool = False) -> int:
+        """Remove several ports in one transaction; returns how many were there.
+
+        ``journal``: each removed port's record goes to its bridge's
+        external_ids in the same transaction (JOURNAL_PREFIX + port), and the
+        transaction that adds the port back removes it: a process killed in
+        between loses no record.
+        """
         wanted = set(ports)
 
         def build(txn: ovs.db.idl.Transaction) -> int:
@@ -364,6 +400,10 @@ class OvsBackend(Backend):
             for name in wanted:
                 row, br = self._port_and_bridge(name)
                 if row is not None and br is not None:
+                    if journal:
+                        tag = _opt(row.tag)
+                        br.setkey("external_ids", JOURNAL_PREFIX + name,
+                                  json.dumps({"ids": dict(row.external_ids), "tag": tag}, sort_keys=True))
                     self._remove_port(br, row)
                     found += 1
             return found
