@@ -61,18 +61,23 @@ def netns_batch(names: List[str], verb: str) -> None:
     tb.run(["ip", "-batch", "-"], input=script, check=(verb == "add"), timeout=600)
 
 
+def fabric_file(names: List[str]) -> str:
+    """A fabric file with one host ``bench`` and each named netns on network blue (bridge br0); its path."""
+    lines = ["hosts:", "  bench: {underlay: 192.168.77.5}", "networks:",
+             "  blue: {bridge: br0, mode: vxlan, key: 5001, subnet: 10.77.0.0/16}", "attachments:"]
+    lines += [f"  - {{container: 'netns:{nm}', network: blue, host: bench, address: {addr(i)}}}"
+              for i, nm in enumerate(names)]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+        fh.write("\n".join(lines) + "\n")
+    return fh.name
+
+
 def bench_ovsfab(n: int) -> Dict[str, object]:
     host = tb.OvsHost()
     names = [f"ob{os.getpid() % 10000}-{i}" for i in range(n)]
     netns_batch(names, "add")
     try:
-        lines = ["hosts:", "  bench: {underlay: 192.168.77.5}", "networks:",
-                 "  blue: {bridge: br0, mode: vxlan, key: 5001, subnet: 10.77.0.0/16}", "attachments:"]
-        lines += [f"  - {{container: 'netns:{nm}', network: blue, host: bench, address: {addr(i)}}}"
-                  for i, nm in enumerate(names)]
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-            fh.write("\n".join(lines) + "\n")
-            path = fh.name
+        path = fabric_file(names)
         t0 = time.monotonic()
         cp = host.ovsfab("apply", path, "--host", "bench", "--json", timeout=600)
         total = time.monotonic() - t0

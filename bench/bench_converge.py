@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 import testbed as tb  # noqa: E402
 from _crosshost_helpers import Switch  # noqa: E402
+from test_apply import mesh_text  # noqa: E402
 
 from ovsfab.plumbing.netns import Namespace  # noqa: E402
 from ovsfab.plumbing.probe import ping  # noqa: E402
@@ -93,16 +94,6 @@ def run_lab(hosts: int, deadline: float) -> Tuple[Dict[str, Optional[float]], bo
         return got, ok and all(v is not None for v in got.values()), why
     finally:
         lab.down(quiet=True)
-
-
-def mesh_text(names: List[str], underlays: List[str], targets: List[str]) -> str:
-    hosts = "".join(f"  {n}: {{underlay: {u}, uplink: eth1}}\n" for n, u in zip(names, underlays))
-    atts = "".join(f"  - {{container: '{targets[2 * h + k]}', network: {net}, host: {names[h]}}}\n"
-                   for h in range(3) for k, net in enumerate(("blue", "green")))
-    return (f"hosts:\n{hosts}networks:\n"
-            "  blue: {bridge: br0, mode: vxlan, key: 5001, subnet: 10.77.0.0/16}\n"
-            "  green: {bridge: br1, mode: vxlan, key: 5002, subnet: 10.78.0.0/16}\n"
-            f"attachments:\n{atts}")
 
 
 def run_mesh(deadline: float) -> Tuple[Dict[str, Optional[float]], bool, str]:

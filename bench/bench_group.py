@@ -22,7 +22,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import List, Tuple
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import testbed as tb  # noqa: E402
-from bench_apply import addr, netns_batch  # noqa: E402
+from bench_apply import addr, fabric_file, netns_batch  # noqa: E402
 from test_agent import AgentProc  # noqa: E402
 
 
@@ -69,18 +68,13 @@ def one_apply(n: int) -> float:
     names = [f"oa{os.getpid() % 10000}-{i}" for i in range(n)]
     netns_batch(names, "add")
     try:
-        lines = ["hosts:", "  bench: {underlay: 192.168.77.5}", "networks:",
-                 "  blue: {bridge: br0, mode: vxlan, key: 5001, subnet: 10.77.0.0/16}", "attachments:"]
-        lines += [f"  - {{container: 'netns:{nm}', network: blue, host: bench, address: {addr(i)}}}"
-                  for i, nm in enumerate(names)]
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-            fh.write("\n".join(lines) + "\n")
+        path = fabric_file(names)
         try:
             t0 = time.monotonic()
-            host.ovsfab("apply", fh.name, "--host", "bench", check=True, timeout=600)
+            host.ovsfab("apply", path, "--host", "bench", check=True, timeout=600)
             return time.monotonic() - t0
         finally:
-            os.unlink(fh.name)
+            os.unlink(path)
     finally:
         host.close()
         netns_batch(names, "delete")

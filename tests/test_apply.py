@@ -264,9 +264,11 @@ def test_runtime_failure_leaves_nothing_behind(ovs_hosts, tmp_path):
 MESH_RUNS = 3
 
 
-def _mesh_text(fab: Fabric3) -> str:
-    hosts = "".join(f"  {n}: {{underlay: {u}, uplink: eth1}}\n" for n, u in zip(fab.names, fab.underlays))
-    atts = "".join(f"  - {{container: '{fab.cs[2 * h + k].target}', network: {net}, host: {fab.names[h]}}}\n"
+def mesh_text(names, underlays, targets) -> str:
+    """The three-host, two-network VXLAN fabric (also bench/bench_converge.py's): container 2h+k is on
+    host h, network k."""
+    hosts = "".join(f"  {n}: {{underlay: {u}, uplink: eth1}}\n" for n, u in zip(names, underlays))
+    atts = "".join(f"  - {{container: '{targets[2 * h + k]}', network: {net}, host: {names[h]}}}\n"
                    for h in range(3) for k, net in enumerate(("blue", "green")))
     return (f"hosts:\n{hosts}networks:\n"
             "  blue: {bridge: br0, mode: vxlan, key: 5001, subnet: 10.77.0.0/16}\n"
@@ -283,7 +285,7 @@ def test_three_host_apply_mesh_converges_every_time(tmp_path):
         fab = Fabric3(3)
         try:
             path = tmp_path / f"mesh{run}.yaml"
-            path.write_text(_mesh_text(fab))
+            path.write_text(mesh_text(fab.names, fab.underlays, [c.target for c in fab.cs]))
             for i in range(3):
                 fab.apply(path, i)
             for i, h in enumerate(fab.hosts):
