@@ -9,7 +9,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 PKGS=(openvswitch-switch docker.io busybox-static iputils-ping iproute2 iperf3
-      python3-venv ethtool util-linux tar
+      python3-venv ethtool util-linux tar procps   # procps: sysctl(8), an oracle in tests/test_uplink.py
       ruby shellcheck    # ruby -c Vagrantfile and shellcheck run in tests/test_packaging.py
       ovn-central ovn-host    # ovsfab ovn, tests/test_ovn.py (daemons started privately, see below)
       podman containernetworking-plugins)   # ovsfab-cni: tests/test_cni*.py, bench/bench_cni.py
