@@ -330,9 +330,12 @@ def test_operations_in_process_skip_typer(ovs_host, netns_targets, argv):
     process without importing typer/click (or the docker SDK for netns targets)."""
     t = netns_targets()
     argv = [a.replace("{t}", t.name) for a in argv]
+    # main() ends with os._exit (no teardown): here it raises instead, so the modules can be listed.
     code = (f"import sys; sys.argv = ['ovsfab'] + {argv!r}\n"
-            "from ovsfab.cli.fast import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "import ovsfab.cli.fast as fast\n"
+            "def _exit(code):\n    raise SystemExit(code)\n"
+            "fast._exit_now = _exit\n"
+            "try:\n    fast.main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'click', 'docker', 'rich'})\n"
             "sys.stderr.write('HEAVY=%s\\n' % heavy)\n")
     cp = tb.run(["ip", "netns", "exec", ovs_host.name, tb.PYTHON, "-c", code],
