@@ -29,6 +29,9 @@ def is_attachment(att: Attachment) -> bool:
 
 #: Capability: tunnels can run BFD (Interface ``bfd`` / ``bfd_status``).
 CAP_BFD = "bfd"
+#: Capability: a port's trunk VLANs, requested OpenFlow port number and extra
+#: external_ids can be set after it is added (``set_port_extras``; ovs-cni's options).
+CAP_PORT_EXTRAS = "port-extras"
 #: Bridge external_ids key (+ port name) holding a port's record while a
 #: restore has it removed (``del_ports(journal=True)``); the add clears it.
 JOURNAL_PREFIX = "ovsfab-restoring-"

@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from ovsfab.backends.base import CAP_PORT_EXTRAS
 from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError
 from ovsfab.model import (AddressSpec, Attachment, AttachRequest, Target, host_ifname, parse_address, parse_mac,
                           parse_mtu, parse_name, parse_target_spec, parse_vlan)
@@ -239,7 +240,7 @@ def cni_add(p: Dict[str, Any], ctx: Context) -> CniAddResult:
         with Plan("cni.add", ctx.fault) as plan:
             backend = ctx.backend_factory(req.bridge)()
             plan.add_undo("close backend", backend.close)
-            if not hasattr(backend, "set_port_extras"):
+            if CAP_PORT_EXTRAS not in backend.capabilities:
                 raise InvalidInput(f"the {backend.kind} backend cannot carry a CNI attachment",
                                    "use the ovs backend (OVSFAB_BACKEND=ovs)")
             # One OVSDB session for attach and the extras: a second connection

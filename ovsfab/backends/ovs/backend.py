@@ -8,7 +8,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
-from ovsfab.backends.base import CAP_BATCH, CAP_BFD, JOURNAL_PREFIX, KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
+from ovsfab.backends.base import CAP_BATCH, CAP_BFD, CAP_PORT_EXTRAS, JOURNAL_PREFIX, KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
 from ovsfab.backends.ovs.idl import IdlSession, default_remote
 from ovsfab.backends.ovs.index import PortIndex
 from ovsfab.errors import Conflict, NotFound, OperationFailed
@@ -38,7 +38,7 @@ class OvsBackend(Backend):
     """Bridges and ports in OVSDB, through one IDL session."""
 
     kind = "ovs"
-    capabilities = frozenset({CAP_BFD, CAP_BATCH})
+    capabilities = frozenset({CAP_BFD, CAP_BATCH, CAP_PORT_EXTRAS})
 
     def __init__(self, remote: Optional[str] = None, timeout: float = 10.0) -> None:
         self.remote = remote or default_remote()
