@@ -295,22 +295,6 @@ class Liveness:
                    remote_state=st.get("remote_state"), diagnostic=st.get("diagnostic") or None,
                    forwarding={"true": True, "false": False}.get(st.get("forwarding", "")))
 
-    @property
-    def up(self) -> Optional[bool]:
-        """True/False where BFD runs; None where nothing can tell."""
-        return self.state == "up" if self.enabled else None
-
-    def summary(self) -> str:
-        """One word or two for tables: ``bfd up``, ``bfd down (Control Detection Time Expired)``, ..."""
-        if not self.available:
-            return "no bfd (linux: " + ("carrier up" if self.carrier else "no carrier") + ")"
-        if not self.enabled:
-            return "bfd off"
-        text = f"bfd {self.state or 'pending'}"
-        if self.state != "up" and self.diagnostic and self.diagnostic != "No Diagnostic":
-            text += f" ({self.diagnostic})"
-        return text
-
     def to_json(self) -> dict:
         return {"available": self.available, "enabled": self.enabled, "state": self.state,
                 "remote_state": self.remote_state, "diagnostic": self.diagnostic, "forwarding": self.forwarding,
