@@ -114,7 +114,6 @@ def execute_many(name: str, params_list: Sequence[Mapping[str, Any]], ctx: Conte
             except OvsfabError as exc:
                 out.append(exc)
         return out
-    from ovsfab.model import AttachRequest  # noqa: PLC0415
     from ovsfab.ops.attach import attach_many  # noqa: PLC0415
 
     slots: List[Any] = []
@@ -124,12 +123,7 @@ def execute_many(name: str, params_list: Sequence[Mapping[str, Any]], ctx: Conte
             p = _check_params(op, params)
             if p.get("network") is not None or p.get("bridge") is None:
                 raise InvalidInput("only plain attaches share a transaction")
-            mtu = p.get("mtu")
-            reqs.append(AttachRequest.parse(p["bridge"], p["container"], p.get("addresses") or [],
-                                            ifname=_get(p, "ifname", "eth1"), mac=p.get("mac"),
-                                            mtu=None if mtu in (None, "auto") else str(mtu), vlan=p.get("vlan"),
-                                            datapath=_get(p, "datapath", "auto"),
-                                            persist=not p.get("no_persist", False)))
+            reqs.append(_attach_request(p))
             slots.append(None)
         except OvsfabError as exc:
             slots.append(exc)
@@ -156,6 +150,17 @@ def _get(p: Dict[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def _attach_request(p: Dict[str, Any]) -> Any:  # -> ovsfab.model.AttachRequest
+    """A plain attach's parameters validated into its request (``mtu`` auto is unset: attach computes it)."""
+    from ovsfab.model import AttachRequest  # noqa: PLC0415
+
+    mtu = p.get("mtu")
+    return AttachRequest.parse(p["bridge"], p["container"], p.get("addresses") or [],
+                               ifname=_get(p, "ifname", "eth1"), mac=p.get("mac"),
+                               mtu=None if mtu in (None, "auto") else str(mtu), vlan=p.get("vlan"),
+                               datapath=_get(p, "datapath", "auto"), persist=not p.get("no_persist", False))
+
+
 def _attach(p: Dict[str, Any], ctx: Context) -> Any:
     mtu = p.get("mtu")
     mtu = None if mtu in (None, "auto") else str(mtu)  # auto == unset: ops/attach.py computes it
@@ -167,14 +172,11 @@ def _attach(p: Dict[str, Any], ctx: Context) -> Any:
         return attach_network(p["network"], p["container"], p.get("addresses") or [],
                               ifname=_get(p, "ifname", "eth1"), mac=p.get("mac"), mtu=mtu,
                               persist=not p.get("no_persist", False), ovs_remote=ctx.db, fault=ctx.fault)
-    from ovsfab.model import AttachRequest  # noqa: PLC0415
     from ovsfab.ops.attach import attach  # noqa: PLC0415
 
     if p.get("bridge") is None:
         raise InvalidInput("attach needs a bridge", "ovsfab attach BRIDGE CONTAINER ADDR...")
-    req = AttachRequest.parse(p["bridge"], p["container"], p.get("addresses") or [],
-                              ifname=_get(p, "ifname", "eth1"), mac=p.get("mac"), mtu=mtu, vlan=p.get("vlan"),
-                              datapath=_get(p, "datapath", "auto"), persist=not p.get("no_persist", False))
+    req = _attach_request(p)
     notes: List[str] = []
     result = attach(req, ctx.backend_factory(req.bridge, notes.append), fault=ctx.fault,
                     docker_host=ctx.docker_host)
