@@ -94,27 +94,30 @@ def nic_stays_in_kernel(datapath: str) -> bool:
     return datapath == "netdev"
 
 
-def silence_nic(nl: "L3Handle", nic: str, idx: int, quiet_mac: str) -> None:
+def _family(values: Dict[str, str], family: str) -> Dict[str, str]:
+    """The sysctls of one family (``"ipv4"``, ``"ipv6"``) among ``values``."""
+    return {k: v for k, v in values.items() if k.startswith(family + "/")}
+
+
+def silence_nic(nl: "L3Handle", nic: str, idx: int, quiet_mac: str, mac: str, prev: Dict[str, str]) -> None:
     """Make the bridge the NIC's only answerer (netdev): see :data:`QUIET_SYSCTLS`.
 
     IPv6 goes off first (the NIC's link-local with it), then the NIC takes
     ``quiet_mac`` (the bridge now has the NIC's own MAC, so neighbours'
     caches stay valid and frames to it are "other host" for the NIC's
     kernel stack: no double delivery, no DUP! replies), then ARP is told to
-    answer nothing on it.  One step: on failure it puts the NIC back.
+    answer nothing on it.  One step: on failure it puts the NIC back to
+    ``mac`` and ``prev`` (its sysctls as recorded).
     """
     from ovsfab.plumbing import sysctl  # noqa: PLC0415
 
     done: List[Callable[[], None]] = []
-    prev = sysctl.read_many(nic, QUIET_SYSCTLS, nl.ns)
-    mac = str(nl.link(nic)["mac"])  # type: ignore[index]
     try:
-        sysctl.write_many(nic, {k: v for k, v in QUIET_SYSCTLS.items() if k.startswith("ipv6/")}, nl.ns)
-        done.append(lambda: sysctl.write_many(nic, {k: v for k, v in prev.items() if k.startswith("ipv6/")},
-                                              nl.ns))
+        sysctl.write_many(nic, _family(QUIET_SYSCTLS, "ipv6"), nl.ns)
+        done.append(lambda: sysctl.write_many(nic, _family(prev, "ipv6"), nl.ns))
         nl.set_mac(idx, quiet_mac)
         done.append(lambda: nl.set_mac(idx, mac))
-        sysctl.write_many(nic, {k: v for k, v in QUIET_SYSCTLS.items() if k.startswith("ipv4/")}, nl.ns)
+        sysctl.write_many(nic, _family(QUIET_SYSCTLS, "ipv4"), nl.ns)
     except BaseException:
         for undo in reversed(done):
             try:
@@ -133,8 +136,8 @@ def unsilence_nic(nl: "L3Handle", nic: str, idx: int, mac: str, prev: Dict[str, 
     from ovsfab.plumbing import sysctl  # noqa: PLC0415
 
     nl.set_mac(idx, mac)
-    sysctl.write_many(nic, {k: v for k, v in prev.items() if k.startswith("ipv4/")}, nl.ns)
-    sysctl.write_many(nic, {k: v for k, v in prev.items() if k.startswith("ipv6/")}, nl.ns)
+    sysctl.write_many(nic, _family(prev, "ipv4"), nl.ns)
+    sysctl.write_many(nic, _family(prev, "ipv6"), nl.ns)
 
 
 @dataclass
@@ -350,7 +353,7 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
         plan.step("move", lambda: nl.move_l3(idx, bidx, cfg), undo=lambda: nl.move_l3(bidx, idx, cfg))
         if quiet:
             prev_sysctls = json.loads(ids[KEY_NIC_SYSCTLS])
-            plan.step("silence", lambda: silence_nic(nl, nic, idx, ids[KEY_NIC_QUIET_MAC]),
+            plan.step("silence", lambda: silence_nic(nl, nic, idx, ids[KEY_NIC_QUIET_MAC], mac, prev_sysctls),
                       undo=lambda: unsilence_nic(nl, nic, idx, mac, prev_sysctls))
 
         up = Uplink(bridge=bridge, nic=nic, mac=mac, datapath=dp, addresses=cfg.addresses,
@@ -398,7 +401,7 @@ def uplink_del(bridge: str, nic: str, if_exists: bool, backend_factory: BackendF
         if quiet_mac:  # netdev: the NIC answers again, with its own MAC
             prev_sysctls = _loads_map(ids.get(KEY_NIC_SYSCTLS))
             plan.step("unsilence", lambda: unsilence_nic(nl, nic, idx, up.mac, prev_sysctls),
-                      undo=lambda: silence_nic(nl, nic, idx, quiet_mac))
+                      undo=lambda: silence_nic(nl, nic, idx, quiet_mac, up.mac, prev_sysctls))
 
         def move_back() -> None:
             if bidx is None:  # bridge's port gone (vswitchd restarting?): just restore the NIC
