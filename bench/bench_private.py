@@ -156,7 +156,7 @@ def bench_dump(runs: int) -> None:
     from pyroute2 import IPRoute
 
     from ovsfab.ops import inspect
-    from ovsfab.plumbing import rtnl
+    from ovsfab.netlink import rtnl
 
     def lean_class() -> type:
         from ovsfab.plumbing.pyroute2_private import lean_link_message

@@ -17,7 +17,7 @@ import testbed as tb
 from ovsfab.ops.inspect import LINK_ATTRS, parse_link
 from ovsfab.plumbing.netns import Namespace
 from ovsfab.plumbing.pyroute2_private import lean_link_message
-from ovsfab.plumbing.rtnl import RTEXT_FILTER_SKIP_STATS, RTM_GETLINK, Rtnl
+from ovsfab.netlink.rtnl import RTEXT_FILTER_SKIP_STATS, RTM_GETLINK, Rtnl
 
 _LOADED = ("import sys\n"
            "import pyroute2.netlink.rtnl.ifinfmsg, pyroute2.netlink.rtnl.ifaddrmsg, pyroute2.netlink.rtnl.nsidmsg\n"

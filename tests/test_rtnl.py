@@ -1,4 +1,4 @@
-"""plumbing/rtnl.py: the netlink socket's receive timeout and its ENOBUFS handling, on a real kernel.
+"""netlink/rtnl.py: the netlink socket's receive timeout and its ENOBUFS handling, on a real kernel.
 
 Each test runs in a fresh network namespace (only ``lo``), so the requests
 touch nothing else.
@@ -14,7 +14,7 @@ import pytest
 import testbed as tb
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from ovsfab.plumbing import rtnl
+from ovsfab.netlink import rtnl
 from ovsfab.plumbing.netns import Namespace
 
 

@@ -6,7 +6,7 @@ CLI renders them as a tree or as JSON (schema in docs/json.md).
 Where facts come from, and why:
 
 * **Links** -- one rtnetlink link dump (plus one address dump) per namespace
-  on ovsfab's netlink socket (plumbing/rtnl.py: timeouts, ENOBUFS), decoding
+  on ovsfab's netlink socket (netlink/rtnl.py: timeouts, ENOBUFS), decoding
   only the attributes read here (:func:`_link_request`).  A container interface's host peer is found through the
   veth's ``IFLA_LINK`` (the peer's ifindex) and ``IFLA_LINK_NETNSID`` (the
   peer's namespace *as numbered by the container's namespace*), never by
@@ -385,7 +385,7 @@ def _link_request() -> Any:
     by the kernel (they are most of each message).
     """
     from ovsfab.plumbing.pyroute2_private import lean_link_message  # noqa: PLC0415
-    from ovsfab.plumbing.rtnl import RTEXT_FILTER_SKIP_STATS  # noqa: PLC0415
+    from ovsfab.netlink.rtnl import RTEXT_FILTER_SKIP_STATS  # noqa: PLC0415
 
     cls = lean_link_message(LINK_ATTRS)
     if cls is None:
@@ -403,8 +403,8 @@ def _netlink_error(exc: OSError, what: str) -> OvsfabError:
 
 
 def dump_links(sock: Any) -> Dict[int, LinkFacts]:
-    """All links of the namespace the :class:`~ovsfab.plumbing.rtnl.Rtnl` ``sock`` lives in, by ifindex (one dump)."""
-    from ovsfab.plumbing.rtnl import RTM_GETLINK  # noqa: PLC0415
+    """All links of the namespace the :class:`~ovsfab.netlink.rtnl.Rtnl` ``sock`` lives in, by ifindex (one dump)."""
+    from ovsfab.netlink.rtnl import RTM_GETLINK  # noqa: PLC0415
 
     try:
         return {lf.index: lf for lf in (parse_link(m) for m in sock.dump(_link_request(), RTM_GETLINK))}
@@ -416,7 +416,7 @@ def dump_addresses(sock: Any) -> Dict[int, List[str]]:
     """Global-scope addresses by ifindex, as ADDR/PREFIX (one dump)."""
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: PLC0415
 
-    from ovsfab.plumbing.rtnl import RTM_GETADDR  # noqa: PLC0415
+    from ovsfab.netlink.rtnl import RTM_GETADDR  # noqa: PLC0415
 
     out: Dict[int, List[str]] = {}
     try:
@@ -742,7 +742,7 @@ def show(bridge: Optional[str] = None, remote: Optional[str] = None,
     Raises Unavailable when OVSDB cannot be reached, NotFound for an unknown
     ``bridge``.
     """
-    from ovsfab.plumbing.rtnl import Rtnl  # noqa: PLC0415
+    from ovsfab.netlink.rtnl import Rtnl  # noqa: PLC0415
 
     _prepare_pyroute2()
     with Rtnl() as sock:
@@ -813,7 +813,7 @@ def _peer_in_host(inner: Any, host_ns_fd: int, link: LinkFacts,
         # No LINK_NETNSID: the peer is in the container's own namespace.
         return PeerFacts(ifindex=link.link_index, netnsid=None, in_host_namespace=same_ns,
                          in_container=True)
-    from ovsfab.plumbing.rtnl import netnsid  # noqa: PLC0415
+    from ovsfab.netlink.rtnl import netnsid  # noqa: PLC0415
 
     host_nsid = netnsid(inner, fd=host_ns_fd)  # None: the nsid check is skipped
     peer = PeerFacts(ifindex=link.link_index, netnsid=link.link_netnsid, in_host_namespace=False)
@@ -837,7 +837,7 @@ def inspect(spec: str, remote: Optional[str] = None, timeout: float = 10.0,
     """
     from ovsfab.plumbing.netns import Namespace  # noqa: PLC0415
 
-    from ovsfab.plumbing.rtnl import Rtnl  # noqa: PLC0415
+    from ovsfab.netlink.rtnl import Rtnl  # noqa: PLC0415
 
     _prepare_pyroute2()
     container, ns_path, docker_macs = _resolve(spec, docker_host)

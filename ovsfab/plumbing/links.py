@@ -15,10 +15,11 @@ from ovsfab.model import AddressSpec
 from ovsfab.plumbing import sysctl
 from ovsfab.plumbing.ethtool import Ethtool
 from ovsfab.plumbing.netns import Namespace
-from ovsfab.plumbing.rtnl import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+from ovsfab.netlink.rtnl import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
                                   RTEXT_FILTER_SKIP_STATS, RTM_DELLINK, RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR,
                                   RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK, Rtnl)
-from ovsfab.plumbing.rtnl import netnsid as _netnsid
+from ovsfab.netlink.rtnl import get_link, link_kind
+from ovsfab.netlink.rtnl import netnsid as _netnsid
 
 LOG = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ IFF_UP = 0x1  # linux/if.h
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3  # what pyroute2's route("add") (and `ip route add`) record
 RTN_UNICAST = 1
-IFNAMSIZ = 16
 
 
 def _ifinfmsg(**fields: Any) -> Any:
@@ -86,7 +86,7 @@ class NetlinkHandle:
     """An rtnetlink socket (and an ethtool socket) bound to one namespace.
 
     Every request of this class (link lookup, dumps, veth creation,
-    addresses, routes, up, delete) goes through :class:`~ovsfab.plumbing.rtnl.Rtnl`,
+    addresses, routes, up, delete) goes through :class:`~ovsfab.netlink.rtnl.Rtnl`,
     the socket inspect/show use too.  ``ipr`` (a pyroute2 IPRoute) is left to
     :class:`L3Handle`'s address and route moves and route lookups, created
     on first use, inside the namespace.
@@ -128,17 +128,10 @@ class NetlinkHandle:
     # -- lookup ----------------------------------------------------------
     def _get(self, name: str) -> Optional[Any]:
         """The RTM_NEWLINK message of one link, by name, in one request (no dump)."""
-        if not name or len(name.encode()) >= IFNAMSIZ:
-            return None  # no link can have that name (the kernel would say ERANGE)
         try:
-            # Without statistics: they are most of the reply, and decoding it is the cost.
-            replies = self._rt.one(_ifinfmsg(attrs=[("IFLA_IFNAME", name),
-                                                    ("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]), RTM_GETLINK)
+            return get_link(self._rt, name)
         except OSError as exc:
-            if exc.errno in (errno.ENODEV, errno.ENOENT):
-                return None
             raise netlink_error(exc, f"cannot look up interface {name}") from exc
-        return replies[0] if replies else None
 
     def index(self, name: str) -> Optional[int]:
         """ifindex of a link by name, or None."""
@@ -150,12 +143,10 @@ class NetlinkHandle:
         msg = self._get(name)
         if msg is None:
             return None
-        info = msg.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
         return {
             "index": int(msg["index"]),
             "name": name,
-            "kind": kind,
+            "kind": link_kind(msg),
             "mac": msg.get_attr("IFLA_ADDRESS"),
             "mtu": msg.get_attr("IFLA_MTU"),
             "peer_index": msg.get_attr("IFLA_LINK"),

@@ -226,3 +226,34 @@ def netnsid(sock: Rtnl, pid: "int | None" = None, fd: "int | None" = None) -> "i
         return None
     nsid = int(nsid)
     return nsid - (1 << 32) if nsid >= 1 << 31 else nsid  # NETNSA_NSID_NOT_ASSIGNED is -1
+
+
+#: Longest interface name + NUL (linux/if.h): no link can have a longer one.
+IFNAMSIZ = 16
+
+
+def get_link(sock: Rtnl, name: str) -> "Any | None":
+    """The RTM_NEWLINK message of the link ``name`` in ``sock``'s namespace, or None if there is none.
+
+    One request (no dump), statistics left out (they are most of the reply,
+    and decoding them is the cost).  Other kernel refusals raise OSError.
+    """
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: PLC0415
+
+    if not name or len(name.encode()) >= IFNAMSIZ:
+        return None  # the kernel would say ERANGE
+    msg = ifinfmsg()
+    msg["attrs"] = [("IFLA_IFNAME", name), ("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]
+    try:
+        replies = sock.one(msg, RTM_GETLINK)
+    except OSError as exc:
+        if exc.errno in (errno.ENODEV, errno.ENOENT):
+            return None
+        raise
+    return replies[0] if replies else None
+
+
+def link_kind(msg: Any) -> "str | None":
+    """IFLA_INFO_KIND of a link message (``bridge``, ``veth``, ``openvswitch``, ...), None for none."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
