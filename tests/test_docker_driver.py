@@ -389,3 +389,81 @@ def test_a_failure_at_any_step_leaves_nothing(fabric):
         f.kill_driver(h1, signal.SIGTERM)
         f.start_driver(h1)
     assert network_records(h1) == [] and docker_ports(h1) == []
+
+
+# ---------------------------------------------------------------- dockerd restarts (a private dockerd)
+@pytest.fixture(scope="module")
+def bed():
+    from dockerbed import DockerBed  # noqa: PLC0415
+
+    b = DockerBed()
+    try:
+        b.import_busybox()
+        yield b
+    finally:
+        b.close()
+
+
+def bed_ip(bed, c, net: str) -> str:
+    out = bed.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", c.id).stdout
+    return json.loads(out)[net]["IPAddress"]
+
+
+def joined(bed, c) -> bool:
+    """Running again (a new pid after a restart) with its ovsfab interface."""
+    if bed.docker("inspect", "-f", "{{.State.Running}}", c.id).stdout.strip() != "true":
+        return False
+    c.refresh_pid()
+    return "eth0" in container_ifaces(c)
+
+
+def test_dockerd_restart_with_containers_on_ovsfab_networks(fabric, bed):
+    """Live-restore off: dockerd's stop takes every endpoint away through the driver; at its start the
+    --restart always containers come back and Join again.  Nothing leaked, nothing lost."""
+    f, h1, h2 = fabric, fabric.h1, fabric.h2
+    root_before = our_links(DOCKERD_NS)
+    nets = {h1: tb.unique("dn"), h2: tb.unique("dn")}
+    made = []
+    try:
+        for h, rng in ((h1, RANGES[0]), (h2, RANGES[1])):
+            bed.docker("network", "create", "-d", f.names[h], "--ipam-driver", f.names[h], "--subnet", SUBNET,
+                       "--ip-range", rng, "-o", "bridge=br0", "-o", "mode=vxlan", "-o", "key=5001", nets[h])
+        c1 = bed.run("--restart", "always", "--network", nets[h1], tb.IMAGE, "sleep", "1000000")
+        c2 = bed.run("--restart", "always", "--network", nets[h2], tb.IMAGE, "sleep", "1000000")
+        c3 = bed.run("--network", nets[h1], tb.IMAGE, "sleep", "1000000")  # no policy: stays stopped
+        made = [c1, c2, c3]
+        assert len(docker_ports(h1)) == 2 and len(docker_ports(h2)) == 1
+        assert tb.ping(c1, bed_ip(bed, c2, nets[h2]), count=2), f.driver_log(h1)
+
+        t0 = time.monotonic()
+        bed.restart()
+        for c in (c1, c2):
+            assert wait_for(lambda: joined(bed, c), 30), bed.log()[-2000:]
+        print(f"dockerd restarted: both containers joined again {time.monotonic() - t0:.1f} s after SIGTERM")
+        assert bed.docker("inspect", "-f", "{{.State.Running}}", c3.id).stdout.strip() == "false"
+        # Nothing leaked: one port per running container, each veth's host end in its host,
+        # no ovc… end left in dockerd's namespace, one record per network.
+        for h, c in ((h1, c1), (h2, c2)):
+            ports = docker_ports(h)
+            assert len(ports) == 1, (ports, f.driver_log(h), bed.log()[-2000:])
+            assert our_links(h.name) == [ports[0]["name"]]
+            assert ports[0]["external_ids"]["ovsfab-addresses"] == f"{bed_ip(bed, c, nets[h])}/24"
+            assert len(network_records(h)) == 1
+        assert our_links(DOCKERD_NS) == root_before
+        # Nothing lost: connected again, ping and TCP across the hosts.
+        ip1, ip2 = bed_ip(bed, c1, nets[h1]), bed_ip(bed, c2, nets[h2])
+        assert container_ifaces(c1)["eth0"]["mtu"] == 1450
+        assert tb.ping(c1, ip2, count=3), f.driver_log(h1)
+        assert tb.tcp_transfer(c1, c2, ip2) and tb.tcp_transfer(c2, c1, ip1, port=5202)
+        # The stopped one starts on its network again.
+        bed.docker("start", c3.name)
+        c3.refresh_pid()
+        assert tb.ping(c3, ip2, count=2) and len(docker_ports(h1)) == 2
+        assert "Traceback" not in f.driver_log(h1) + f.driver_log(h2)
+    finally:
+        bed.remove([c.name for c in made])
+        for n in nets.values():
+            bed.docker("network", "rm", n, check=False)
+    for h in (h1, h2):
+        assert docker_ports(h) == [] and network_records(h) == [] and our_links(h.name) == []
+    assert our_links(DOCKERD_NS) == root_before
