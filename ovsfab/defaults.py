@@ -40,7 +40,11 @@ def check_kind(kind: str) -> str:
 
 
 def backend_kind(environ: "Mapping[str, str]", option: "Optional[str]" = None) -> str:
-    """The backend kind from the option, ``OVSFAB_BACKEND``, the config file, or ``ovs``."""
+    """The backend kind from the option, ``OVSFAB_BACKEND``, the config file, or ``auto``.
+
+    ``auto`` (ovsfab/backends/factory.py ``resolve_kind``): a Linux bridge of
+    the request's name is used as one, anything else goes to OVS.
+    """
     if option:
         return check_kind(option)
     env = environ.get("OVSFAB_BACKEND")
@@ -56,10 +60,10 @@ def backend_kind(environ: "Mapping[str, str]", option: "Optional[str]" = None) -
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidInput(f"{path} is not valid TOML ({exc})", "fix or remove it") from None
     except FileNotFoundError:
-        return "ovs"
+        return "auto"
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}", "fix its permissions or remove it") from None
-    value = doc.get("backend", "ovs")
+    value = doc.get("backend", "auto")
     if not isinstance(value, str) or value not in KINDS:
         raise InvalidInput(f"{path}: backend = {value!r} is unknown", 'use backend = "ovs", "linux" or "auto"')
     return value

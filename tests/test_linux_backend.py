@@ -411,33 +411,66 @@ def test_linux_gre(hosts, netns_targets):
 # ---------------------------------------------------------------- backend choice
 def test_backend_selection(hosts, netns_targets, tmp_path):
     h, = hosts("linux")
-    h.backend_args = []  # default, environment and config file
+    h.backend_args = []  # default (auto), environment and config file
     c = netns_targets()
-    # default is ovs: no OVSDB here -> exit 5 naming the fix
+    # auto, no Linux bridge br0, no OVSDB: the OVS error, naming --backend linux; nothing created
+    before = _snap(h)
     cp = h.ovsfab("attach", "br0", c.target, "10.1.0.10/24")
     tb.assert_clean_error(cp, codes=(5,))
-    # auto: no bridge, no OVSDB -> Linux with a one-line note
-    cp = h.ovsfab("--backend", "auto", "attach", "br0", c.target, "10.1.0.10/24", check=True)
-    assert "using the Linux-bridge backend" in cp.stderr and len(cp.stderr.strip().splitlines()) == 1
+    assert "--backend linux" in cp.stderr
+    assert _snap(h) == before and "br0" not in h.links()
+    # the same through the typer CLI (the lean client does not take show)
+    cp = h.ovsfab("show")
+    tb.assert_clean_error(cp, codes=(5,))
+    assert "--backend linux" in cp.stderr
+    # explicit: the environment variable and the config file choose
+    h.ovsfab("attach", "br0", c.target, "10.1.0.10/24", env={"OVSFAB_BACKEND": "linux"}, check=True)
     assert tb.link_kind(h.links()["br0"]) == "bridge"
-    # the environment variable and the config file choose too
-    cp = h.ovsfab("detach", "br0", c.target, env={"OVSFAB_BACKEND": "linux"}, check=True)
+    h.ovsfab("detach", "br0", c.target, env={"OVSFAB_BACKEND": "linux"}, check=True)
     cfg = tmp_path / "config.toml"
     cfg.write_text('backend = "linux"\n')
     h.ovsfab("attach", "br0", c.target, "10.1.0.10/24", env={"OVSFAB_CONFIG": str(cfg)}, check=True)
     cfg.write_text('backend = "bogus"\n')
     tb.assert_clean_error(h.ovsfab("detach", "br0", c.target, env={"OVSFAB_CONFIG": str(cfg)}), codes=(2,))
     tb.assert_clean_error(h.ovsfab("--backend", "nope", "detach", "br0", c.target), codes=(2,))
-    # auto follows an existing Linux bridge of that name (no note needed)
-    cp = h.ovsfab("--backend", "auto", "detach", "br0", c.target, check=True)
-    assert "note" not in cp.stderr
+    # explicit ovs keeps its meaning next to a Linux bridge of that name
+    tb.assert_clean_error(h.ovsfab("--backend", "ovs", "detach", "br0", c.target), codes=(5,))
+    # the default follows the existing Linux bridge: no option, no note
+    cp = h.ovsfab("detach", "br0", c.target, check=True)
+    assert cp.stderr == ""
+    assert list(tb.links_in(c)) == ["lo"]
+
+
+def test_auto_uses_a_bridge_made_by_ip_without_ovsdb(hosts, netns_targets):
+    """A Linux bridge someone else made (ip link add, the oracle) is used by a plain
+    attach on a host without OVS: attach, repeat (no-op), show, detach."""
+    h, = hosts("linux")
+    h.backend_args = []
+    h.ip("link", "add", "brx", "type", "bridge")
+    c = netns_targets()
+    out = _attach(h, "brx", c, "10.1.0.11/24")
+    assert out["datapath"] == "linux" and h.links()[out["port"]].get("master") == "brx"
+    assert "already" in h.ovsfab("attach", "brx", c.target, "10.1.0.11/24", check=True).stdout
+    shown = json.loads(h.ovsfab("show", "brx", "--json", check=True).stdout)
+    assert [b["name"] for b in shown["bridges"]] == ["brx"] and len(shown["bridges"][0]["ports"]) == 1
+    h.ovsfab("detach", "brx", c.target, check=True)
+    assert out["port"] not in h.links() and "brx" in h.links()  # a bridge ovsfab did not make stays
 
 
 def test_auto_picks_ovs_when_ovsdb_answers(hosts, netns_targets):
     h, = hosts("ovs")
-    c = netns_targets()
-    h.ovsfab("--backend", "auto", "attach", "br0", c.target, "10.1.0.10/24", check=True)
+    c, d = netns_targets(), netns_targets()
+    h.ovsfab("attach", "br0", c.target, "10.1.0.10/24", check=True)  # the default: auto
     assert tb.ovs_bridges(h) == ["br0"]
+    # an OVS bridge's own interface (a tap on netdev) is not a Linux bridge: still OVS
+    assert "already" in h.ovsfab("attach", "br0", c.target, "10.1.0.10/24", check=True).stdout
+    # a Linux bridge beside OVS is used as one
+    tb.run(["ip", "-n", h.name, "link", "add", "brl", "type", "bridge"])
+    out = _attach(h, "brl", d, "10.2.0.10/24")
+    assert out["datapath"] == "linux" and tb.links_in(h.name)[out["port"]].get("master") == "brl"
+    assert tb.ovs_bridges(h) == ["br0"] and h.vsctl("port-to-br", out["port"], check=False).returncode != 0
+    h.ovsfab("detach", "brl", d.target, check=True)
+    h.ovsfab("detach", "br0", c.target, check=True)
 
 
 # ---------------------------------------------------------------- Docker's FORWARD DROP

@@ -17,7 +17,7 @@ class State:
 
     db: Optional[str] = None
     debug: bool = False
-    #: --backend (None: OVSFAB_BACKEND, the config file, or "ovs").
+    #: --backend (None: OVSFAB_BACKEND, the config file, or "auto").
     backend: Optional[str] = None
 
 
@@ -27,10 +27,9 @@ STATE = State()
 def ovs_factory(bridge: Optional[str] = None) -> Callable[[], Any]:
     """The backend factory of this process's context (name kept: it predates --backend).
 
-    ``bridge`` lets ``--backend auto`` follow the kind of an existing bridge;
-    what ``auto`` chose when it was not obvious is printed as a note.
+    ``bridge`` is what ``auto`` (the default) decides by: a Linux bridge of that name, else OVS.
     """
-    return context().backend_factory(bridge, notes=lambda note: typer.echo(f"ovsfab: note: {note}", err=True))
+    return context().backend_factory(bridge)
 
 
 def context() -> Any:  # -> ovsfab.ops.context.Context

@@ -39,7 +39,8 @@ def _global(
                                           "or unix:/var/run/openvswitch/db.sock)."),
     backend: Optional[str] = typer.Option(None, "--backend", envvar="OVSFAB_BACKEND",
                                           help="ovs, linux or auto (default: backend in "
-                                               "/etc/ovsfab/config.toml, else ovs)."),
+                                               "/etc/ovsfab/config.toml, else auto: a Linux bridge "
+                                               "of that name if there is one, else ovs)."),
     debug: bool = typer.Option(False, "--debug", help="Log each step; show tracebacks."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
-from ovsfab.errors import InvalidInput, OvsfabError
+from ovsfab.errors import InvalidInput, OvsfabError, Unavailable
 from ovsfab.ops.context import Context
 
 
@@ -177,11 +177,7 @@ def _attach(p: Dict[str, Any], ctx: Context) -> Any:
     if p.get("bridge") is None:
         raise InvalidInput("attach needs a bridge", "ovsfab attach BRIDGE CONTAINER ADDR...")
     req = _attach_request(p)
-    notes: List[str] = []
-    result = attach(req, ctx.backend_factory(req.bridge, notes.append), fault=ctx.fault,
-                    docker_host=ctx.docker_host)
-    result.notes[:0] = notes
-    return result
+    return attach(req, ctx.backend_factory(req.bridge), fault=ctx.fault, docker_host=ctx.docker_host)
 
 
 def _detach(p: Dict[str, Any], ctx: Context) -> Any:
@@ -206,10 +202,7 @@ def _tunnel_add(p: Dict[str, Any], ctx: Context) -> Any:
     req = TunnelRequest.parse(p["bridge"], p["remote"], _get(p, "tun_type", "vxlan"), p.get("key"), p.get("name"),
                               p.get("dstport"), p.get("local_ip"), p.get("csum"), _get(p, "datapath", "auto"),
                               p.get("bfd"))
-    notes: List[str] = []
-    result = tunnel_add(req, ctx.backend_factory(req.bridge, notes.append), fault=ctx.fault)
-    result.notes[:0] = notes
-    return result
+    return tunnel_add(req, ctx.backend_factory(req.bridge), fault=ctx.fault)
 
 
 def _tunnel_del(p: Dict[str, Any], ctx: Context) -> Any:
@@ -228,11 +221,8 @@ def _tunnel_list(p: Dict[str, Any], ctx: Context) -> Any:
 def _uplink_add(p: Dict[str, Any], ctx: Context) -> Any:
     from ovsfab.ops.uplink import uplink_add  # noqa: PLC0415
 
-    notes: List[str] = []
-    result = uplink_add(p["bridge"], p["nic"], bool(p.get("force")), _get(p, "datapath", "auto"),
-                        ctx.backend_factory(p["bridge"], notes.append), fault=ctx.fault)
-    result.notes[:0] = notes
-    return result
+    return uplink_add(p["bridge"], p["nic"], bool(p.get("force")), _get(p, "datapath", "auto"),
+                      ctx.backend_factory(p["bridge"]), fault=ctx.fault)
 
 
 def _uplink_del(p: Dict[str, Any], ctx: Context) -> Any:
@@ -258,9 +248,16 @@ def _check(p: Dict[str, Any], ctx: Context) -> Any:
 
 
 def _show(p: Dict[str, Any], ctx: Context) -> Any:
+    from ovsfab.backends.factory import auto_unavailable, resolve_kind  # noqa: PLC0415
     from ovsfab.ops.inspect import show  # noqa: PLC0415
 
-    return show(p.get("bridge"), remote=ctx.db, with_ovs=ctx.backend != "linux", warm=ctx.warm_session, docker_host=ctx.docker_host)
+    # auto: a Linux bridge of that name is shown without OVSDB (a host without OVS)
+    with_ovs = resolve_kind(ctx.backend, p.get("bridge")) == "ovs"
+    try:
+        return show(p.get("bridge"), remote=ctx.db, with_ovs=with_ovs, warm=ctx.warm_session,
+                    docker_host=ctx.docker_host)
+    except Unavailable as exc:
+        raise (auto_unavailable(exc) if ctx.backend == "auto" else exc) from exc
 
 
 def _inspect(p: Dict[str, Any], ctx: Context) -> Any:

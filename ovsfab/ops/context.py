@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 from ovsfab import defaults
 from ovsfab.errors import InvalidInput
 
-#: The backends a request may name (``auto``: follow an existing bridge, else OVS).
+#: The backends a request may name (``auto``: a Linux bridge of the request's name, else OVS).
 BACKENDS = defaults.KINDS
 #: The test hook's variable (ovsfab/ops/plan.py), read by front ends only.
 FAULT_ENV = "OVSFAB_INJECT_FAULT"
@@ -37,7 +37,7 @@ class Context:
     """
 
     db: str
-    backend: str = "ovs"
+    backend: str = "auto"
     fault: Optional[str] = None
     docker_host: Optional[str] = None
     #: The agent's warm connections, never on the wire: OVSDB remote -> a
@@ -52,25 +52,30 @@ class Context:
         if not isinstance(self.db, str) or not self.db:
             raise InvalidInput("no OVSDB remote given", "e.g. --db unix:/var/run/openvswitch/db.sock")
 
-    def backend_factory(self, bridge: Optional[str] = None,
-                        notes: Optional[Callable[[str], None]] = None) -> Callable[[], Any]:
+    def backend_factory(self, bridge: Optional[str] = None) -> Callable[[], Any]:
         """A factory of connected backends of this context's kind.
 
-        ``bridge`` lets ``auto`` follow an existing bridge's kind; ``notes``
-        receives what ``auto`` chose when it was not obvious.
+        ``bridge`` is what ``auto`` decides by (see
+        :func:`ovsfab.backends.factory.resolve_kind`: a Linux bridge of that
+        name, else OVS), when the factory is called, in the calling thread's
+        namespace.  An OVS request for the agent's or the driver's OVSDB gets
+        their warm session.
         """
 
         def factory() -> Any:
-            from ovsfab.backends.factory import choose  # noqa: PLC0415
+            from ovsfab.backends.factory import auto_unavailable, connect, resolve_kind  # noqa: PLC0415
+            from ovsfab.errors import Unavailable  # noqa: PLC0415
 
-            if self.backend == "ovs" and self.warm_backend is not None:
-                warm = self.warm_backend(self.db)
+            auto = self.backend == "auto"
+            kind = resolve_kind(self.backend, bridge)
+            if kind == "ovs" and self.warm_backend is not None:
+                try:
+                    warm = self.warm_backend(self.db)
+                except Unavailable as exc:
+                    raise (auto_unavailable(exc) if auto else exc) from exc
                 if warm is not None:
                     return warm
-            backend, note = choose(self.backend, db=self.db, bridge=bridge)
-            if note and notes is not None:
-                notes(note)
-            return backend
+            return connect(kind, db=self.db, auto=auto)
 
         return factory
 
@@ -95,7 +100,7 @@ class Context:
         for key in ("fault", "docker_host"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise InvalidInput(f"context field {key} must be a string")
-        if not isinstance(data.get("backend", "ovs"), str):
+        if not isinstance(data.get("backend", "auto"), str):
             raise InvalidInput("context field backend must be a string")
-        return cls(db=data.get("db"), backend=data.get("backend", "ovs"),  # type: ignore[arg-type]
+        return cls(db=data.get("db"), backend=data.get("backend", "auto"),  # type: ignore[arg-type]
                    fault=data.get("fault"), docker_host=data.get("docker_host"))
