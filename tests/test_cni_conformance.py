@@ -257,13 +257,13 @@ def test_add_and_del_are_handed_to_a_running_agent(cni, netns_targets):
         agent.wait_log("connected to OVSDB")
         t, u = netns_targets(), netns_targets()
         via = added(conf(vlan=13), t.netns_path, container_id="ctr-agent")
-        assert " op: cni.add -> exit 0" in agent.text(), agent.text()
+        assert " op: cni.request -> exit 0" in agent.text() and "cni ADD ctr-agent" in agent.text(), agent.text()
         local = added(conf(vlan=13), u.netns_path, container_id="ctr-local", extra_env={"OVSFAB_NO_AGENT": "1"})
-        assert agent.text().count(" op: cni.add") == 1, "OVSFAB_NO_AGENT=1 still went to the agent"
+        assert agent.text().count(" op: cni.request") == 1, "OVSFAB_NO_AGENT=1 still went to the agent"
         assert sorted(via) == sorted(local) and len(via["interfaces"]) == len(local["interfaces"])
         assert tb.ovs_row(host, "Port", via["interfaces"][0]["name"])["tag"] == 13
         code, _ = plugin("DEL", conf(vlan=13), t.netns_path, container_id="ctr-agent")
-        assert code == 0 and " op: cni.del -> exit 0" in agent.text()
+        assert code == 0 and "cni DEL ctr-agent" in agent.text()
         host_end = via["interfaces"][0]["name"]
         assert host_end not in host.links() and tb.ovs_row(host, "Port", host_end) is None
         assert "eth0" not in tb.links_in(t)

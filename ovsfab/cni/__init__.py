@@ -2,12 +2,11 @@
 
 One process per request, as CNI wants it: the network configuration on
 stdin, ``CNI_*`` in the environment, a result or an error object on stdout.
-The work is done by the operations ``cni.add`` / ``cni.del`` / ``cni.check``
-/ ``cni.gc`` / ``cni.status`` (ovsfab/ops/cni.py) through
-:func:`ovsfab.cni.run.run_operation`; see docs/cni.md.
-
-Modules: :mod:`.errors` (the CNI error object and codes), :mod:`.config`
-(stdin and environment into a checked request), :mod:`.delegate` (running
-the IPAM plugin), :mod:`.result` (the result types and versions),
-:mod:`.run` (the one place an operation runs), :mod:`.plugin` (the commands).
+:mod:`.plugin` is the executable: standard library only until it has handed
+the raw request to a running agent, else it runs the request itself.  The
+request is the operation ``cni.request`` (ovsfab/ops/cni_request.py: the
+configuration, IPAM delegation, results and errors live in
+ovsfab/ops/cni_*.py, so the agent can run it), built on ``cni.add`` /
+``cni.del`` / ``cni.check`` / ``cni.gc`` / ``cni.status`` (ovsfab/ops/cni.py);
+see docs/cni.md.
 """

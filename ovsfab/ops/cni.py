@@ -415,6 +415,12 @@ def derived_port(container_id: str, ifname: str) -> str:
     return host_ifname(target_spec(container_id), ifname)
 
 
+def _request(p: Dict[str, Any], ctx: Context) -> Any:
+    from ovsfab.ops.cni_request import cni_request  # noqa: PLC0415 - IPAM and result building: only here
+
+    return cni_request(p, ctx)
+
+
 _COMMON = {"container_id": "str", "ifname": "str", "bridge": "str", "ovs_netns": "opt-str"}
 
 OPERATIONS = [
@@ -433,4 +439,6 @@ OPERATIONS = [
               cni_gc, required=("network_name",), doc="CNI GC: remove this network's attachments not in valid"),
     Operation("cni.status", {"bridge": "opt-str", "ovs_netns": "opt-str"}, cni_status, changes=False,
               doc="CNI STATUS: OVSDB answers"),
+    Operation("cni.request", {"stdin": "str", "env": "list"}, _request, required=("stdin",),
+              doc="one whole CNI plugin run (stdin, K=V environment): exit code and stdout document"),
 ]

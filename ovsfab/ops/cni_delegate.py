@@ -17,7 +17,7 @@ import os
 import subprocess
 from typing import Any, Dict, Mapping, Optional
 
-from ovsfab.cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV, IO_FAILURE, CniError
+from ovsfab.ops.cni_errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV, IO_FAILURE, CniError
 
 #: The longest an IPAM plugin may take (dhcp waits for a lease; 60 s is its own limit).
 TIMEOUT = 90.0

@@ -21,19 +21,15 @@ Unknown keys are ignored, as the spec lets plugins of a chain do.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from ovsfab.cni.errors import (DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV,
-                               UNSUPPORTED_FIELD, CniError)
+from ovsfab.ops.cni_errors import (DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV,
+                                   UNSUPPORTED_FIELD, CniError)
+from ovsfab.ops.cni_where import DEFAULT_SOCKET, FLATFILE_DEFAULTS, netns_path, remote_in
 
 #: The spec versions this plugin speaks (results are given in the request's).
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-#: Where ovs-cni looks for its flat configuration file when none is named.
-FLATFILE_DEFAULTS = ("/etc/kubernetes/cni/net.d/ovs.d/ovs.conf", "/etc/cni/net.d/ovs.d/ovs.conf")
-#: ovs-cni's default OVSDB socket.
-DEFAULT_SOCKET = "/var/run/openvswitch/db.sock"
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 #: Commands that act on one container's interface.
 CONTAINER_COMMANDS = ("ADD", "DEL", "CHECK")
@@ -136,19 +132,12 @@ def _flatfile(path: Optional[str]) -> Dict[str, Any]:
 def _db(conf: Mapping[str, Any], flat: Mapping[str, Any]) -> str:
     """The OVSDB remote: ``ovsdb``, else ``socket_file`` (ovs-cni), from the config, else the flat file."""
     for source in (conf, flat):
-        remote = _str(source, "ovsdb")
+        _str(source, "ovsdb")  # the type checks; the choice is cni_where's (the lean plugin's too)
+        _str(source, "socket_file")
+        remote = remote_in(source)
         if remote:
             return remote
-        sock = _str(source, "socket_file")
-        if sock:
-            return sock if sock.startswith(("unix:", "tcp:", "ssl:")) else "unix:" + sock
     return "unix:" + DEFAULT_SOCKET
-
-
-def _ovs_netns(value: Optional[str]) -> Optional[str]:
-    if not value:
-        return None
-    return value if "/" in value else os.path.join("/run/netns", value)
 
 
 def _cni_args(text: str) -> Dict[str, str]:
@@ -194,7 +183,7 @@ def parse(stdin: bytes, environ: Mapping[str, str]) -> Request:
         raise CniError(UNSUPPORTED_FIELD, "deviceID (SR-IOV) is not supported by ovsfab-cni", "use a veth (no deviceID)")
     flat = _flatfile(_str(conf, "configuration_path"))
     req.db = _db(conf, flat)
-    req.ovs_netns = _ovs_netns(_str(conf, "ovs_netns") or _str(flat, "ovs_netns"))
+    req.ovs_netns = netns_path(_str(conf, "ovs_netns") or _str(flat, "ovs_netns"))
     bridge = _str(conf, "bridge")
     if command != "GC" or bridge is not None:
         if not bridge and command != "STATUS":

@@ -11,7 +11,7 @@ import copy
 import ipaddress
 from typing import Any, Dict, List, Optional, Tuple
 
-from ovsfab.cni.errors import INVALID_CONFIG, CniError
+from ovsfab.ops.cni_errors import INVALID_CONFIG, CniError
 
 
 def _old(version: str) -> bool:
