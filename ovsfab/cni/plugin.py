@@ -3,8 +3,9 @@
 A runtime starts the plugin once per ADD or DEL; a Go plugin is running in a
 few milliseconds, a Python process that imports python-ovs, pyroute2 and
 the request parsing takes tens.  So this module, like the CLI's lean client
-(ovsfab/cli/fast.py), imports only the standard library (:mod:`json`,
-:mod:`os`, :mod:`sys`, the C ``_socket``) until it knows which path it takes:
+(ovsfab/cli/fast.py), imports only the standard library (:mod:`os`, :mod:`sys`, the C ``_socket``
+and ``_json``: JSON through :mod:`ovsfab.cli.wire`, since :mod:`json` imports
+:mod:`re` and :mod:`enum`) until it knows which path it takes:
 
 1. it reads stdin and finds, in the configuration, the OVSDB remote and
    ovs-vswitchd's namespace (:func:`ovsfab.ops.cni_where.lookup`, the same
@@ -24,11 +25,11 @@ exit 1.  Log lines go to stderr only (the runtime keeps stdout).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from ovsfab.agent import protocol
+from ovsfab.cli import wire
 from ovsfab.ops.cni_where import lookup
 
 TYPE_CHECKING = False
@@ -55,12 +56,12 @@ def message(stdin: bytes, environ: "Mapping[str, str]") -> "Optional[Dict[str, A
     """The ``cni.request`` message for the agent, and its socket; None when the configuration is not a
     JSON object (the in-process run says what is wrong)."""
     try:
-        conf = json.loads(stdin)
+        conf = wire.loads(stdin)
     except ValueError:  # also UnicodeDecodeError
         return None
     if not isinstance(conf, dict):
         return None
-    db, ovs_netns = lookup(conf, json.load)
+    db, ovs_netns = lookup(conf, lambda fh: wire.loads(fh.read()))
     return {"v": protocol.PROTOCOL, "op": "cni.request",
             "params": {"stdin": stdin.decode("utf-8", "surrogateescape"),
                        "env": [f"{k}={v}" for k, v in environ.items()]},
@@ -80,7 +81,7 @@ def via_agent(stdin: bytes, environ: "Mapping[str, str]") -> "Optional[Tuple[int
     msg = message(stdin, environ)
     if msg is None:
         return None
-    reply = protocol.call(msg, protocol.socket_for_db(msg["context"]["db"]), json.dumps, json.loads)
+    reply = protocol.call(msg, protocol.socket_for_db(msg["context"]["db"]), wire.dumps, wire.loads)
     result = reply.get("result") if reply is not None else None
     if not isinstance(result, dict) or not isinstance(result.get("code"), int):
         return None  # declined, refused, an error of the operation itself: run it here
@@ -109,6 +110,6 @@ def main() -> int:
     """The console entry point ``ovsfab-cni``."""
     code, out = handle(sys.stdin.buffer.read(), os.environ)
     if out is not None:
-        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.write(wire.dumps(out) + "\n")
         sys.stdout.flush()
     return code
