@@ -105,17 +105,23 @@ def concurrent_attaches(n: int, parallel: int) -> Tuple[float, int, str]:
         netns_batch(names, "delete")
 
 
-def one_apply(n: int) -> float:
+def one_apply(n: int) -> Tuple[float, str]:
     host = tb.OvsHost()
     names = [f"oa{os.getpid() % 10000}-{i}" for i in range(n)]
     netns_batch(names, "add")
     try:
         path = fabric_file(names)
         try:
+            vswitchd = int((host.rundir / "ovs-vswitchd.pid").read_text())
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            vs0 = cpu_s(vswitchd)
             t0 = time.monotonic()
             subprocess.run(on_host(host, OVSFAB, "apply", path, "--host", "bench"), check=True, timeout=600,
                            capture_output=True, env=tb.clean_env(), cwd=str(REPO))
-            return time.monotonic() - t0
+            total = time.monotonic() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            return total, f"CPU: apply {own:.2f} s, ovs-vswitchd {cpu_s(vswitchd) - vs0:.2f} s"
         finally:
             os.unlink(path)
     finally:
@@ -135,9 +141,10 @@ def main() -> int:
     for r in range(args.rounds):  # interleaved, so a drift of the machine hits both
         total, grouped, how = concurrent_attaches(args.n, args.parallel)
         conc.append(total)
-        apps.append(one_apply(args.n))
+        took, apply_cpu = one_apply(args.n)
+        apps.append(took)
         print(f"round {r + 1}: {args.n} concurrent attaches {total:.2f} s ({grouped} of them in {how}); "
-              f"one apply {apps[-1]:.2f} s; ratio {total / apps[-1]:.2f}", flush=True)
+              f"one apply {took:.2f} s ({apply_cpu}); ratio {total / took:.2f}", flush=True)
     c, a = statistics.median(conc), statistics.median(apps)
     print(f"\nmedian of {args.rounds}: {args.n} concurrent `ovsfab attach` (xargs -P {args.parallel}, agent) "
           f"{c:.2f} s, one `ovsfab apply` {a:.2f} s: ratio {c / a:.2f} (bar <= 1.5)")
