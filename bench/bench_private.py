@@ -16,7 +16,7 @@ than wall time) and wall time are printed in ms:
     pure-Python JSON parser against :mod:`ovsfab.backends.ovs.fastjson`
     installed through ``ovs.json.Parser``.
 ``rows``
-    Reading the rows ``show`` reads (``ops.inspect.ovs_bridges``): from the
+    Reading the rows ``show`` reads (``ops.inspect_ovsdb.ovs_bridges``): from the
     synced Datum (``Row._data``) against ``Row.__getattr__``.
 ``import``
     A fresh interpreter importing what a link dump needs: ``import
@@ -155,7 +155,7 @@ def bench_import(runs: int) -> None:
 def bench_dump(runs: int) -> None:
     from pyroute2 import IPRoute
 
-    from ovsfab.ops import inspect
+    from ovsfab.ops import inspect_links as inspect
     from ovsfab.netlink import rtnl
 
     def lean_class() -> type:

@@ -14,7 +14,7 @@ import sys
 import pytest
 import testbed as tb
 
-from ovsfab.ops.inspect import LINK_ATTRS, parse_link
+from ovsfab.ops.inspect_links import LINK_ATTRS, parse_link
 from ovsfab.plumbing.netns import Namespace
 from ovsfab.plumbing.pyroute2_private import lean_link_message
 from ovsfab.netlink.rtnl import RTEXT_FILTER_SKIP_STATS, RTM_GETLINK, Rtnl
