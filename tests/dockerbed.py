@@ -17,7 +17,7 @@ this process (PID 1 here reaps nothing).  Live restore is off: a restart
 stops every container; those with a restart policy come back.
 
 Clients reach it with ``DOCKER_HOST`` (:meth:`env`); ovsfab reads it too.
-Containers get ``--stop-timeout 1`` unless given one: busybox ``sleep`` as
+Containers get ``--stop-timeout 0`` (SIGKILL at once) unless given one: busybox ``sleep`` as
 PID 1 ignores SIGTERM, and dockerd would wait 10 s for each at shutdown.
 """
 from __future__ import annotations
@@ -151,7 +151,7 @@ class DockerBed:
         """``docker run -d`` (args: options, image, command); the container is removed at close."""
         name = name or tb.unique("db")
         self.made.append(name)
-        opts = [] if "--stop-timeout" in args else ["--stop-timeout", "1"]
+        opts = [] if "--stop-timeout" in args else ["--stop-timeout", "0"]
         cid = self.docker("run", "-d", "--name", name, *opts, *args).stdout.strip()
         c = BedContainer(name=name, id=cid, pid=0)
         c.bed = self
