@@ -13,7 +13,7 @@ runs) gets an echo reply from the new one (pings every 20 ms).
 
 Prints the median and p90 of each, and the ratio of the medians (target
 <= 1.2).  With ``--agent`` an ``ovsfab agent`` runs on the simulated host and
-every ADD is handed to it (ovsfab/cni/run.py); without, each ADD runs
+every ADD is handed to it whole (ovsfab/cni/plugin.py); without, each ADD runs
 in-process.
 
 Usage (root, scripts/setup.sh done)::
@@ -105,7 +105,7 @@ def main() -> int:
             print(f"{kind:7s} n={len(values)} median {statistics.median(values):.3f} s  "
                   f"p90 {values[int(len(values) * 0.9) - 1]:.3f} s  max {values[-1]:.3f} s")
         ratio = statistics.median(times["ovsfab"]) / statistics.median(times["bridge"])
-        served = agent.text().count(" op: cni.add -> exit 0") if agent is not None else 0
+        served = agent.text().count("cni ADD ") if agent is not None else 0
         print(f"ratio ovsfab/bridge (medians): {ratio:.2f}  (target <= 1.2; "
               + (f"agent running, {served} ADDs served by it)" if agent is not None else "no agent)"))
     finally:
