@@ -26,9 +26,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from ovsfab.errors import OvsfabError
 from ovsfab.ops import api
 from ovsfab.ops import cni_config as config
+from ovsfab.ops import cni_ipam
 from ovsfab.ops import cni_result as result
 from ovsfab.ops.cni_delegate import delegate
 from ovsfab.ops.cni_errors import INVALID_CONFIG, CniError
+from ovsfab.ops.cni import target_spec as cni_target_key
 from ovsfab.ops.context import FAULT_ENV, Context
 
 LOG = logging.getLogger("ovsfab.cni")
@@ -54,17 +56,34 @@ def _common(req: config.Request) -> Dict[str, Any]:
             "ovs_netns": req.ovs_netns}
 
 
+def _own_ipam(req: config.Request, ctx: Context) -> Dict[str, Any]:
+    """ovsfab's IPAM (ops/cni_ipam.py): this ADD's addresses as an IPAM result (under the pool's lock)."""
+    pool = cni_ipam.parse_pool(req.netconf["ipam"])
+    backend = ctx.backend_factory(req.bridge)()
+    try:
+        attachments = backend.list_attachments() + backend.journaled_attachments()
+        mine = backend.find_attachment(cni_target_key(req.container_id), req.ifname)
+    finally:
+        backend.close()
+    chosen = cni_ipam.choose(pool, cni_ipam.in_use(attachments),
+                             [str(s.interface.with_prefixlen) for s in mine.addresses] if mine else [])
+    return pool.result(chosen, req.cni_version)
+
+
 def cmd_add(req: config.Request, environ: Mapping[str, str], ctx: Context) -> Dict[str, Any]:
     """ADD: IPAM, then the attachment; IPAM released again if the attachment fails."""
+    if req.ipam_type == cni_ipam.TYPE:
+        # The choice and the record that makes it "used" happen under one lock;
+        # a failed attach leaves no record, so nothing is to release.
+        with cni_ipam.pool_lock(req.db, req.name):
+            ipam = _own_ipam(req, ctx)
+            added = _run("cni.add", _add_params(req, ipam), ctx)
+        return result.add_result(req.cni_version, req.prev_result, ipam, added, req.ifname)
     ipam: Optional[Dict[str, Any]] = None
     if req.ipam_type:
         ipam = delegate(req.ipam_type, "ADD", req.netconf, environ)
-    addresses, routes = result.ipam_params(result.normalize(ipam, req.cni_version)) if ipam else ([], [])
-    params = {**_common(req), "netns": req.netns, "addresses": addresses, "routes": routes, "vlan": req.vlan,
-              "trunk": req.trunk, "mtu": req.mtu, "mac": req.mac, "ofport_request": req.ofport_request,
-              "network_name": req.name, "name": req.pod_name}
     try:
-        added = _run("cni.add", params, ctx)
+        added = _run("cni.add", _add_params(req, ipam), ctx)
     except Exception:
         if req.ipam_type:
             try:
@@ -75,10 +94,23 @@ def cmd_add(req: config.Request, environ: Mapping[str, str], ctx: Context) -> Di
     return result.add_result(req.cni_version, req.prev_result, ipam, added, req.ifname)
 
 
+def _add_params(req: config.Request, ipam: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """cni.add's parameters: the request's options, IPAM's addresses and routes."""
+    addresses, routes = result.ipam_params(result.normalize(ipam, req.cni_version)) if ipam else ([], [])
+    return {**_common(req), "netns": req.netns, "addresses": addresses, "routes": routes, "vlan": req.vlan,
+            "trunk": req.trunk, "mtu": req.mtu, "mac": req.mac, "ofport_request": req.ofport_request,
+            "network_name": req.name, "name": req.pod_name}
+
+
+def _delegated(req: config.Request) -> bool:
+    """Whether IPAM is another plugin's (ovsfab's own frees an address with its port)."""
+    return bool(req.ipam_type) and req.ipam_type != cni_ipam.TYPE
+
+
 def cmd_del(req: config.Request, environ: Mapping[str, str], ctx: Context) -> None:
     """DEL: the attachment, then IPAM; both are no-ops when there is nothing."""
     _run("cni.del", _common(req), ctx)
-    if req.ipam_type:
+    if _delegated(req):
         delegate(req.ipam_type, "DEL", req.netconf, environ)
 
 
@@ -86,7 +118,7 @@ def cmd_check(req: config.Request, environ: Mapping[str, str], ctx: Context) -> 
     """CHECK: IPAM's own check, then the attachment against prevResult."""
     if req.prev_result is None:
         raise CniError(INVALID_CONFIG, "CHECK needs prevResult", "the runtime passes ADD's result")
-    if req.ipam_type:
+    if _delegated(req):
         delegate(req.ipam_type, "CHECK", req.netconf, environ)
     prev = result.normalize(req.prev_result, req.cni_version)
     params = {**_common(req), "netns": req.netns, "addresses": result.own_addresses(prev, req.ifname, req.netns),
@@ -116,7 +148,7 @@ def _optional_ipam(req: config.Request, command: str, environ: Mapping[str, str]
     Older plugins do not refuse an unknown command cleanly (host-local 1.1
     answers GC with "missing containerID"), so their VERSION decides.
     """
-    if not req.ipam_type:
+    if not _delegated(req):
         return
     versions = (delegate(req.ipam_type, "VERSION", req.netconf, environ) or {}).get("supportedVersions") or []
     if "1.1.0" not in versions:
