@@ -1,4 +1,11 @@
-"""Links in one network namespace, through pyroute2 (never ``ip``)."""
+"""Links in one network namespace, on ovsfab's netlink socket (never ``ip``).
+
+:class:`NetlinkHandle`: veths (created with the peer born in the container),
+lookups, up/MTU/MAC, addresses and default routes (one send), TX checksum
+offloads (ethtool ioctls).  :class:`L3Handle`: the same socket, plus moving a
+link's addresses and routes and route lookups (uplink, tunnel); the records
+and their messages are in l3config.py, gratuitous ARP / NA in announce.py.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +14,24 @@ import ipaddress
 import logging
 import os
 import socket
-import struct
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ovsfab.errors import Conflict, NotFound, OperationFailed, OvsfabError, from_errno
 from ovsfab.model import AddressSpec
 from ovsfab.plumbing import sysctl
+from ovsfab.plumbing.announce import announce_in
 from ovsfab.plumbing.ethtool import Ethtool
+from ovsfab.plumbing.l3config import (IFA_F_NODAD, RT_SCOPE_LINK, RT_TABLE_LOCAL, RTPROT_KERNEL, L3Config,
+                                      addr_record, address_message, family_of, route_message, route_record)
 from ovsfab.plumbing.netns import Namespace
-from ovsfab.netlink.rtnl import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
-                                  RTEXT_FILTER_SKIP_STATS, RTM_DELLINK, RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR,
-                                  RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK, Rtnl)
+from ovsfab.netlink import msg as nlmsg
+from ovsfab.netlink.rtnl import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, RTEXT_FILTER_SKIP_STATS, RTM_DELADDR,
+                                 RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR,
+                                 RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK, Rtnl)
 from ovsfab.netlink.rtnl import get_link, link_kind
 from ovsfab.netlink.rtnl import netnsid as _netnsid
 
 LOG = logging.getLogger(__name__)
-
-IFA_F_NODAD = 0x02
-ETH_P_ARP = 0x0806
-ETH_P_IPV6 = 0x86DD
 
 #: The TX checksum features a veth has; turning them off makes the kernel
 #: finish checksums in software before a frame leaves the namespace.
@@ -43,43 +49,21 @@ RTPROT_BOOT = 3  # what pyroute2's route("add") (and `ip route add`) record
 RTN_UNICAST = 1
 
 
-def _ifinfmsg(**fields: Any) -> Any:
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: PLC0415
-
-    msg = ifinfmsg()
-    for key, value in fields.items():
-        msg[key] = value
-    return msg
-
-
 def _addr_msg(index: int, spec: AddressSpec) -> Any:
     """RTM_NEWADDR as ``ip addr add`` (and pyroute2's addr("add")) builds it."""
-    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: PLC0415
-
     iface = spec.interface
-    msg = ifaddrmsg()
-    msg["family"] = socket.AF_INET6 if iface.version == 6 else socket.AF_INET
-    msg["prefixlen"] = iface.network.prefixlen
-    msg["index"] = index
     attrs: List[Tuple[str, object]] = [("IFA_LOCAL", str(iface.ip)), ("IFA_ADDRESS", str(iface.ip))]
-    if iface.version == 6:
-        msg["flags"] = IFA_F_NODAD  # usable (and announced) at once
-    elif iface.network.prefixlen < 31:
+    if iface.version == 4 and iface.network.prefixlen < 31:
         attrs.append(("IFA_BROADCAST", str(iface.network.broadcast_address)))
-    msg["attrs"] = attrs
-    return msg
+    return nlmsg.addr(attrs, family=socket.AF_INET6 if iface.version == 6 else socket.AF_INET,
+                      prefixlen=iface.network.prefixlen, index=index,
+                      flags=IFA_F_NODAD if iface.version == 6 else 0)  # IPv6: usable (and announced) at once
 
 
 def _default_route_msg(index: int, gateway: ipaddress._BaseAddress) -> Any:
-    from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: PLC0415
-
-    msg = rtmsg()
-    msg["family"] = socket.AF_INET6 if gateway.version == 6 else socket.AF_INET
-    msg["table"] = RT_TABLE_MAIN
-    msg["proto"] = RTPROT_BOOT
-    msg["type"] = RTN_UNICAST
-    msg["attrs"] = [("RTA_TABLE", RT_TABLE_MAIN), ("RTA_GATEWAY", str(gateway)), ("RTA_OIF", index)]
-    return msg
+    return nlmsg.route([("RTA_TABLE", RT_TABLE_MAIN), ("RTA_GATEWAY", str(gateway)), ("RTA_OIF", index)],
+                       family=socket.AF_INET6 if gateway.version == 6 else socket.AF_INET,
+                       table=RT_TABLE_MAIN, proto=RTPROT_BOOT, type=RTN_UNICAST)
 
 
 class NetlinkHandle:
@@ -178,7 +162,7 @@ class NetlinkHandle:
         are most of each message, and nobody here reads them.
         """
         try:
-            msgs = self._rt.dump(_ifinfmsg(attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]), RTM_GETLINK)
+            msgs = self._rt.dump(nlmsg.link(attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]), RTM_GETLINK)
         except OSError as exc:
             raise netlink_error(exc, "cannot list links") from exc
         out: Dict[str, Dict[str, object]] = {}
@@ -217,10 +201,10 @@ class NetlinkHandle:
         group = 0
         while group in taken or group == 0:
             group = int.from_bytes(os.urandom(4), "little") | 0x80000000
-        self._rt.many([(_ifinfmsg(attrs=[("IFLA_IFNAME", name), ("IFLA_GROUP", group)]), RTM_SETLINK,
+        self._rt.many([(nlmsg.link(attrs=[("IFLA_IFNAME", name), ("IFLA_GROUP", group)]), RTM_SETLINK,
                         NLM_F_REQUEST) for name in names])
         try:
-            self._rt.one(_ifinfmsg(attrs=[("IFLA_GROUP", group)]), RTM_DELLINK)
+            self._rt.one(nlmsg.link(attrs=[("IFLA_GROUP", group)]), RTM_DELLINK)
         except OSError as exc:
             if exc.errno != errno.ENODEV:  # none left to delete
                 raise netlink_error(exc, f"cannot delete {', '.join(names[:3])}...") from exc
@@ -248,7 +232,7 @@ class NetlinkHandle:
         ]}))
         flags = IFF_UP if up else 0
         try:
-            self._rt.one(_ifinfmsg(flags=flags, change=flags, attrs=attrs), RTM_NEWLINK,
+            self._rt.one(nlmsg.link(flags=flags, change=flags, attrs=attrs), RTM_NEWLINK,
                          NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL)
         except OSError as exc:
             raise netlink_error(exc, f"cannot create veth pair {name}/{peer}") from exc
@@ -256,7 +240,7 @@ class NetlinkHandle:
     def delete(self, name: str, if_exists: bool = True) -> bool:
         """Delete a link; deleting one veth end deletes both."""
         try:
-            self._rt.one(_ifinfmsg(attrs=[("IFLA_IFNAME", name)]), RTM_DELLINK)
+            self._rt.one(nlmsg.link(attrs=[("IFLA_IFNAME", name)]), RTM_DELLINK)
         except OSError as exc:
             if exc.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                 if if_exists:
@@ -267,19 +251,19 @@ class NetlinkHandle:
 
     def set_up(self, index: int) -> None:
         try:
-            self._rt.one(_ifinfmsg(index=index, flags=IFF_UP, change=IFF_UP), RTM_SETLINK)
+            self._rt.one(nlmsg.link(index=index, flags=IFF_UP, change=IFF_UP), RTM_SETLINK)
         except OSError as exc:
             raise netlink_error(exc, f"cannot bring up interface {index}") from exc
 
     def set_mtu(self, index: int, mtu: int) -> None:
         try:
-            self._rt.one(_ifinfmsg(index=index, attrs=[("IFLA_MTU", mtu)]), RTM_SETLINK)
+            self._rt.one(nlmsg.link(index=index, attrs=[("IFLA_MTU", mtu)]), RTM_SETLINK)
         except OSError as exc:
             raise netlink_error(exc, f"cannot set MTU {mtu}") from exc
 
     def set_mac(self, index: int, mac: str) -> None:
         """Set a link's MAC; a driver that refuses a live change gets it while down."""
-        msg = lambda: _ifinfmsg(index=index, attrs=[("IFLA_ADDRESS", mac)])  # noqa: E731
+        msg = lambda: nlmsg.link(index=index, attrs=[("IFLA_ADDRESS", mac)])  # noqa: E731
         try:
             self._rt.one(msg(), RTM_SETLINK)
             return
@@ -287,13 +271,13 @@ class NetlinkHandle:
             if (getattr(exc, "code", None) or exc.errno) != errno.EBUSY:
                 raise netlink_error(exc, f"cannot set MAC {mac}") from exc
         try:
-            found = self._rt.one(_ifinfmsg(index=index, attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]),
+            found = self._rt.one(nlmsg.link(index=index, attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]),
                                  RTM_GETLINK)
         except OSError as exc:
             raise netlink_error(exc, f"cannot set MAC {mac}") from exc
         was_up = bool(found and found[0]["flags"] & IFF_UP)
         try:
-            self._rt.one(_ifinfmsg(index=index, flags=0, change=IFF_UP), RTM_SETLINK)
+            self._rt.one(nlmsg.link(index=index, flags=0, change=IFF_UP), RTM_SETLINK)
             self._rt.one(msg(), RTM_SETLINK)
         except OSError as exc:
             raise netlink_error(exc, f"cannot set MAC {mac}") from exc
@@ -320,7 +304,7 @@ class NetlinkHandle:
     def set_up_by_name(self, name: str) -> None:
         """Bring a link up by name (no index lookup first)."""
         try:
-            self._rt.one(_ifinfmsg(flags=IFF_UP, change=IFF_UP, attrs=[("IFLA_IFNAME", name)]), RTM_SETLINK)
+            self._rt.one(nlmsg.link(flags=IFF_UP, change=IFF_UP, attrs=[("IFLA_IFNAME", name)]), RTM_SETLINK)
         except OSError as exc:
             raise netlink_error(exc, f"cannot bring up {name}") from exc
 
@@ -352,7 +336,7 @@ class NetlinkHandle:
             reqs.append((_addr_msg(index, spec), RTM_NEWADDR, create))
             whats.append(lambda exc, s=spec: netlink_error(exc, f"cannot add address {s.interface}"))
         if up:
-            reqs.append((_ifinfmsg(index=index, flags=IFF_UP, change=IFF_UP), RTM_SETLINK, NLM_F_REQUEST))
+            reqs.append((nlmsg.link(index=index, flags=IFF_UP, change=IFF_UP), RTM_SETLINK, NLM_F_REQUEST))
             whats.append(lambda exc: netlink_error(exc, f"cannot bring up interface {index}"))
         for spec in addresses:
             if spec.gateway is not None:
@@ -398,31 +382,6 @@ class NetlinkHandle:
         announce_in(self.ns, ifname, mac, addresses)
 
 
-def announce_in(ns: Optional[Namespace], ifname: str, mac: str, addresses: Sequence[AddressSpec]) -> None:
-    """:meth:`NetlinkHandle.announce` without a handle: only a packet socket in ``ns``."""
-    try:
-        if ns is None:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        else:
-            with ns.entered():
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    except OSError as exc:
-        LOG.warning("could not announce addresses on %s: %s", ifname, exc.strerror)
-        return
-    try:
-        sock.bind((ifname, 0))
-        src = bytes.fromhex(mac.replace(":", ""))
-        for spec in addresses:
-            if spec.version == 4:
-                sock.send(_garp(src, spec.interface.ip.packed))
-            else:
-                sock.send(_unsolicited_na(src, spec.interface.ip.packed))
-    except OSError as exc:
-        LOG.warning("could not announce addresses on %s: %s", ifname, exc.strerror)
-    finally:
-        _close_in_background(sock)
-
-
 def _route_error(exc: OSError, gateway: ipaddress._BaseAddress) -> OvsfabError:
     if exc.errno == errno.EEXIST:
         return Conflict(f"the container already has an IPv{gateway.version} default route",
@@ -430,121 +389,15 @@ def _route_error(exc: OSError, gateway: ipaddress._BaseAddress) -> OvsfabError:
     return netlink_error(exc, f"cannot add default route via {gateway}")
 
 
-def _close_in_background(sock: socket.socket) -> None:
-    """Close a packet socket without waiting for it.
-
-    The kernel's packet_release() waits for an RCU grace period
-    (synchronize_net): 5-50 ms per attach, a third of the agent's time for
-    one, with nothing depending on it.  The frames are already sent.
-    """
-    import threading  # noqa: PLC0415
-
-    threading.Thread(target=sock.close, name="ovsfab-close", daemon=True).start()
-
-
-def _garp(mac: bytes, ip: bytes) -> bytes:
-    eth = b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
-    # Request form (opcode 1): sender and target IP are both ours.
-    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip
-    return eth + arp
-
-
-def inet_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _unsolicited_na(mac: bytes, ip6: bytes) -> bytes:
-    all_nodes = ipaddress.IPv6Address("ff02::1").packed
-    # Type 136, code 0, checksum, flags (Override), target, option: target LL address.
-    body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6 + struct.pack("!BB", 2, 1) + mac
-    pseudo = ip6 + all_nodes + struct.pack("!I", len(body)) + b"\x00\x00\x00\x3a"
-    csum = inet_checksum(pseudo + body)
-    body = body[:2] + struct.pack("!H", csum) + body[4:]
-    ip_hdr = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + ip6 + all_nodes
-    eth = b"\x33\x33\x00\x00\x00\x01" + mac + struct.pack("!H", ETH_P_IPV6)
-    return eth + ip_hdr + body
-
-
-# ---------------------------------------------------------------------------
-# Helpers for `ovsfab uplink` / `ovsfab tunnel` (moving a NIC's layer-3
-# configuration, route lookups).  Additions only: nothing above depends on them.
-# ---------------------------------------------------------------------------
-
-#: rtnetlink constants (linux/rtnetlink.h, linux/if_addr.h).
-RTPROT_KERNEL = 2
-RT_TABLE_LOCAL = 255
-RT_SCOPE_LINK = 253
-IFA_F_PERMANENT = 0x80
-#: Address flags worth carrying over when an address moves (the others are
-#: state the kernel computes: tentative, permanent, deprecated, ...).
-IFA_KEEP_FLAGS = 0x02 | 0x10 | 0x100 | 0x200  # nodad, homeaddress, mngtmpaddr, noprefixroute
-
-
-def _family_of(text: str) -> int:
-    return socket.AF_INET6 if ":" in text else socket.AF_INET
-
-
-class L3Config:
-    """A link's IP addresses and routes as plain JSON-ready dicts.
-
-    Recorded in OVSDB (external_ids) by ``uplink add`` so ``uplink del`` can
-    put back exactly what was there, even from another process.
-    """
-
-    def __init__(self, addresses: List[Dict[str, object]], routes: List[Dict[str, object]]) -> None:
-        self.addresses = addresses
-        self.routes = routes
-
-    def default_routes(self) -> List[Dict[str, object]]:
-        """The default routes among the recorded ones."""
-        return [r for r in self.routes if r.get("dst_len") == 0]
-
-
-def _addr_record(msg) -> Dict[str, object]:  # noqa: ANN001 - pyroute2 message
-    flags = msg.get_attr("IFA_FLAGS")
-    if flags is None:
-        flags = msg["flags"]
-    rec: Dict[str, object] = {
-        "family": 6 if msg["family"] == socket.AF_INET6 else 4,
-        "address": msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"),
-        "prefixlen": msg["prefixlen"],
-        "flags": int(flags) & IFA_KEEP_FLAGS,
-    }
-    brd = msg.get_attr("IFA_BROADCAST")
-    if brd:
-        rec["broadcast"] = brd
-    return rec
-
-
-def _route_record(msg) -> Dict[str, object]:  # noqa: ANN001 - pyroute2 message
-    fam = 6 if msg["family"] == socket.AF_INET6 else 4
-    rec: Dict[str, object] = {
-        "family": fam,
-        "dst": msg.get_attr("RTA_DST") or ("::" if fam == 6 else "0.0.0.0"),
-        "dst_len": msg["dst_len"],
-        "table": msg.get_attr("RTA_TABLE") or msg["table"],
-        "proto": msg["proto"],
-        "scope": msg["scope"],
-        "type": msg["type"],
-        "flags": msg["flags"],
-    }
-    for key, attr in (("gateway", "RTA_GATEWAY"), ("prefsrc", "RTA_PREFSRC"),
-                      ("priority", "RTA_PRIORITY"), ("pref", "RTA_PREF")):
-        value = msg.get_attr(attr)
-        if value is not None:
-            rec[key] = value
-    return rec
-
-
 class L3Handle(NetlinkHandle):
-    """A NetlinkHandle that can also move a link's addresses and routes,
-    look up routes and restore offloads (used by uplink and tunnel)."""
+    """A NetlinkHandle that can also move a link's addresses and routes and
+    look up routes (used by uplink and tunnel), on the same socket."""
+
+    def _dump(self, msg: Any, mtype: int, what: str) -> List[Any]:
+        try:
+            return self._rt.dump(msg, mtype)
+        except OSError as exc:
+            raise netlink_error(exc, what) from exc
 
     def l3_config(self, index: int) -> L3Config:
         """Global addresses and the non-kernel routes that leave through a link.
@@ -552,13 +405,15 @@ class L3Handle(NetlinkHandle):
         Link-local addresses and kernel-made routes (prefix routes, local
         table) are left out: the kernel recreates them with the addresses.
         """
-        addrs = [_addr_record(m) for m in self.ipr.get_addr(index=index) if m["scope"] != RT_SCOPE_LINK]
+        addrs = [addr_record(m) for m in self._dump(nlmsg.addr(), RTM_GETADDR, f"cannot list addresses of {index}")
+                 if m["index"] == index and m["scope"] != RT_SCOPE_LINK]
         routes = []
         for fam in (socket.AF_INET, socket.AF_INET6):
-            for msg in self.ipr.get_routes(family=fam, oif=index):
-                if msg.get_attr("RTA_OIF") != index:  # older kernels ignore the filter
+            # All tables: a dump that is not strictly checked is not filtered by the kernel.
+            for msg in self._dump(nlmsg.route(family=fam), RTM_GETROUTE, "cannot list routes"):
+                if msg.get_attr("RTA_OIF") != index:
                     continue
-                rec = _route_record(msg)
+                rec = route_record(msg)
                 if rec["proto"] == RTPROT_KERNEL or rec["table"] == RT_TABLE_LOCAL:
                     continue
                 routes.append(rec)
@@ -570,79 +425,46 @@ class L3Handle(NetlinkHandle):
         """Multipath routes with a next hop through a link (ovsfab does not move those)."""
         out = []
         for fam in (socket.AF_INET, socket.AF_INET6):
-            for msg in self.ipr.get_routes(family=fam):
+            for msg in self._dump(nlmsg.route(family=fam), RTM_GETROUTE, "cannot list routes"):
                 hops = msg.get_attr("RTA_MULTIPATH") or []
                 if any(h["oif"] == index for h in hops):
                     dst = msg.get_attr("RTA_DST") or "default"
                     out.append(f"{dst}/{msg['dst_len']}")
         return out
 
-    def _addr_kwargs(self, rec: Dict[str, object]) -> Dict[str, object]:
-        kwargs: Dict[str, object] = {"address": rec["address"], "prefixlen": rec["prefixlen"]}
-        if rec.get("broadcast"):
-            kwargs["broadcast"] = rec["broadcast"]
-        return kwargs
+    def _change(self, msg: Any, mtype: int, flags: int, benign: Tuple[int, ...], what: str) -> bool:
+        """One change; False when the kernel refused it with a ``benign`` errno (already so)."""
+        try:
+            self._rt.one(msg, mtype, flags)
+        except OSError as exc:
+            if exc.errno in benign:
+                return False
+            raise netlink_error(exc, what) from exc
+        return True
 
     def put_address(self, index: int, rec: Dict[str, object], extra_flags: int = 0) -> bool:
         """Add a recorded address; False if it is there already."""
-        kwargs = self._addr_kwargs(rec)
-        flags = int(rec.get("flags", 0)) | extra_flags  # type: ignore[arg-type]
-        if flags:
-            kwargs["flags"] = flags
-        try:
-            self.ipr.addr("add", index=index, **kwargs)
-        except Exception as exc:
-            if getattr(exc, "code", None) == errno.EEXIST:
-                return False
-            raise netlink_error(exc, f"cannot add address {rec['address']}/{rec['prefixlen']}") from exc
-        return True
+        flags = int(rec.get("flags", 0)) | extra_flags  # type: ignore[call-overload]
+        return self._change(address_message(index, rec, flags), RTM_NEWADDR,
+                            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, (errno.EEXIST,),
+                            f"cannot add address {rec['address']}/{rec['prefixlen']}")
 
     def drop_address(self, index: int, rec: Dict[str, object]) -> bool:
         """Remove a recorded address; False if it was not there."""
-        try:
-            self.ipr.addr("del", index=index, address=rec["address"], prefixlen=rec["prefixlen"])
-        except Exception as exc:
-            if getattr(exc, "code", None) in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH, errno.ENODEV):
-                return False
-            raise netlink_error(exc, f"cannot remove address {rec['address']}/{rec['prefixlen']}") from exc
-        return True
-
-    def _route_kwargs(self, index: int, rec: Dict[str, object]) -> Dict[str, object]:
-        fam = socket.AF_INET6 if rec["family"] == 6 else socket.AF_INET
-        kwargs: Dict[str, object] = {
-            "family": fam, "dst": f"{rec['dst']}/{rec['dst_len']}", "oif": index,
-            "table": rec["table"], "proto": rec["proto"], "scope": rec["scope"],
-            "type": rec["type"], "flags": rec.get("flags", 0),
-        }
-        for key in ("gateway", "prefsrc", "priority"):
-            if key in rec:
-                kwargs[key] = rec[key]
-        return kwargs
+        return self._change(address_message(index, rec), RTM_DELADDR, NLM_F_REQUEST,
+                            (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH, errno.ENODEV),
+                            f"cannot remove address {rec['address']}/{rec['prefixlen']}")
 
     def put_route(self, index: int, rec: Dict[str, object]) -> bool:
         """Add a recorded route through a link; False if it is there already."""
-        kwargs = self._route_kwargs(index, rec)
-        try:
-            self.ipr.route("add", **kwargs)
-        except Exception as exc:
-            if getattr(exc, "code", None) == errno.EEXIST:
-                return False
-            raise netlink_error(exc, f"cannot add route {rec['dst']}/{rec['dst_len']}") from exc
-        return True
+        return self._change(route_message(index, rec), RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL,
+                            (errno.EEXIST,), f"cannot add route {rec['dst']}/{rec['dst_len']}")
 
     def drop_route(self, index: int, rec: Dict[str, object]) -> bool:
         """Remove a recorded route through a link; False if it was not there."""
-        kwargs = self._route_kwargs(index, rec)
-        # Matching on scope/type/flags makes deletes miss for no good reason.
-        for key in ("scope", "type", "flags", "proto"):
-            kwargs.pop(key, None)
-        try:
-            self.ipr.route("del", **kwargs)
-        except Exception as exc:
-            if getattr(exc, "code", None) in (errno.ESRCH, errno.ENOENT, errno.ENODEV, errno.EADDRNOTAVAIL):
-                return False
-            raise netlink_error(exc, f"cannot remove route {rec['dst']}/{rec['dst_len']}") from exc
-        return True
+        return self._change(route_message(index, rec, delete=True), RTM_DELROUTE, NLM_F_REQUEST,
+                            (errno.ESRCH, errno.ENOENT, errno.ENODEV, errno.EADDRNOTAVAIL),
+                            f"cannot remove route {rec['dst']}/{rec['dst_len']}")
 
     def move_l3(self, src: int, dst: int, cfg: L3Config) -> None:
         """Move addresses and routes from link ``src`` to link ``dst`` as one step.
@@ -689,22 +511,30 @@ class L3Handle(NetlinkHandle):
 
     def route_to(self, dst: str) -> Optional[Dict[str, object]]:
         """The kernel's route to ``dst``: {"oif", "ifname", "prefsrc", "mtu"}, or None."""
+        fam = family_of(dst)
+        query = nlmsg.route([("RTA_DST", dst)], family=fam, dst_len=128 if fam == socket.AF_INET6 else 32)
         try:
-            msgs = self.ipr.route("get", dst=dst, family=_family_of(dst))
-        except Exception as exc:
-            if getattr(exc, "code", None) in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH):
+            msgs = self._rt.one(query, RTM_GETROUTE)
+        except OSError as exc:
+            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH):
                 return None
             raise netlink_error(exc, f"cannot look up the route to {dst}") from exc
         if not msgs:
             return None
         msg = msgs[0]
-        if msg["type"] != 1:  # RTN_UNICAST; local/unreachable/... are not a way out
+        if msg["type"] != RTN_UNICAST:  # local/unreachable/... are not a way out
             return {"oif": msg.get_attr("RTA_OIF"), "ifname": None, "prefsrc": None, "mtu": None,
                     "type": msg["type"]}
         oif = msg.get_attr("RTA_OIF")
         ifname = mtu = None
         if oif is not None:
-            links = self.ipr.get_links(oif)
+            try:
+                links = self._rt.one(nlmsg.link(index=oif, attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]),
+                                     RTM_GETLINK)
+            except OSError as exc:
+                if exc.errno not in (errno.ENODEV, errno.ENOENT):  # gone meanwhile: no name, no MTU
+                    raise netlink_error(exc, f"cannot look up interface {oif}") from exc
+                links = []
             if links:
                 ifname = links[0].get_attr("IFLA_IFNAME")
                 mtu = links[0].get_attr("IFLA_MTU")
@@ -713,11 +543,10 @@ class L3Handle(NetlinkHandle):
 
     def address_owners(self) -> Dict[str, str]:
         """Every address of this namespace (link-local too) -> the link holding it."""
-        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self.ipr.get_links()}
+        names = {int(facts["index"]): name for name, facts in self.link_table().items()}  # type: ignore[call-overload]
         out = {}
-        for msg in self.ipr.get_addr():
+        for msg in self._dump(nlmsg.addr(), RTM_GETADDR, "cannot list addresses"):
             addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
             if addr:
                 out[str(ipaddress.ip_address(addr))] = names.get(msg["index"], "")
         return out
-

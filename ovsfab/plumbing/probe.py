@@ -11,7 +11,7 @@ import struct
 import time
 from typing import Iterator, List, Optional
 
-from ovsfab.plumbing.links import inet_checksum
+from ovsfab.plumbing.announce import inet_checksum
 from ovsfab.plumbing.netns import Namespace
 
 
