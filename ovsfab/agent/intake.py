@@ -88,10 +88,12 @@ class Intake(threading.Thread):
         """Readable when a request is ready (for the main loop's poll())."""
         return self.waker.read_fd
 
-    def take(self) -> Optional[Tuple[socket.socket, Dict[str, Any]]]:
-        """The next complete request (its connection and object), or None."""
+    def take(self, timeout: float = 0.0) -> Optional[Tuple[socket.socket, Dict[str, Any]]]:
+        """The next complete request (its connection and object), waiting up to ``timeout`` s; or None."""
         try:
-            return self.ready.get_nowait()
+            if timeout <= 0:
+                return self.ready.get_nowait()
+            return self.ready.get(timeout=timeout)
         except queue.Empty:
             return None
 

@@ -22,7 +22,7 @@ result types are the wire format of the agent's socket (protocol 2).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ovsfab.errors import InvalidInput, OvsfabError, Unavailable
 from ovsfab.ops.context import Context
@@ -98,12 +98,14 @@ def operation(name: str) -> Operation:
     return OPERATIONS[name]
 
 
-def execute_many(name: str, params_list: Sequence[Mapping[str, Any]], ctx: Context) -> List[Any]:
+def execute_many(name: str, params_list: Sequence[Mapping[str, Any]], ctx: Context,
+                 timings: Optional[Dict[str, float]] = None) -> List[Any]:
     """Run many requests of one operation in one context: a result or an OvsfabError for each, in order.
 
     ``attach`` (plain, not OVN) shares ONE OVSDB transaction among all its
     requests (ovsfab.ops.attach.attach_many): the agent's group commit.
-    Anything else runs one request after the other.
+    Anything else runs one request after the other.  ``timings``: see
+    :func:`ovsfab.ops.attach.attach_many`.
     """
     op = operation(name)
     if name != "attach":
@@ -129,7 +131,7 @@ def execute_many(name: str, params_list: Sequence[Mapping[str, Any]], ctx: Conte
             slots.append(exc)
     backend = ctx.backend_factory()()
     try:
-        done = iter(attach_many(reqs, backend, ctx.fault, ctx.docker_host))
+        done = iter(attach_many(reqs, backend, ctx.fault, ctx.docker_host, timings))
     finally:
         backend.close()
     return [slot if slot is not None else next(done) for slot in slots]
