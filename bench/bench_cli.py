@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import testbed as tb  # noqa: E402
+from bench_group import byte_compile  # noqa: E402
 
 OVSFAB = str(REPO / ".venv" / "bin" / "ovsfab")
 
@@ -126,6 +127,9 @@ def bench_cli(args: argparse.Namespace) -> None:
     if reason:
         raise SystemExit(f"bench_cli cli: {reason}; start dockerd")
     tb.build_busybox_image()
+    # As pip leaves an installed package: with PYTHONDONTWRITEBYTECODE=1 (this
+    # project's sessions) every ovsfab process compiled its modules from source.
+    byte_compile()
     prefix = f"obc{os.getpid()}-"
     names: List[str] = []
     host = tb.OvsHost()
