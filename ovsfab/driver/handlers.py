@@ -164,6 +164,8 @@ class Driver:
         return api.execute(op, params, self.context()).to_json()
 
 
+# Docker's bodies are JSON objects of known shape; anything else is refused in
+# one line here, before an operation sees it (tests/test_fuzz_driver.py).
 def _str(body: Mapping[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
@@ -171,18 +173,52 @@ def _str(body: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _opt_str(body: Mapping[str, Any], key: str) -> Optional[str]:
+    """A string field that may be absent, null or empty (all three: None)."""
+    value = body.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"Docker sent {key} that is not a string")
+    return value
+
+
+def _obj(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """An object field that may be absent or null (then empty)."""
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"Docker sent {key} that is not an object")
+    return value
+
+
+def _list(body: Mapping[str, Any], key: str) -> List[Any]:
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInput(f"Docker sent {key} that is not a list")
+    return value
+
+
 def _generic_options(body: Mapping[str, Any]) -> List[str]:
-    opts = (body.get("Options") or {}).get(GENERIC) or {}
-    if not isinstance(opts, Mapping):
-        raise InvalidInput("Docker's driver options are not an object")
-    return [f"{k}={v}" for k, v in sorted(opts.items())]
+    opts = _obj(_obj(body, "Options"), GENERIC)
+    out = []
+    for k, v in sorted(opts.items()):
+        if not isinstance(v, (str, int)) or isinstance(v, bool):
+            raise InvalidInput(f"the value of -o {k} is not a string", f"e.g. -o {k}=VALUE")
+        out.append(f"{k}={v}")
+    return out
 
 
 def _pools(body: Mapping[str, Any]) -> List[str]:
     out = []
     for key in ("IPv4Data", "IPv6Data"):
-        for data in body.get(key) or []:
-            pool = data.get("Pool") if isinstance(data, Mapping) else None
+        for data in _list(body, key):
+            if not isinstance(data, Mapping):
+                raise InvalidInput(f"Docker sent {key} entries that are not objects")
+            pool = _opt_str(data, "Pool")
             if pool and pool != "0.0.0.0/0":  # Docker's placeholder for "no IPv4"
                 out.append(pool)
     return out
@@ -210,9 +246,9 @@ def delete_network(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def create_endpoint(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
-    iface = body.get("Interface") or {}
-    addresses = [a for a in (iface.get("Address"), iface.get("AddressIPv6")) if a]
-    given_mac = iface.get("MacAddress") or None
+    iface = _obj(body, "Interface")
+    addresses = [a for a in (_opt_str(iface, "Address"), _opt_str(iface, "AddressIPv6")) if a]
+    given_mac = _opt_str(iface, "MacAddress")
     res = d.run("endpoint.create", {"network_id": _str(body, "NetworkID"), "endpoint_id": _str(body, "EndpointID"),
                                     "addresses": addresses, "mac": given_mac, "peer_netns": d.netns()})
     for a in addresses:  # recorded in OVSDB now: the reservation has done its job
@@ -233,7 +269,7 @@ def endpoint_info(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
 
 def join(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
     res = d.run("endpoint.join", {"network_id": _str(body, "NetworkID"), "endpoint_id": _str(body, "EndpointID"),
-                                  "sandbox": str(body.get("SandboxKey") or "")})
+                                  "sandbox": _opt_str(body, "SandboxKey") or ""})
     # No gateway: the fabric is layer 2.  DisableGatewayService keeps Docker
     # from adding docker_gwbridge to every container for a default route.
     return {"InterfaceName": {"SrcName": res["src_name"], "DstPrefix": "eth"}, "DisableGatewayService": True}
@@ -259,7 +295,7 @@ def address_spaces(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def request_pool(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
-    res = d.run("ipam.request_pool", {"pool": body.get("Pool") or None, "sub_pool": body.get("SubPool") or None,
+    res = d.run("ipam.request_pool", {"pool": _opt_str(body, "Pool"), "sub_pool": _opt_str(body, "SubPool"),
                                       "host_id": d.host_id})
     return {"PoolID": res["pool_id"], "Pool": res["pool"], "Data": {}}
 
@@ -270,8 +306,8 @@ def release_pool(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
 
 def request_address(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
     pool_id = _str(body, "PoolID")
-    gateway = (body.get("Options") or {}).get("RequestAddressType") == GATEWAY_TYPE
-    res = d.run("ipam.request_address", {"pool_id": pool_id, "address": body.get("Address") or None,
+    gateway = _opt_str(_obj(body, "Options"), "RequestAddressType") == GATEWAY_TYPE
+    res = d.run("ipam.request_address", {"pool_id": pool_id, "address": _opt_str(body, "Address"),
                                          "gateway": gateway, "reserved": d.reservations.list(pool_id)})
     if not gateway:
         d.reservations.add(pool_id, res["address"].split("/")[0])
@@ -279,7 +315,7 @@ def request_address(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def release_address(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
-    d.reservations.discard(str(body.get("Address") or ""), str(body.get("PoolID") or ""))
+    d.reservations.discard(_opt_str(body, "Address") or "", _opt_str(body, "PoolID") or "")
     return {}
 
 
