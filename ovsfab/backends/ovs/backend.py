@@ -9,7 +9,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import ovs.db.idl
 
 from ovsfab.backends.base import CAP_BATCH, CAP_BFD, CAP_PORT_EXTRAS, JOURNAL_PREFIX, KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
-from ovsfab.backends.ovs.idl import IdlSession, default_remote
+from ovsfab.backends.ovs.idl import IdlSession, batch_timeout, default_remote
 from ovsfab.backends.ovs.index import PortIndex
 from ovsfab.errors import Conflict, NotFound, OperationFailed
 from ovsfab.model import OWNER_KEY, OWNER_VALUE, Attachment
@@ -410,7 +410,8 @@ class OvsBackend(Backend):
 
         if not wanted:
             return 0
-        found, _ = self.session.transact(build, comment=f"ovsfab: del {len(wanted)} ports")
+        found, _ = self.session.transact(build, comment=f"ovsfab: del {len(wanted)} ports",
+                                         timeout=batch_timeout(self.session.timeout, len(wanted)))
         return found
 
     # -- ovsfab apply: many ports, one transaction (additive) ---------------
@@ -472,7 +473,8 @@ class OvsBackend(Backend):
 
         if not ports and not set_ids:
             return {}
-        self.session.transact(build, comment=f"ovsfab: apply {len(ports)} ports")
+        self.session.transact(build, comment=f"ovsfab: apply {len(ports)} ports",
+                              timeout=batch_timeout(self.session.timeout, len(ports)))
         out: Dict[str, Tuple[Optional[int], Optional[str]]] = {}
         for p in ports:
             row = self._port(p.port)
