@@ -302,3 +302,51 @@ def test_three_host_apply_mesh_converges_every_time(tmp_path):
             assert tb.tcp_transfer(fab.cs[0], fab.cs[4], _addr(fab.cs[4]), nbytes=1_000_000)
         finally:
             fab.close()
+
+
+# ------------------------------------------------- planning many Docker targets
+@pytest.mark.unprivileged
+def test_targets_resolve_in_parallel_and_fail_in_file_order():
+    """Docker lookups overlap, yet the error is the one a one-by-one plan would raise (pure logic)."""
+    import threading
+    import time
+
+    from ovsfab.errors import NotFound
+    from ovsfab.ops import apply_plan
+
+    calls, in_flight, peak = [], [0], [0]
+    lock = threading.Lock()
+
+    class Lookup:  # stands in for plumbing.containers: only resolve() is used
+        @staticmethod
+        def resolve(spec):
+            with lock:
+                calls.append(spec)
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            try:
+                time.sleep(0.2 if spec == "slow-missing" else 0.05)
+                if spec.endswith("missing"):
+                    raise NotFound(f"no Docker container named {spec!r}", "check docker ps -a")
+                return f"target of {spec}"
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+    specs = [f"c{i}" for i in range(8)] + ["c0", "netns:n1"]
+    found = apply_plan._resolve_all(specs, Lookup)
+    assert found == {s: f"target of {s}" for s in specs}
+    assert sorted(calls) == sorted(set(specs))              # each target looked up once
+    assert peak[0] > 1                                       # dockerd's answers overlapped
+    with pytest.raises(NotFound, match="slow-missing"):      # earlier in the file, though it fails later
+        apply_plan._resolve_all(["a", "slow-missing", "b", "quick-missing"], Lookup)
+
+
+@pytest.mark.unprivileged
+def test_batch_deadline_grows_with_the_ports_it_adds():
+    """A fixed 10 s failed apply of 1,000 attachments while ovs-vswitchd was only slow (docs/performance.md)."""
+    from ovsfab.backends.ovs.idl import BATCH_SECONDS_PER_PORT, batch_timeout
+
+    assert batch_timeout(10.0, 0) == 10.0
+    assert batch_timeout(10.0, 1000) == pytest.approx(10.0 + 1000 * BATCH_SECONDS_PER_PORT)
+    assert batch_timeout(10.0, 1000) >= 50.0   # 250 ports took 9.7 s to commit at 1,000 (loaded 2-core machine)

@@ -18,7 +18,7 @@ from ovsfab.errors import Conflict, InvalidInput, Unavailable
 from ovsfab.fabric.desired import HostPart, WantAttachment, WantTunnel, host_part, named_anywhere
 from ovsfab.fabric.spec import Fabric
 from ovsfab.model import (KEY_FABRIC, KEY_FABRIC_NETWORK, OWNER_KEY, OWNER_VALUE, Attachment, AttachRequest, Target,
-                          host_ifname)
+                          host_ifname, parse_target_spec)
 
 LOG = logging.getLogger(__name__)
 
@@ -111,6 +111,21 @@ def _addr_text(want: WantAttachment) -> str:
 
 def _att_text(name: str, ifname: str, addresses: str, bridge: str) -> str:
     return f"{name} {ifname} {addresses} → {bridge}"
+
+
+#: Docker lookups in flight at once while planning: one inspect per container,
+#: and dockerd answers several at a time (netns: and pid: targets are a stat).
+RESOLVE_WORKERS = 8
+
+
+def _resolve_all(specs: List[str], containers: Any) -> Dict[str, Target]:
+    """Every target of the file, by spec; the first failure in file order is raised, as one by one."""
+    from ovsfab.ops.batch import map_parallel  # noqa: PLC0415
+
+    unique = list(dict.fromkeys(specs))
+    docker = sum(1 for s in unique if parse_target_spec(s)[0] == "docker")
+    found = map_parallel(containers.resolve, unique, RESOLVE_WORKERS if docker > 1 else 1, "ovsfab-resolve")
+    return dict(zip(unique, found))
 
 
 def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) -> ApplyPlan:
@@ -231,10 +246,11 @@ def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) 
             for name in ovn.missing_switches:
                 net = fabric.networks[name]
                 plan.changes.append(Change("+", "network", f"{name} {net.subnet}", "OVN logical switch"))
+        targets = _resolve_all([want.spec.container for want in part.attachments], containers)
         for want in part.attachments:
             spec = want.spec
             net = fabric.networks[spec.network]
-            target = containers.resolve(spec.container)
+            target = targets[spec.container]
             port = host_ifname(target.key, spec.ifname)
             if net.mode == "ovn":
                 assert ovn is not None  # _ovn_local made it: this host has OVN attachments
