@@ -22,59 +22,29 @@ from __future__ import annotations
 import errno
 import hashlib
 import ipaddress
-import json
 import logging
-import os
 import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from ovsfab.backends.base import KEY_ROLE, Backend, OwnedPort, PortResult
+from ovsfab.backends.linux_netfilter import forward_drop_note
+from ovsfab.backends.linux_netlink import (BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_RANGE_BEGIN,
+                                           BRIDGE_VLAN_INFO_RANGE_END, BRIDGE_VLAN_INFO_UNTAGGED, ZERO_MAC,
+                                           BridgeNetlink)
+from ovsfab.backends.linux_record import (KEY_BRIDGE, ROLE_BRIDGE, UPLINK_MAC, UPLINK_NIC, decode_record,
+                                          encode_record)
 from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, OvsfabError, from_errno
-from ovsfab.model import (KEY_ADDRESSES, KEY_CONTAINER_ID, KEY_CONTAINER_NAME, KEY_IFNAME, KEY_MAC, KEY_MTU,
-                          KEY_TARGET, KEY_VLAN, OVS_DOCKER_CONTAINER_ID, OVS_DOCKER_CONTAINER_IFACE, OWNER_KEY,
-                          OWNER_VALUE, Attachment, tunnel_overhead)
+from ovsfab.model import KEY_CONTAINER_ID, KEY_IFNAME, OWNER_KEY, OWNER_VALUE, Attachment, tunnel_overhead
+
+__all__ = ["LinuxBackend", "decode_record", "encode_record", "vxlan_device_name", "DATAPATH"]
 
 LOG = logging.getLogger(__name__)
 
-IFF_LOWER_UP = 0x10000  # linux/if.h: the carrier is up
-
-#: The alias of every link ovsfab owns starts with this.
-ALIAS_PREFIX = "ovsfab:"
-#: IFALIASZ is 256 including the terminating NUL.
-MAX_ALIAS = 255
 #: The datapath name reported for Linux bridges.
 DATAPATH = "linux"
-#: Role of a bridge ovsfab created (recorded in the bridge's own alias).
-ROLE_BRIDGE = "bridge"
-#: Key recording which bridge an attachment was plugged into (Linux only:
-#: in OVS the Port row's bridge says it).
-KEY_BRIDGE = "ovsfab-bridge"
-
-# Recorded key -> short key in the alias.  The alias holds 255 bytes, so the
-# long external_ids names are abbreviated; decoding gives the full names back
-# so the operations read the same records from both backends.
-_SHORT = {
-    KEY_ROLE: "r", KEY_CONTAINER_ID: "c", KEY_CONTAINER_NAME: "n", KEY_IFNAME: "i", KEY_TARGET: "t",
-    KEY_ADDRESSES: "a", KEY_MAC: "m", KEY_MTU: "u", KEY_VLAN: "v", KEY_BRIDGE: "b",
-    "ovsfab-uplink-nic": "N", "ovsfab-uplink-mac": "M", "ovsfab-uplink-addresses": "A",
-    "ovsfab-uplink-routes": "R", "ovsfab-uplink-offloads": "O", "ovsfab-uplink-prev-hwaddr": "P",
-    "ovsfab-uplink-created-bridge": "C", "ovsfab-uplink-bridge-was-down": "D",
-    "ovsfab-tunnel-remote": "tr", "ovsfab-tunnel-type": "tt", "ovsfab-tunnel-key": "tk",
-    # tunnel options as the user gave them (OVS keeps them in Interface.options)
-    "opt:dst_port": "op", "opt:local_ip": "ol", "opt:csum": "oc",
-}
-_LONG = {v: k for k, v in _SHORT.items()}
-_UPLINK_ADDRS = "ovsfab-uplink-addresses"
-_UPLINK_ROUTES = "ovsfab-uplink-routes"
-
-#: Route fields and their kernel defaults; only differences are recorded.
-_ROUTE_FIELDS = (("priority", "m", None), ("table", "T", 254), ("proto", "p", 3), ("scope", "s", 0),
-                 ("type", "y", 1), ("flags", "f", 0), ("pref", "P", None), ("prefsrc", "S", None))
 
 _TUNNEL_KINDS = {"vxlan": "vxlan", "gre": "gretap", "geneve": "geneve"}
 _MODULES = {"gretap": "ip_gre", "ip6gretap": "ip6_gre"}
-_UPLINK_NIC = "ovsfab-uplink-nic"
-_UPLINK_MAC = "ovsfab-uplink-mac"
 VXLAN_PORT = 4789
 GENEVE_PORT = 6081
 GRE_KEY = 0x2000
@@ -84,191 +54,9 @@ MIN_VID, MAX_VID = 1, 4094
 DEFAULT_UNDERLAY_MTU = 1500
 
 
-# ---------------------------------------------------------------------------
-# The alias record (pure, unit-tested)
-# ---------------------------------------------------------------------------
-def _pack_addrs(text: str) -> List[str]:
-    out = []
-    for rec in json.loads(text or "[]"):
-        item = f"{rec['address']}/{rec['prefixlen']}"
-        if rec.get("flags"):
-            item += f" f{int(rec['flags'])}"
-        if rec.get("broadcast"):
-            std = ipaddress.ip_interface(item.split()[0]).network.broadcast_address
-            item += " b+" if rec["broadcast"] == str(std) else f" b{rec['broadcast']}"
-        out.append(item)
-    return out
-
-
-def _unpack_addrs(items: List[str]) -> str:
-    recs = []
-    for item in items:
-        head, *opts = item.split()
-        addr, plen = head.rsplit("/", 1)
-        rec: Dict[str, object] = {"family": 6 if ":" in addr else 4, "address": addr, "prefixlen": int(plen),
-                                  "flags": 0}
-        for opt in opts:
-            if opt[0] == "f":
-                rec["flags"] = int(opt[1:])
-            elif opt[0] == "b":
-                rec["broadcast"] = (str(ipaddress.ip_interface(head).network.broadcast_address)
-                                    if opt == "b+" else opt[1:])
-        recs.append(rec)
-    return json.dumps(recs, sort_keys=True)
-
-
-def _pack_routes(text: str) -> List[str]:
-    out = []
-    for r in json.loads(text or "[]"):
-        parts = [f"{r['dst']}/{r['dst_len']}"]
-        if r.get("gateway"):
-            parts.append(f"g{r['gateway']}")
-        for key, short, default in _ROUTE_FIELDS:
-            if key in r and r[key] != default:
-                parts.append(f"{short}{r[key]}")
-        out.append(" ".join(parts))
-    return out
-
-
-def _unpack_routes(items: List[str]) -> str:
-    recs = []
-    for item in items:
-        head, *opts = item.split()
-        dst, dst_len = head.rsplit("/", 1)
-        rec: Dict[str, object] = {"family": 6 if ":" in dst else 4, "dst": dst, "dst_len": int(dst_len)}
-        for key, _short, default in _ROUTE_FIELDS:
-            if default is not None:
-                rec[key] = default
-        by_short = {short: key for key, short, _d in _ROUTE_FIELDS}
-        for opt in opts:
-            if opt[0] == "g":
-                rec["gateway"] = opt[1:]
-            elif opt[0] == "S":
-                rec["prefsrc"] = opt[1:]
-            elif opt[0] in by_short:
-                rec[by_short[opt[0]]] = int(opt[1:])
-        recs.append(rec)
-    return json.dumps(recs, sort_keys=True)
-
-
-def encode_record(ids: Dict[str, str]) -> str:
-    """The alias text recording ``ids`` (external_ids vocabulary); raises if it does not fit."""
-    rec: Dict[str, Any] = {}
-    for key, value in ids.items():
-        if key in (OWNER_KEY, OVS_DOCKER_CONTAINER_ID, OVS_DOCKER_CONTAINER_IFACE) or value in ("", None):
-            continue  # implied by the prefix / rebuilt on decoding
-        if key in (_UPLINK_NIC, _UPLINK_MAC):
-            continue  # the NIC's own name and MAC: read back from the link (see LinuxBackend._owned)
-        if key == KEY_TARGET and value == ids.get(KEY_CONTAINER_ID):
-            continue  # Docker targets record their ID twice in OVS
-        if key == _UPLINK_ADDRS:
-            rec[_SHORT[key]] = _pack_addrs(value)
-        elif key == _UPLINK_ROUTES:
-            rec[_SHORT[key]] = _pack_routes(value)
-        else:
-            rec[_SHORT.get(key, key)] = value
-    text = ALIAS_PREFIX + json.dumps(rec, separators=(",", ":"), sort_keys=True)
-    if len(text.encode()) > MAX_ALIAS:
-        raise InvalidInput(f"ovsfab's ownership record ({len(text.encode())} bytes) does not fit the "
-                           f"{MAX_ALIAS}-byte interface alias the Linux backend keeps it in",
-                           "use a shorter container name, fewer addresses/routes, or the OVS backend")
-    return text
-
-
-def decode_record(alias: Optional[str]) -> Optional[Dict[str, str]]:
-    """external_ids from an alias written by :func:`encode_record`; None if not ovsfab's."""
-    if not alias or not alias.startswith(ALIAS_PREFIX):
-        return None
-    try:
-        rec = json.loads(alias[len(ALIAS_PREFIX):])
-    except ValueError:
-        return None
-    if not isinstance(rec, dict):
-        return None
-    ids: Dict[str, str] = {OWNER_KEY: OWNER_VALUE}
-    for short, value in rec.items():
-        key = _LONG.get(short, short)
-        if key == _UPLINK_ADDRS:
-            ids[key] = _unpack_addrs(value)
-        elif key == _UPLINK_ROUTES:
-            ids[key] = _unpack_routes(value)
-        else:
-            ids[key] = str(value)
-    if KEY_CONTAINER_ID in ids:
-        ids.setdefault(KEY_TARGET, ids[KEY_CONTAINER_ID])
-        ids[OVS_DOCKER_CONTAINER_ID] = ids[KEY_CONTAINER_ID]
-        ids[OVS_DOCKER_CONTAINER_IFACE] = ids.get(KEY_IFNAME, "")
-    return ids
-
-
 def vxlan_device_name(bridge: str, key: int) -> str:
     """The one VXLAN device of (bridge, key): ``vxl`` + 12 hex digits."""
     return "vxl" + hashlib.sha256(f"{bridge}\0vxlan\0{key}".encode()).hexdigest()[:12]
-
-
-def br_netfilter_loaded() -> bool:
-    """True when br_netfilter is loaded: its sysctls exist."""
-    return os.path.isdir("/proc/sys/net/bridge")
-
-
-def bridged_traffic_hits_iptables() -> bool:
-    """True when bridged IPv4 frames in this namespace traverse iptables FORWARD.
-
-    The per-namespace switch ``bridge-nf-call-iptables`` is OR-ed with each
-    bridge's own ``nf_call_iptables`` by the kernel, so a bridge cannot opt
-    out by itself once the namespace-wide switch is on.
-    """
-    try:
-        with open("/proc/sys/net/bridge/bridge-nf-call-iptables", encoding="ascii") as fh:
-            return fh.read().strip() == "1"
-    except OSError:
-        return False
-
-
-def iptables_forward_policy() -> Tuple[Optional[str], bool]:
-    """(policy of the iptables FORWARD chain, whether a DOCKER-USER chain exists), read over nfnetlink.
-
-    Policy is "drop", "accept", or None when it cannot be read (iptables-legacy,
-    no nf_tables, no filter table).
-    """
-    try:
-        from pyroute2.nftables.main import NFTables  # noqa: PLC0415
-
-        nft = NFTables(nfgen_family=socket.AF_INET)
-        try:
-            chains = [(c.get_attr("NFTA_CHAIN_TABLE"), c.get_attr("NFTA_CHAIN_NAME"),
-                       c.get_attr("NFTA_CHAIN_POLICY")) for c in nft.get_chains()]
-        finally:
-            nft.close()
-    except Exception as exc:  # best effort: a warning must never fail an operation
-        LOG.debug("cannot read nf_tables chains: %s", exc)
-        return None, False
-    policy = None
-    for table, name, pol in chains:
-        if table == "filter" and name == "FORWARD" and pol is not None:
-            policy = "drop" if int(pol) == 0 else "accept"
-    docker_user = any(table == "filter" and name == "DOCKER-USER" for table, name, _p in chains)
-    return policy, docker_user
-
-
-def forward_drop_note(bridge: str) -> Optional[str]:
-    """A one-line warning with the exact remedy when bridged traffic on ``bridge`` would be dropped.
-
-    With br_netfilter loaded and ``bridge-nf-call-iptables`` on (its default),
-    frames bridged between two ports of a Linux bridge traverse iptables
-    FORWARD; Docker sets that chain's policy to DROP.  A bridge cannot opt
-    out by itself (the kernel ORs its nf_call_iptables with the namespace
-    switch), and ovsfab runs no iptables, so it says what to run.
-    """
-    if not br_netfilter_loaded() or not bridged_traffic_hits_iptables():
-        return None
-    policy, docker_user = iptables_forward_policy()
-    if policy != "drop":
-        return None
-    chain = "DOCKER-USER" if docker_user else "FORWARD"
-    return (f"br_netfilter passes bridged traffic on {bridge} through iptables FORWARD, whose policy is DROP "
-            f"(Docker sets it), so it is dropped; allow it with: iptables -I {chain} -i {bridge} -o {bridge} "
-            f"-j ACCEPT (and remove it with -D when {bridge} goes)")
 
 
 def _netlink_error(exc: Exception, what: str) -> OvsfabError:
@@ -284,30 +72,21 @@ class LinuxBackend(Backend):
     kind = "linux"
 
     def __init__(self, timeout: float = 10.0) -> None:
-        from pyroute2 import IPRoute  # noqa: PLC0415 - lazy: ~180 ms
-
-        del timeout  # netlink answers at once or fails; nothing to wait for
+        del timeout  # the socket's own receive deadline (netlink/rtnl.py) bounds every request
         try:
-            self.ipr = IPRoute()
+            self.nl = BridgeNetlink()
         except OSError as exc:
             raise _netlink_error(exc, "cannot open a netlink socket") from exc
 
     def close(self) -> None:
-        self.ipr.close()
+        self.nl.close()
 
     # -- reading ---------------------------------------------------------
     def _links(self) -> List[Dict[str, Any]]:
-        out = []
-        for msg in self.ipr.get_links():
-            info = msg.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-            data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-            out.append({"index": int(msg["index"]), "name": msg.get_attr("IFLA_IFNAME"), "kind": kind,
-                        "master": msg.get_attr("IFLA_MASTER"), "alias": msg.get_attr("IFLA_IFALIAS"),
-                        "mac": msg.get_attr("IFLA_ADDRESS"), "mtu": msg.get_attr("IFLA_MTU"),
-                        "up": bool(msg["flags"] & 1), "carrier": bool(msg["flags"] & IFF_LOWER_UP),
-                        "data": data})
-        return out
+        try:
+            return self.nl.links()
+        except OSError as exc:
+            raise _netlink_error(exc, "cannot list links") from exc
 
     def _by_name(self, name: str) -> Optional[Dict[str, Any]]:
         for ln in self._links():
@@ -330,8 +109,8 @@ class LinuxBackend(Backend):
                 continue
             bridge = names.get(ln["master"]) if ln["master"] else ids.get(KEY_BRIDGE)
             if ids.get(KEY_ROLE) == "uplink":
-                ids.setdefault(_UPLINK_NIC, ln["name"])
-                ids.setdefault(_UPLINK_MAC, str(ln["mac"]).lower())
+                ids.setdefault(UPLINK_NIC, ln["name"])
+                ids.setdefault(UPLINK_MAC, str(ln["mac"]).lower())
             out.append((ln, ids, bridge))
         return out
 
@@ -382,10 +161,11 @@ class LinuxBackend(Backend):
         return False
 
     # -- writing -----------------------------------------------------------
-    def _set(self, what: str, **kwargs: Any) -> None:
+    def _set(self, what: str, index: int, **change: Any) -> None:
+        """One link change (see BridgeNetlink.set), its failure worded as ``what``."""
         try:
-            self.ipr.link("set", **kwargs)
-        except Exception as exc:  # NetlinkError
+            self.nl.set(index, **change)
+        except OSError as exc:
             raise _netlink_error(exc, what) from exc
 
     def _ensure_bridge(self, bridge: str, need_vlan: bool = False) -> Tuple[Dict[str, Any], bool]:
@@ -402,15 +182,15 @@ class LinuxBackend(Backend):
         alias = encode_record({OWNER_KEY: OWNER_VALUE, KEY_ROLE: ROLE_BRIDGE})
         try:
             try:
-                self.ipr.link("add", ifname=bridge, kind="bridge", br_vlan_filtering=1)
-            except Exception as exc:
-                if getattr(exc, "code", None) != errno.EOPNOTSUPP or need_vlan:
+                self.nl.add(bridge, "bridge", [("VLAN_FILTERING", 1)])
+            except OSError as exc:
+                if exc.errno != errno.EOPNOTSUPP or need_vlan:
                     raise
                 # A kernel without CONFIG_BRIDGE_VLAN_FILTERING: fine without --vlan.
                 LOG.debug("kernel bridge has no VLAN filtering; %s created without it", bridge)
-                self.ipr.link("add", ifname=bridge, kind="bridge")
-        except Exception as exc:
-            if getattr(exc, "code", None) == errno.EOPNOTSUPP and need_vlan:
+                self.nl.add(bridge, "bridge")
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP and need_vlan:
                 raise OperationFailed(f"this kernel's bridge has no VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING), "
                                       f"so --vlan cannot isolate on Linux bridge {bridge}",
                                       "attach without --vlan, or use --backend ovs") from exc
@@ -422,9 +202,9 @@ class LinuxBackend(Backend):
             # A Linux bridge forwards only while up (an OVS bridge's datapath
             # forwards regardless of its internal port).
             # RTM_NEWLINK ignores IFLA_IFALIAS: the record is set right after.
-            self._set(f"cannot bring up bridge {bridge}", index=created["index"], state="up", ifalias=alias)
+            self._set(f"cannot bring up bridge {bridge}", created["index"], up=True, alias=alias)
         except BaseException:
-            self.ipr.link("del", index=created["index"])
+            self.nl.delete(created["index"])
             raise
         return created, True
 
@@ -436,8 +216,8 @@ class LinuxBackend(Backend):
     def _drop_new_bridge(self, bridge: Dict[str, Any], created: bool) -> None:
         if created:
             try:
-                self.ipr.link("del", index=bridge["index"])
-            except Exception as exc:  # keep the first error
+                self.nl.delete(bridge["index"])
+            except OSError as exc:  # keep the first error
                 LOG.error("could not remove bridge %s again: %s", bridge["name"], exc)
 
     def _plug(self, bridge: Dict[str, Any], port: str, alias: str) -> int:
@@ -448,8 +228,7 @@ class LinuxBackend(Backend):
             raise Conflict(f"{port} is already enslaved to another device (ifindex {ln['master']})",
                            f"release it first (ip link set {port} nomaster)")
         # Master and alias in one request: the record and the port appear together.
-        self._set(f"cannot plug {port} into {bridge['name']}", index=ln["index"], master=bridge["index"],
-                  ifalias=alias)
+        self._set(f"cannot plug {port} into {bridge['name']}", ln["index"], master=bridge["index"], alias=alias)
         return int(ln["index"])
 
     def _vlan(self, idx: int, port: str, tag: Optional[int], trunk: bool = False) -> None:
@@ -457,11 +236,11 @@ class LinuxBackend(Backend):
         try:
             if tag is not None:
                 # A new port starts as an access port of the default PVID 1.
-                self.ipr.vlan_filter("del", index=idx, vlan_info={"vid": 1})
-                self.ipr.vlan_filter("add", index=idx, vlan_info={"vid": tag, "pvid": True})
+                self.nl.vlans(idx, remove=[1], add=[(tag, BRIDGE_VLAN_INFO_PVID | BRIDGE_VLAN_INFO_UNTAGGED)])
             elif trunk:
-                self.ipr.vlan_filter("add", index=idx, vlan_info={"vid": f"{MIN_VID + 1}-{MAX_VID}"})
-        except Exception as exc:
+                self.nl.vlans(idx, add=[(MIN_VID + 1, BRIDGE_VLAN_INFO_RANGE_BEGIN),
+                                        (MAX_VID, BRIDGE_VLAN_INFO_RANGE_END)])
+        except OSError as exc:
             raise _netlink_error(exc, f"cannot set the VLANs of {port}") from exc
 
     def add_port(self, bridge: str, port: str, *, external_ids: Dict[str, str],
@@ -493,7 +272,7 @@ class LinuxBackend(Backend):
         return PortResult(ofport=idx, created_bridge=created, datapath=DATAPATH)
 
     def _unplug(self, idx: int) -> None:
-        self._set(f"cannot unplug interface {idx}", index=idx, master=0, ifalias="")
+        self._set(f"cannot unplug interface {idx}", idx, master=0, alias="")
 
     def del_port(self, port: str, *, if_exists: bool = False) -> bool:
         ln = self._by_name(port)
@@ -510,9 +289,9 @@ class LinuxBackend(Backend):
 
     def _delete(self, idx: int, name: str) -> bool:
         try:
-            self.ipr.link("del", index=idx)
-        except Exception as exc:
-            if getattr(exc, "code", None) == errno.ENODEV:
+            self.nl.delete(idx)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
                 return False
             raise _netlink_error(exc, f"cannot delete {name}") from exc
         return True
@@ -560,7 +339,7 @@ class LinuxBackend(Backend):
         try:
             if hwaddr:
                 # Same MAC as the NIC: neighbours' ARP/ND caches stay valid.
-                self._set(f"cannot set the MAC of {bridge}", index=br["index"], address=hwaddr)
+                self._set(f"cannot set the MAC of {bridge}", br["index"], address=hwaddr)
             idx = self._plug(br, port, alias)
             try:
                 if self._vlan_filtering(br):
@@ -580,7 +359,7 @@ class LinuxBackend(Backend):
         master = ln["master"]
         self._unplug(ln["index"])
         if hwaddr and master:
-            self._set("cannot restore the bridge's MAC", index=master, address=hwaddr)
+            self._set("cannot restore the bridge's MAC", master, address=hwaddr)
         return True
 
     # -- tunnels -----------------------------------------------------------
@@ -592,14 +371,15 @@ class LinuxBackend(Backend):
         vlan_filtering bridge: thousands), not the device's: left out.
         """
         remotes, lines = set(), set()
-        for msg in self.ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=idx):
-            dst = msg.get_attr("NDA_DST")
-            if msg["ifindex"] != idx or not dst:
+        try:
+            entries = self.nl.fdb(idx)
+        except OSError as exc:
+            raise _netlink_error(exc, f"cannot list the forwarding entries of interface {idx}") from exc
+        for mac, dst in entries:
+            if not dst:
                 continue
-            dst = str(ipaddress.ip_address(dst))
-            mac = msg.get_attr("NDA_LLADDR")
             lines.add(f"{mac} dst {dst}")
-            if mac == "00:00:00:00:00:00":
+            if mac == ZERO_MAC:
                 remotes.add(dst)
         return sorted(remotes), sorted(lines)
 
@@ -631,13 +411,10 @@ class LinuxBackend(Backend):
 
     def _underlay_mtu(self, remote: str) -> int:
         try:
-            msgs = self.ipr.route("get", dst=remote)
-            oif = msgs[0].get_attr("RTA_OIF") if msgs else None
-            if oif:
-                return int(self.ipr.get_links(oif)[0].get_attr("IFLA_MTU"))
-        except Exception:  # no route yet: the tunnel works once there is one
-            pass
-        return DEFAULT_UNDERLAY_MTU
+            mtu = self.nl.route_mtu(remote)
+        except OSError as exc:
+            raise _netlink_error(exc, f"cannot look up the route to {remote}") from exc
+        return mtu or DEFAULT_UNDERLAY_MTU  # no route yet: the tunnel works once there is one
 
     def add_tunnel_port(self, bridge: str, port: str, *, iface_type: str, options: Dict[str, str],
                         external_ids: Dict[str, str], datapath: str = DATAPATH,
@@ -659,51 +436,53 @@ class LinuxBackend(Backend):
         ids_one = dict(ids)
         alias = encode_record(ids_one)
         mtu = self._underlay_mtu(remote) - tunnel_overhead(iface_type, v6, key, csum == "true")
-        spec: Dict[str, Any] = {"ifname": port, "kind": _TUNNEL_KINDS[iface_type], "mtu": mtu, "ifalias": alias}
         local = options.get("local_ip")
+        data: List[Tuple[str, Any]]
         if iface_type == "gre":
+            kind = "ip6gretap" if v6 else "gretap"
             flags = (GRE_KEY if key else 0) | (GRE_CSUM if csum == "true" else 0)
-            spec.update({("gre_remote6" if v6 else "gre_remote"): remote, "gre_iflags": flags, "gre_oflags": flags})
-            if v6:
-                spec["kind"] = "ip6gretap"
+            # The kernel reads GRE flags as big-endian; pyroute2 encodes IPv6 GRE's as host order.
+            wire_flags = socket.htons(flags) if v6 else flags
+            data = [("REMOTE", remote), ("IFLAGS", wire_flags), ("OFLAGS", wire_flags)]
             if key:
-                spec.update({"gre_ikey": key, "gre_okey": key})
+                data += [("IKEY", key), ("OKEY", key)]
             if local:
-                spec["gre_local6" if v6 else "gre_local"] = local
+                data.append(("LOCAL", local))
         else:
-            spec.update({"geneve_id": key, ("geneve_remote6" if v6 else "geneve_remote"): remote,
-                         "geneve_port": int(options.get("dst_port", GENEVE_PORT))})
+            kind = "geneve"
+            data = [("ID", key), ("REMOTE6" if v6 else "REMOTE", remote),
+                    ("PORT", int(options.get("dst_port", GENEVE_PORT)))]
             if csum is not None and not v6:
-                spec["geneve_udp_csum"] = 1 if csum == "true" else 0
-        return self._add_tunnel_device(bridge, port, spec)
+                data.append(("UDP_CSUM", 1 if csum == "true" else 0))
+        return self._add_tunnel_device(bridge, port, kind, data, mtu, alias)
 
-    def _add_tunnel_device(self, bridge: str, port: str, spec: Dict[str, Any]) -> PortResult:
+    def _add_tunnel_device(self, bridge: str, port: str, kind: str, data: List[Tuple[str, Any]], mtu: int,
+                           alias: str) -> PortResult:
         br, created = self._ensure_bridge(bridge)
         try:
             try:
-                self.ipr.link("add", **{k: v for k, v in spec.items() if k != "ifalias"})
-            except Exception as exc:
-                if getattr(exc, "code", None) == errno.EOPNOTSUPP:
-                    raise OperationFailed(f"this kernel cannot create {spec['kind']} devices (not built in "
+                self.nl.add(port, kind, data, mtu=mtu)
+            except OSError as exc:
+                if exc.errno == errno.EOPNOTSUPP:
+                    raise OperationFailed(f"this kernel cannot create {kind} devices (not built in "
                                           "or module not loaded)",
-                                          f"load its module (modprobe {_MODULES.get(spec['kind'], spec['kind'])}), "
+                                          f"load its module (modprobe {_MODULES.get(kind, kind)}), "
                                           "use another --type, or --backend ovs") from exc
-                raise _netlink_error(exc, f"cannot create {spec['kind']} device {port}") from exc
+                raise _netlink_error(exc, f"cannot create {kind} device {port}") from exc
             ln = self._by_name(port)
             if ln is None:
                 raise OperationFailed(f"tunnel device {port} vanished right after creation")
             try:
-                self._set(f"cannot plug {port} into {bridge}", index=ln["index"], master=br["index"],
-                          ifalias=spec["ifalias"])
+                self._set(f"cannot plug {port} into {bridge}", ln["index"], master=br["index"], alias=alias)
                 # Split horizon, like OVS's protected ports: frames from one
                 # tunnel never leave through another (no loop in a full mesh).
                 try:
-                    self.ipr.brport("set", index=ln["index"], isolated=1)
-                except Exception as exc:
+                    self.nl.isolate(ln["index"])
+                except OSError as exc:
                     raise _netlink_error(exc, f"cannot isolate tunnel port {port}") from exc
                 if self._vlan_filtering(br):
                     self._vlan(ln["index"], port, None, trunk=True)
-                self._set(f"cannot bring up {port}", index=ln["index"], state="up")
+                self._set(f"cannot bring up {port}", ln["index"], up=True)
             except BaseException:
                 self._delete(ln["index"], port)
                 raise
@@ -733,15 +512,14 @@ class LinuxBackend(Backend):
             return PortResult(ofport=ln["index"], created_bridge=False, datapath=DATAPATH, port=ln["name"])
         name = vxlan_device_name(bridge, key)
         local = options.get("local_ip")
-        spec: Dict[str, Any] = {"ifname": name, "kind": "vxlan", "vxlan_id": key, "vxlan_learning": 1,
-                                "vxlan_port": int(options.get("dst_port", VXLAN_PORT)),
-                                "mtu": self._underlay_mtu(remote) - tunnel_overhead("vxlan", v6, key, False),
-                                "ifalias": encode_record(dev_ids)}
+        data: List[Tuple[str, Any]] = [("ID", key), ("LEARNING", 1),
+                                       ("PORT", int(options.get("dst_port", VXLAN_PORT)))]
         if local:
-            spec["vxlan_local6" if v6 else "vxlan_local"] = local
+            data.append(("LOCAL6" if v6 else "LOCAL", local))
         if "csum" in options:
-            spec["vxlan_udp_csum"] = 1 if options["csum"] == "true" else 0
-        res = self._add_tunnel_device(bridge, name, spec)
+            data.append(("UDP_CSUM", 1 if options["csum"] == "true" else 0))
+        mtu = self._underlay_mtu(remote) - tunnel_overhead("vxlan", v6, key, False)
+        res = self._add_tunnel_device(bridge, name, "vxlan", data, mtu, encode_record(dev_ids))
         try:
             self._fdb_append(int(res.ofport or 0), name, remote)
         except BaseException:
@@ -755,8 +533,8 @@ class LinuxBackend(Backend):
         if remote in self._fdb_remotes(idx):
             return
         try:
-            self.ipr.fdb("append", ifindex=idx, lladdr="00:00:00:00:00:00", dst=remote)
-        except Exception as exc:
+            self.nl.fdb_append(idx, remote)
+        except OSError as exc:
             raise _netlink_error(exc, f"cannot add remote {remote} to {name}") from exc
 
     def del_tunnel_port(self, port: str, *, remote: Optional[str] = None) -> bool:
@@ -767,8 +545,8 @@ class LinuxBackend(Backend):
             remotes = self._fdb_remotes(ln["index"])
             if remote in remotes and len(remotes) > 1:
                 try:
-                    self.ipr.fdb("del", ifindex=ln["index"], lladdr="00:00:00:00:00:00", dst=remote)
-                except Exception as exc:
+                    self.nl.fdb_del(ln["index"], remote)
+                except OSError as exc:
                     raise _netlink_error(exc, f"cannot remove remote {remote} from {port}") from exc
                 return True
         return self.del_port(port, if_exists=True)

@@ -157,7 +157,7 @@ def linux_bridges(links: Mapping[int, LinkFacts]) -> List[BridgeFacts]:
         if br.kind != "bridge":
             continue
         # Imported only when there is a Linux bridge (no pyroute2/ovs import, but a big module).
-        from ovsfab.backends.linux import decode_record  # noqa: PLC0415
+        from ovsfab.backends.linux_record import decode_record  # noqa: PLC0415
         ports = []
         for ln in links.values():
             if ln.master != br.index:
