@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import pytest
 
@@ -22,15 +22,18 @@ from ovsfab.agent.protocol import PROTOCOL, netns_id
 
 
 class Recorder(srv.ControlServer):
-    """Records the size of every group it is asked to run, and answers each request."""
+    """Records the size of every group it would commit (and of each request run alone), and answers each."""
 
     def __init__(self, path: str) -> None:
         super().__init__(lambda: None, path)
         self.groups: List[int] = []
 
-    def _serve_group(self, group: List[Tuple[Any, Dict[str, Any]]]) -> None:
-        self.groups.append(len(group))
-        for conn, _ in group:
+    def _add(self, groups: Dict[str, Any], key: str, conn: Any, req: Dict[str, Any]) -> None:
+        groups.setdefault(key, srv._Group()).conns.append(conn)  # noqa: SLF001 - no attach is run
+
+    def _commit(self, group: Any) -> None:
+        self.groups.append(len(group.conns))
+        for conn in group.conns:
             send_reply(conn, {"v": PROTOCOL, "declined": "recorded"})
 
     def handle(self, req: Dict[str, Any]) -> Dict[str, Any]:

@@ -116,25 +116,66 @@ def execute_many(name: str, params_list: Sequence[Mapping[str, Any]], ctx: Conte
             except OvsfabError as exc:
                 out.append(exc)
         return out
-    from ovsfab.ops.attach import attach_many  # noqa: PLC0415
-
-    slots: List[Any] = []
-    reqs = []
+    group = AttachGroup(ctx, timings)
     for params in params_list:
+        group.add(params)
+    return group.commit()
+
+
+class AttachGroup:
+    """Plain attaches in one context, added one by one, committed in ONE OVSDB transaction.
+
+    The agent's group commit (:class:`ovsfab.ops.attach.AttachBatch`): each
+    request is validated and its link work done when it is added; a bad one
+    gets its error in its place.  :meth:`commit` plugs them all and returns
+    a result or an OvsfabError for each, in the order added; it closes the
+    backend, and so does :meth:`abort`.  ``sync``: see AttachBatch (the
+    agent passes its OVSDB barrier).
+    """
+
+    def __init__(self, ctx: Context, timings: Optional[Dict[str, float]] = None,
+                 sync: Optional[Callable[[], None]] = None) -> None:
+        from ovsfab.ops.attach import AttachBatch  # noqa: PLC0415
+
+        self._op = operation("attach")
+        self._slots: List[Any] = []
+        self._backend = ctx.backend_factory()()
         try:
-            p = _check_params(op, params)
+            self._batch = AttachBatch(self._backend, ctx.fault, ctx.docker_host, timings, sync)
+        except BaseException:
+            self._backend.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def add(self, params: Mapping[str, Any]) -> None:
+        """Validate one attach's parameters and do its link work (its error, if any, is its result)."""
+        try:
+            p = _check_params(self._op, params)
             if p.get("network") is not None or p.get("bridge") is None:
                 raise InvalidInput("only plain attaches share a transaction")
-            reqs.append(_attach_request(p))
-            slots.append(None)
+            req = _attach_request(p)
         except OvsfabError as exc:
-            slots.append(exc)
-    backend = ctx.backend_factory()()
-    try:
-        done = iter(attach_many(reqs, backend, ctx.fault, ctx.docker_host, timings))
-    finally:
-        backend.close()
-    return [slot if slot is not None else next(done) for slot in slots]
+            self._slots.append(exc)
+            return
+        self._slots.append(None)
+        self._batch.add(req)
+
+    def commit(self) -> List[Any]:
+        """Plug every port in one transaction; a result or an OvsfabError per request, in order."""
+        try:
+            done = iter(self._batch.commit())
+        finally:
+            self._backend.close()
+        return [slot if slot is not None else next(done) for slot in self._slots]
+
+    def abort(self, exc: BaseException) -> None:
+        """Undo every request added (nothing plugged), and close the backend."""
+        try:
+            self._batch.abort(exc)
+        finally:
+            self._backend.close()
 
 
 def execute(name: str, params: Mapping[str, Any], ctx: Context) -> Any:

@@ -132,60 +132,107 @@ def attach_many(reqs: Sequence[AttachRequest], backend: Backend, fault: Optional
     (``links``: resolve .. offloads of all; ``plug``: the transaction and
     vswitchd; ``finish``: announce and verify of all), for the agent's log.
     """
-    require_root()
-    clock = _Clock(timings)
-    out: List[Union[AttachResult, OvsfabError, None]] = [None] * len(reqs)
-    open_: List[Tuple[int, contextlib.ExitStack, Plan, "_Pending"]] = []
+    batch = AttachBatch(backend, fault, docker_host, timings)
+    for req in reqs:
+        batch.add(req)
+    return batch.commit()
 
-    def fail(i: int, stack: contextlib.ExitStack, plan: Plan, exc: BaseException) -> None:
+
+class AttachBatch:
+    """:func:`attach_many` one request at a time: each request's link work when it is added, one
+    transaction for all at :meth:`commit`.
+
+    The agent adds requests as they arrive during a burst, so their link
+    work overlaps the start-up of the clients still coming, and plugs them
+    all at once.  ``sync``, when given, is called before each request after
+    the first (the agent's OVSDB barrier: each request then reads OVSDB as
+    fresh as when it arrived).
+    """
+
+    def __init__(self, backend: Backend, fault: Optional[str] = None, docker_host: Optional[str] = None,
+                 timings: Optional[Dict[str, float]] = None, sync: Optional[Callable[[], None]] = None) -> None:
+        require_root()
+        self.backend = backend
+        self.fault = fault
+        self.docker_host = docker_host
+        self.sync = sync
+        self._out: List[Union[AttachResult, OvsfabError, None]] = []
+        self._open: List[Tuple[int, contextlib.ExitStack, Plan, "_Pending"]] = []
+        self._clock = _Clock(timings)
+
+    def __len__(self) -> int:
+        return len(self._out)
+
+    def _fail(self, i: int, stack: contextlib.ExitStack, plan: Plan, exc: BaseException) -> None:
         plan.__exit__(type(exc), exc, exc.__traceback__)  # rollback, in reverse
         stack.close()
-        out[i] = exc if isinstance(exc, OvsfabError) else OperationFailed(
+        self._out[i] = exc if isinstance(exc, OvsfabError) else OperationFailed(
             f"internal error: {type(exc).__name__}: {exc}", "rerun with --debug and report it")
 
-    for i, req in enumerate(reqs):
+    def add(self, req: AttachRequest) -> None:
+        """Steps resolve .. offloads of one more request (its failure is its result, rolled back now)."""
+        i = len(self._out)
+        self._out.append(None)
+        self._clock.restart()
         stack = contextlib.ExitStack()
-        plan = Plan("attach", fault).__enter__()
+        plan = Plan("attach", self.fault).__enter__()
+        backend = self.backend
         try:
-            pending = _begin(req, lambda: Borrowed(backend), None, docker_host, stack, plan)
+            if i and self.sync is not None:
+                self.sync()
+            pending = _begin(req, lambda: Borrowed(backend), None, self.docker_host, stack, plan)
         except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
-            fail(i, stack, plan, exc)
-            continue
+            self._fail(i, stack, plan, exc)
+            self._clock.lap("links")
+            return
         if isinstance(pending, AttachResult):
             plan.__exit__(None, None, None)
             stack.close()
-            out[i] = pending
-            continue
-        open_.append((i, stack, plan, pending))
-    clock.lap("links")
-    if open_:
-        bridges_before = {p.req.bridge: backend.bridge_datapath(p.req.bridge) is not None for _, _, _, p in open_}
-        try:
-            plugged = backend.add_many([NewPort(p.req.bridge, p.port, p.ids, p.datapath, p.req.vlan)
-                                        for _, _, _, p in open_])
-        except Exception as exc:  # noqa: BLE001 - the one transaction failed: so did every request in it
-            for i, stack, plan, _ in open_:
-                fail(i, stack, plan, exc)
-            open_ = []
-            plugged = {}
-        clock.lap("plug")
-        for i, stack, plan, pending in open_:
-            pending.created_bridge = not bridges_before[pending.req.bridge]
-            plan.add_undo("plug", pending.unplug)
+            self._out[i] = pending
+        else:
+            self._open.append((i, stack, plan, pending))
+        self._clock.lap("links")
+
+    def commit(self) -> List[Union[AttachResult, OvsfabError]]:
+        """One transaction for every port added, then announce and verify each: a result or error each, in order."""
+        self._clock.restart()
+        open_, self._open = self._open, []
+        backend = self.backend
+        if open_:
+            bridges_before = {p.req.bridge: backend.bridge_datapath(p.req.bridge) is not None
+                              for _, _, _, p in open_}
             try:
-                ofport, error = plugged.get(pending.port, (None, None))
-                if error:
-                    raise OperationFailed(f"ovs-vswitchd could not add port {pending.port}: {error}",
-                                          "see ovs-vswitchd.log")
-                plan.checkpoint("plug")
-                out[i] = _end(pending, plan, ofport)
-            except Exception as exc:  # noqa: BLE001
-                fail(i, stack, plan, exc)
-                continue
-            plan.__exit__(None, None, None)
-            stack.close()
-    clock.lap("finish")
-    return [r for r in out if r is not None]
+                plugged = backend.add_many([NewPort(p.req.bridge, p.port, p.ids, p.datapath, p.req.vlan)
+                                            for _, _, _, p in open_])
+            except Exception as exc:  # noqa: BLE001 - the one transaction failed: so did every request in it
+                for i, stack, plan, _ in open_:
+                    self._fail(i, stack, plan, exc)
+                open_ = []
+                plugged = {}
+            self._clock.lap("plug")
+            for i, stack, plan, pending in open_:
+                pending.created_bridge = not bridges_before[pending.req.bridge]
+                plan.add_undo("plug", pending.unplug)
+                try:
+                    ofport, error = plugged.get(pending.port, (None, None))
+                    if error:
+                        raise OperationFailed(f"ovs-vswitchd could not add port {pending.port}: {error}",
+                                              "see ovs-vswitchd.log")
+                    plan.checkpoint("plug")
+                    self._out[i] = _end(pending, plan, ofport)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(i, stack, plan, exc)
+                    continue
+                plan.__exit__(None, None, None)
+                stack.close()
+            self._clock.lap("finish")
+        return [r for r in self._out if r is not None]
+
+    def abort(self, exc: BaseException) -> None:
+        """Roll back every request added and not yet plugged (the caller could not commit)."""
+        open_, self._open = self._open, []
+        for i, stack, plan, _ in open_:
+            self._fail(i, stack, plan, exc)
 
 
 class _Clock:
@@ -193,6 +240,10 @@ class _Clock:
 
     def __init__(self, into: Optional[Dict[str, float]]) -> None:
         self.into = into
+        self.t = time.monotonic()
+
+    def restart(self) -> None:
+        """Time between laps is not counted (the agent waiting for requests)."""
         self.t = time.monotonic()
 
     def lap(self, name: str) -> None:
