@@ -121,10 +121,23 @@ def mark_stale(bridges: Iterable[BridgeFacts],
     dockerd could not be asked (Docker-backed ports are then left unflagged).
     """
     by_id, by_name = _docker_index(docker_listing or [])
+    by_endpoint = {net.get("EndpointID"): c for c in docker_listing or []
+                   for net in ((c.get("NetworkSettings") or {}).get("Networks") or {}).values()
+                   if isinstance(net, Mapping) and net.get("EndpointID")}
     for br in bridges:
         for port in br.ports:
             owner = port.owner
             if owner is None:
+                continue
+            if owner.endpoint is not None:  # the Docker driver's: the container holding the endpoint
+                if docker_listing is not None:
+                    found = by_endpoint.get(owner.endpoint)
+                    if found is None:
+                        port.stale_reasons.append(STALE_CONTAINER_GONE)
+                    else:
+                        names = found.get("Names") or []
+                        owner.container = names[0].lstrip("/") if names else owner.container
+                        owner.container_id = found["Id"]
                 continue
             kind = "docker" if owner.tool == "ovs-docker" else _target_kind(owner)
             spec = owner.target or owner.container_id

@@ -75,6 +75,8 @@ class Owner:
     container_id: str
     ifname: str
     target: Optional[str] = None
+    #: A Docker driver endpoint's ID (ops/endpoint.py): Docker, not the record, knows its container.
+    endpoint: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         return {"tool": self.tool, "container": self.container, "container_id": self.container_id,
@@ -253,8 +255,12 @@ class InspectResult:
 # ---------------------------------------------------------------------------
 def owner_of(port_ids: Mapping[str, str], iface_ids: Mapping[str, str]) -> Optional[Owner]:
     if port_ids.get(OWNER_KEY) == OWNER_VALUE and port_ids.get(KEY_CONTAINER_ID):
+        from ovsfab.backends.base import KEY_ROLE  # noqa: PLC0415
+        from ovsfab.ops.endpoint import KEY_ENDPOINT_ID, ROLE_DOCKER  # noqa: PLC0415
+
+        endpoint = port_ids.get(KEY_ENDPOINT_ID) if port_ids.get(KEY_ROLE) == ROLE_DOCKER else None
         return Owner("ovsfab", port_ids.get(KEY_CONTAINER_NAME, ""), port_ids[KEY_CONTAINER_ID],
-                     port_ids.get(KEY_IFNAME, ""), port_ids.get(KEY_TARGET) or None)
+                     port_ids.get(KEY_IFNAME, ""), port_ids.get(KEY_TARGET) or None, endpoint or None)
     if port_ids.get(OWNER_KEY) == OWNER_VALUE or iface_ids.get(OWNER_KEY) == OWNER_VALUE:
         return None
     # ovs-docker tags only the Interface row; accept the Port row too.
