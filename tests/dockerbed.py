@@ -7,14 +7,21 @@
     bed.close()                # containers removed one at a time, dockerd stopped, its directory gone
 
 dockerd 20.10 flags: ``--bridge=none --iptables=false --ip6tables=false``
-(no docker0, no rules shared with the machine's dockerd), ``--config-file``
-an empty one (the machine's daemon.json is not read),
+(no default bridge, no rules shared with the machine's dockerd),
+``--config-file`` an empty one (the machine's daemon.json is not read),
 ``--cgroup-parent`` its own.  Without ``--containerd`` it starts its own
-containerd under ``--exec-root``.  It runs in this process's network
-namespace (the root one, like the machine's dockerd), finds plugins in the
-same ``/run/docker/plugins`` and ``/etc/docker/plugins``, and is a child of
-this process (PID 1 here reaps nothing).  Live restore is off: a restart
-stops every container; those with a restart policy come back.
+containerd under ``--exec-root``.
+
+It runs in a network namespace of its own (:attr:`netns_path`; ``nsenter
+--net``, the mount namespace stays the machine's): with ``--bridge=none``
+dockerd DELETES the interface ``docker0`` of its namespace at start
+(libnetwork's removeDefaultBridgeInterface), which in the root namespace is
+the machine dockerd's bridge.  A Docker network driver serving this dockerd
+creates the veth ends Docker moves in that namespace (``ovsfab docker-driver
+--docker-netns``).  It finds plugins in the same ``/run/docker/plugins`` and
+``/etc/docker/plugins`` as the machine's, and is a child of this process
+(PID 1 here reaps nothing).  Live restore is off: a restart stops every
+container; those with a restart policy come back.
 
 Clients reach it with ``DOCKER_HOST`` (:meth:`env`); ovsfab reads it too.
 Containers get ``--stop-timeout 0`` (SIGKILL at once) unless given one: busybox ``sleep`` as
@@ -60,6 +67,8 @@ class DockerBed:
         self.pidfile = self.dir / "docker.pid"
         self.logfile = self.dir / "dockerd.log"
         (self.dir / "daemon.json").write_text("{}\n")
+        self.netns = tb.make_netns(f"ovsfab-{self.dir.name}")
+        self.netns_path = f"/run/netns/{self.netns.name}"
         self.proc: Optional[subprocess.Popen] = None
         self.made: List[str] = []
         self.start_timeout = start_timeout
@@ -72,7 +81,7 @@ class DockerBed:
     # -- the daemon ------------------------------------------------------
     def argv(self) -> List[str]:
         d = self.dir
-        return [DOCKERD, "--config-file", str(d / "daemon.json"), "--data-root", str(d / "data"),
+        return ["nsenter", f"--net={self.netns_path}", DOCKERD, "--config-file", str(d / "daemon.json"), "--data-root", str(d / "data"),
                 "--exec-root", str(d / "exec"), "--pidfile", str(self.pidfile), "-H", self.host,
                 "--bridge=none", "--iptables=false", "--ip6tables=false",
                 f"--cgroup-parent=/{d.name}", "--shutdown-timeout", "5"]
@@ -96,7 +105,10 @@ class DockerBed:
             time.sleep(0.1)
 
     def answers(self) -> bool:
-        return self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+        try:
+            return self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:  # listening, still restoring its containers
+            return False
 
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM and wait (its containers stop; its containerd exits with it)."""
@@ -120,6 +132,26 @@ class DockerBed:
             return self.logfile.read_text(errors="replace")
         except OSError:
             return ""
+
+    def _kill_leftovers(self) -> None:
+        """containerd shims outlive their containerd (by design): those of this dockerd that a stop
+        interrupted mid-way (e.g. while it restored containers) are killed, their containers first."""
+        needle = str(self.dir).encode()
+        procs = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    cmdline = Path(f"/proc/{d}/cmdline").read_bytes()
+                    ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                procs[int(d)] = (ppid, needle in cmdline)
+        shims = [pid for pid, (_, ours) in procs.items() if ours]
+        for pid in [p for p, (ppid, _) in procs.items() if ppid in shims] + shims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     # -- clients ---------------------------------------------------------
     def env(self, extra: Optional[dict] = None) -> dict:
@@ -169,9 +201,11 @@ class DockerBed:
                 self.remove(self.made)
         finally:
             self.stop()
+            self._kill_leftovers()
             prefix = str(self.dir) + "/"
             with open("/proc/self/mounts") as f:
                 mounts = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
             for m in sorted(mounts, key=len, reverse=True):
                 tb.run(["umount", "-l", m], check=False)
             tb.run(["rm", "-rf", "--one-file-system", str(self.dir)], check=False, timeout=120)
+            tb.delete_netns(self.netns.name)
