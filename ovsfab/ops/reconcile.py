@@ -346,17 +346,12 @@ class Reconciler:
             return Action(STOPPED, att, "container stopped")
         if dry_run:
             return Action(STOPPED, att, "container stopped; host end would be set down")
-        from ovsfab.plumbing.links import netlink_error  # noqa: PLC0415
-
         # Something still holds the stopped container's namespace open, so
         # the veth lives on: take the port down rather than leave it forwarding.
         host = self._netlink()
         idx = host.index(att.port)
         if idx is not None:
-            try:
-                host.ipr.link("set", index=idx, state="down")
-            except Exception as exc:  # NetlinkError
-                raise netlink_error(exc, f"cannot set {att.port} down") from exc
+            host.set_down(idx)
         return Action(STOPPED, att, "container stopped; host end set down", changed=True)
 
     def _restore(self, att: Attachment, kind: str, info: Optional[Dict[str, Any]]) -> Action:

@@ -266,7 +266,7 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
         if nic in backend.internal_ports() or backend.bridge_datapath(nic) is not None:
             raise Conflict(f"{nic} is an OVS bridge's own interface, not a NIC", "give a physical or veth NIC")
         idx = int(info["index"])
-        master = nl.ipr.get_links(idx)[0].get_attr("IFLA_MASTER")
+        master = info.get("master")
         if master:
             raise Conflict(f"{nic} is enslaved to another device (ifindex {master})",
                            f"release it first (ip link set {nic} nomaster)")
@@ -346,7 +346,7 @@ def uplink_add(bridge: str, nic: str, force: bool, datapath: str,
             binfo = nl.link(bridge)
             if binfo is not None and not binfo["up"]:
                 nl.set_up(bidx)
-                plan.add_undo("internal port up", lambda: nl.ipr.link("set", index=bidx, state="down"))
+                plan.add_undo("internal port up", lambda: nl.set_down(bidx))
             return bidx
 
         bidx: int = plan.step("internal_port", internal_port)

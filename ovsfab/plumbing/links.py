@@ -71,9 +71,8 @@ class NetlinkHandle:
 
     Every request of this class (link lookup, dumps, veth creation,
     addresses, routes, up, delete) goes through :class:`~ovsfab.netlink.rtnl.Rtnl`,
-    the socket inspect/show use too.  ``ipr`` (a pyroute2 IPRoute) is left to
-    :class:`L3Handle`'s address and route moves and route lookups, created
-    on first use, inside the namespace.
+    the socket inspect/show use too.  ``ipr`` (a pyroute2 IPRoute, created on
+    first use, inside the namespace) is left for the lab's wiring only.
     """
 
     def __init__(self, ns: Optional[Namespace] = None) -> None:
@@ -136,6 +135,7 @@ class NetlinkHandle:
             "peer_index": msg.get_attr("IFLA_LINK"),
             "peer_netnsid": msg.get_attr("IFLA_LINK_NETNSID"),
             "up": bool(msg["flags"] & IFF_UP),
+            "master": msg.get_attr("IFLA_MASTER"),
         }
 
     def addresses(self, index: int) -> List[str]:
@@ -254,6 +254,13 @@ class NetlinkHandle:
             self._rt.one(nlmsg.link(index=index, flags=IFF_UP, change=IFF_UP), RTM_SETLINK)
         except OSError as exc:
             raise netlink_error(exc, f"cannot bring up interface {index}") from exc
+
+    def set_down(self, index: int) -> None:
+        """Take a link down (it stops forwarding; its configuration stays)."""
+        try:
+            self._rt.one(nlmsg.link(index=index, flags=0, change=IFF_UP), RTM_SETLINK)
+        except OSError as exc:
+            raise netlink_error(exc, f"cannot set interface {index} down") from exc
 
     def set_mtu(self, index: int, mtu: int) -> None:
         try:
