@@ -18,10 +18,24 @@ def _old(version: str) -> bool:
     return version.startswith("0.")
 
 
+def _list(result: Dict[str, Any], key: str, what: str) -> List[Any]:
+    value = result.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CniError(INVALID_CONFIG, f"{what} {key} must be a list, not {type(value).__name__}")
+    return value
+
+
 def normalize(result: Optional[Dict[str, Any]], version: str) -> Dict[str, Any]:
-    """A result (IPAM's, or prevResult) with its ``ips`` in ``version``'s form."""
+    """A result (IPAM's, or prevResult) with its ``ips`` in ``version``'s form; its lists checked."""
     out: Dict[str, Any] = copy.deepcopy(result) if result else {}
-    for ip in out.get("ips") or []:
+    for key in ("interfaces", "routes"):
+        if any(not isinstance(item, dict) for item in _list(out, key, "result")):
+            raise CniError(INVALID_CONFIG, f"result {key} must be a list of objects")
+    if out.get("dns") is not None and not isinstance(out["dns"], dict):
+        raise CniError(INVALID_CONFIG, "result dns must be an object")
+    for ip in _list(out, "ips", "result"):
         if not isinstance(ip, dict) or not isinstance(ip.get("address"), str):
             raise CniError(INVALID_CONFIG, f"result ip {ip!r} has no address")
         try:
