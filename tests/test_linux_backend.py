@@ -473,6 +473,41 @@ def test_auto_picks_ovs_when_ovsdb_answers(hosts, netns_targets):
     h.ovsfab("detach", "br0", c.target, check=True)
 
 
+@pytest.fixture
+def ovs_agent():
+    """An OVS host with the agent running in it (netns targets only: no dockerd needed)."""
+    from test_agent import AgentProc
+
+    host = tb.OvsHost()
+    agent = AgentProc(host)
+    try:
+        agent.wait_log("serving attach/detach")
+        agent.wait_log("connected to OVSDB")
+        yield host, agent
+    finally:
+        if agent.proc.poll() is None:
+            agent.kill()
+        host.close()
+
+
+def test_auto_through_the_agent_follows_a_linux_bridge(ovs_agent, netns_targets):
+    """The agent resolves auto by the same rule: the lean client's plain attach to a Linux
+    bridge is served by the agent on that bridge, one to an OVS bridge on its warm session."""
+    h, agent = ovs_agent
+    served = lambda: agent.text().count(" op: ")  # noqa: E731 - its log: ``op: NAME -> exit N``
+    h.ip("link", "add", "brl", "type", "bridge")
+    c, d = netns_targets(), netns_targets()
+    n = served()
+    lin = _attach(h, "brl", c, "10.2.0.10/24")
+    assert lin["datapath"] == "linux" and tb.links_in(h.name)[lin["port"]].get("master") == "brl"
+    ovs = _attach(h, "br0", d, "10.1.0.10/24")
+    assert ovs["datapath"] != "linux" and tb.ovs_bridges(h) == ["br0"]
+    assert served() == n + 2, agent.text()[-2000:]
+    h.ovsfab("detach", "brl", c.target, check=True)
+    links = tb.links_in(h.name)
+    assert lin["port"] not in links and ovs["port"] in links and "brl" in links
+
+
 # ---------------------------------------------------------------- Docker's FORWARD DROP
 @pytest.mark.docker
 def test_forward_drop_with_dockerd_is_detected(docker_image, netns_targets):
