@@ -508,6 +508,27 @@ def test_auto_through_the_agent_follows_a_linux_bridge(ovs_agent, netns_targets)
     assert lin["port"] not in links and ovs["port"] in links and "brl" in links
 
 
+def test_auto_in_the_agents_group_commit(hosts, netns_targets):
+    """The agent's group commit shares one OVS transaction; under auto an attach to a Linux
+    bridge in the same group is served on its own (in order), not pushed into OVS."""
+    h, = hosts("ovs")
+    h.ip("link", "add", "brl", "type", "bridge")
+    c, d = netns_targets(), netns_targets()
+    code = ("import json, sys\n"
+            "from ovsfab.ops.api import AttachGroup\n"
+            "from ovsfab.ops.context import Context\n"
+            "g = AttachGroup(Context(db=sys.argv[1], backend='auto'))\n"
+            "g.add({'bridge': 'brl', 'container': sys.argv[2], 'addresses': ['10.2.0.10/24']})\n"
+            "g.add({'bridge': 'br0', 'container': sys.argv[3], 'addresses': ['10.1.0.10/24']})\n"
+            "print(json.dumps([r.to_json() for r in g.commit()]))\n")
+    cp = tb.run(["ip", "netns", "exec", h.name, tb.PYTHON, "-c", code, h.db_url, c.target, d.target], timeout=60)
+    lin, ovs = json.loads(cp.stdout)
+    links = tb.links_in(h.name)
+    assert lin["datapath"] == "linux" and links[lin["port"]].get("master") == "brl"
+    assert ovs["datapath"] != "linux" and tb.ovs_bridges(h) == ["br0"]
+    assert h.vsctl("port-to-br", ovs["port"]).stdout.strip() == "br0"
+
+
 # ---------------------------------------------------------------- Docker's FORWARD DROP
 @pytest.mark.docker
 def test_forward_drop_with_dockerd_is_detected(docker_image, netns_targets):

@@ -122,6 +122,12 @@ def execute_many(name: str, params_list: Sequence[Mapping[str, Any]], ctx: Conte
     return group.commit()
 
 
+def _is_linux_bridge(bridge: str) -> bool:
+    from ovsfab.backends.factory import resolve_kind  # noqa: PLC0415
+
+    return resolve_kind("auto", bridge) == "linux"
+
+
 class AttachGroup:
     """Plain attaches in one context, added one by one, committed in ONE OVSDB transaction.
 
@@ -138,6 +144,7 @@ class AttachGroup:
         from ovsfab.ops.attach import AttachBatch  # noqa: PLC0415
 
         self._op = operation("attach")
+        self._ctx = ctx
         self._slots: List[Any] = []
         self._backend = ctx.backend_factory()()
         try:
@@ -156,6 +163,10 @@ class AttachGroup:
             if p.get("network") is not None or p.get("bridge") is None:
                 raise InvalidInput("only plain attaches share a transaction")
             req = _attach_request(p)
+            if self._ctx.backend == "auto" and _is_linux_bridge(req.bridge):
+                # auto on a Linux bridge: not this group's OVS transaction; served on its own, in order.
+                self._slots.append(self._op.run(p, self._ctx))
+                return
         except OvsfabError as exc:
             self._slots.append(exc)
             return
