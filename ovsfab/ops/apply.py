@@ -378,8 +378,13 @@ def apply(path: str, host: str, backend_factory: BackendFactory, dry_run: bool =
     """
     from ovsfab.fabric.spec import load_fabric  # noqa: PLC0415
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
+    from ovsfab.plumbing.pyroute2_private import defer_package_init  # noqa: PLC0415
 
     t0 = time.monotonic()
+    # As attach's lean path: apply needs pyroute2's rtnetlink message classes,
+    # not its package __init__ (every netlink family: ~100-150 ms of a one-shot
+    # CLI).  A no-op where pyroute2 is imported already (the agent).
+    defer_package_init()
     fabric = load_fabric(path)          # file errors: before anything is touched
     host_part(fabric, host)             # unknown --host: likewise
     require_root()
