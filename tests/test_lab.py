@@ -170,3 +170,71 @@ def test_lab_linux_backend(lab_env, mode):
     assert tb.tcp_transfer("docker-test1-c1", "docker-test2-c1", dst)
     assert lab(env, "down").returncode == 0
     assert_lab_gone(env)
+
+
+def test_lab_vxlan_with_the_docker_driver(lab_env, docker_image):
+    """`lab up --driver`: a Docker driver per host, one Docker network per host on its br0 (the
+    same subnet, each host its own --ip-range), the containers started on them; then the lab's
+    pings, TCP, a second container through the driver's IPAM, and `down` leaves nothing."""
+    cp = lab(lab_env, "up", "--mode", "vxlan", "--driver", timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    st = status(lab_env)
+    assert st["driver"] is True and all(v is not None for v in st["ping"].values()) and len(st["ping"]) == 2
+    nets = {}
+    for h in st["hosts"]:
+        # a lab outside /run/ovsfab-lab names its plugins after its directory (docs/docker-driver.md)
+        plugin = h["plugin"]
+        assert plugin.startswith("ovsfab-lab-") and plugin.endswith(h["name"]), plugin
+        assert f"docker network create -d {plugin} --ipam-driver {plugin}" in cp.stdout, cp.stdout
+        net = json.loads(tb.docker("network", "inspect", h["container"]).stdout)[0]
+        assert net["Driver"] == plugin and net["IPAM"]["Driver"] == plugin, net
+        nets[h["name"]] = net
+        pid = int(tb.docker("inspect", "-f", "{{.State.Pid}}", h["container"]).stdout)
+        eth0 = tb.links_in(f"/proc/{pid}/ns/net")["eth0"]
+        assert eth0["mtu"] == 1450  # the tunnel-aware MTU, from the driver
+        assert tb.addrs_in(f"/proc/{pid}/ns/net")["eth0"] == [h["address"]]
+    assert nets["docker-test1"]["IPAM"]["Config"][0]["IPRange"] == "10.77.0.128/29"
+    assert nets["docker-test2"]["IPAM"]["Config"][0]["IPRange"] == "10.77.0.136/29"
+    pids = [int(tb.docker("inspect", "-f", "{{.State.Pid}}", h["container"]).stdout) for h in st["hosts"]]
+    assert tb.tcp_transfer(f"/proc/{pids[0]}/ns/net", f"/proc/{pids[1]}/ns/net", "10.77.0.20")
+    # The host's view: the driver's port, owned by the container holding it, not stale.
+    cp = lab(lab_env, "exec", "docker-test1", "--", "ovsfab", "show", "br0", "--json")
+    ports = [p for b in json.loads(cp.stdout)["bridges"] for p in b["ports"] if p["class"] == "attachment"]
+    assert [(p["owner"]["container"], p["stale"]) for p in ports] == [("ovsfab-lab-docker-test1", False)], ports
+    # Plain `docker run --network`: an address from docker-test2's range, across to docker-test1.
+    extra = tb.unique("lab")
+    try:
+        tb.docker("run", "-d", "--name", extra, "--network", "ovsfab-lab-docker-test2", docker_image, "sleep", "1000")
+        ip = json.loads(tb.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", extra).stdout)[
+            "ovsfab-lab-docker-test2"]["IPAddress"]
+        assert 136 <= int(ip.rsplit(".", 1)[1]) < 144, ip
+        pid = int(tb.docker("inspect", "-f", "{{.State.Pid}}", extra).stdout)
+        assert tb.ping(f"/proc/{pid}/ns/net", "10.77.0.10", count=2)
+    finally:
+        tb.remove_containers([extra])
+    cp = lab(lab_env, "down")
+    assert cp.returncode == 0, cp.stderr
+    assert "network ovsfab-lab-docker-test1" in cp.stdout and "docker-driver of docker-test1" in cp.stdout
+    assert_lab_gone(lab_env)
+    assert tb.docker("network", "ls", "-q", "--filter", "name=ovsfab-lab-").stdout.split() == []
+    assert not [f for f in os.listdir("/run/docker/plugins") if f.startswith("ovsfab-lab-")]
+
+
+@pytest.mark.parametrize("driver", [False, True], ids=["attach", "driver"])
+def test_lab_up_refuses_a_leftover_container_in_one_line(lab_env, docker_image, driver):
+    """A container named like the lab's, left by an earlier run: exit 4 with one line naming the fix,
+    nothing of the lab left, and the container (not the lab's) left alone."""
+    assert not (set(LAB_NAMESPACES) & netns_names()), "a lab is already up on this machine"
+    name = "ovsfab-lab-docker-test1"
+    tb.docker("create", "--name", name, "--network", "none", docker_image, "sleep", "1")
+    try:
+        cp = lab(lab_env, "up", "--mode", "vxlan", *(["--driver"] if driver else []), timeout=300)
+        assert cp.returncode == 4, (cp.stdout, cp.stderr)
+        tb.assert_clean_error(cp)
+        assert f"docker rm -f {name}" in cp.stderr, cp.stderr
+        assert_lab_gone(lab_env)
+        assert tb.docker("inspect", "-f", "{{.Name}}", name).stdout.strip() == f"/{name}"
+        if driver:
+            assert tb.docker("network", "ls", "-q", "--filter", "name=ovsfab-lab-").stdout.split() == []
+    finally:
+        tb.remove_containers([name])

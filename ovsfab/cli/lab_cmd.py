@@ -24,6 +24,8 @@ def up(
                              "(OVN central + ovn-controller per host)."),
     backend: str = typer.Option("ovs", "--backend", help="ovs (private OVS per host) or linux (Linux bridges)."),
     bare: bool = typer.Option(False, "--bare", help="Only hosts, their OVS and containers: connect them yourself."),
+    driver: bool = typer.Option(False, "--driver", help="Containers join through ovsfab's Docker driver "
+                                "(docker network create -d ovsfab-lab-HOST), not ovsfab attach."),
     as_json: bool = typer.Option(False, "--json", help="Print the lab's status as JSON."),
 ) -> None:
     """Build hosts, start a container on each, connect them, ping across, show the tree."""
@@ -36,8 +38,13 @@ def up(
         from ovsfab.plumbing.netns import Namespace, named_path  # noqa: PLC0415
 
         state = lab.up(hosts=hosts, mode=mode, progress=(lambda s: None) if as_json else _say, bare=bare,
-                       backend=backend)
-        if bare and not as_json:
+                       backend=backend, driver=driver)
+        if bare and driver and not as_json:
+            for h in state.hosts:
+                typer.echo(f"{h.name}: Docker driver {h.plugin}, suggested address {h.address}")
+            typer.echo(f"next: build the fabric, then docker network create -d {state.hosts[0].plugin} ... "
+                       "(docs/walkthrough.md)")
+        elif bare and not as_json:
             for h in state.hosts:
                 typer.echo(f"{h.name}: container {h.container}, suggested address {h.address}")
             typer.echo("next: ovsfab lab exec docker-test1 -- ovsfab attach br0 ... (docs/walkthrough.md)")
@@ -92,7 +99,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
         if data is None:
             emit({"up": False}, as_json, "no lab is up")
             return
-        lines = [f"lab mode {data['mode']}, backend {data.get('backend', 'ovs')}"]
+        lines = [f"lab mode {data['mode']}, backend {data.get('backend', 'ovs')}"
+                 + (", containers through the Docker driver" if data.get("driver") else "")]
         for h in data["hosts"]:
             if data.get("backend") == "linux":
                 lines.append(f"  {h['name']}  eth1 {h['underlay']}  Linux bridges")

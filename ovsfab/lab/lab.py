@@ -36,7 +36,8 @@ from ovsfab.plumbing.netns import Namespace, named_path
 
 LOG = logging.getLogger(__name__)
 
-LAB_DIR = os.environ.get("OVSFAB_LAB_DIR", "/run/ovsfab-lab")
+DEFAULT_LAB_DIR = "/run/ovsfab-lab"
+LAB_DIR = os.environ.get("OVSFAB_LAB_DIR", DEFAULT_LAB_DIR)
 SWITCH_NS = "ovsfab-lab-switch"
 WIRE = "wire"
 IMAGE = "ovsfab-lab:busybox"
@@ -64,6 +65,7 @@ class LabHost:
     underlay: str
     container: str = ""      # target spec: Docker name or netns:NAME
     address: str = ""        # the container's address
+    plugin: str = ""         # --driver: the host's Docker driver (plugin name)
 
     @property
     def remote(self) -> str:
@@ -85,6 +87,11 @@ class LabState:
     ovn_rundirs: List[str] = field(default_factory=list)
     #: What ``ovsfab check`` found on hosts that did not converge (one line each).
     problems: List[str] = field(default_factory=list)
+    #: --driver: the Docker path through ovsfab's Docker driver (ovsfab/lab/driver.py):
+    #: rundirs of hosts whose driver runs, and the Docker networks made.
+    driver: bool = False
+    drivers: List[str] = field(default_factory=list)
+    networks: List[str] = field(default_factory=list)
 
     def save(self) -> None:
         os.makedirs(LAB_DIR, mode=0o750, exist_ok=True)
@@ -158,10 +165,17 @@ def _ensure_image(client) -> None:
 
 
 def _start_container(state: LabState, client, host: LabHost) -> str:
+    import docker.errors  # noqa: PLC0415 - the client's SDK
+    from ovsfab.lab.driver import docker_error  # noqa: PLC0415
+
     name = f"ovsfab-lab-{host.name}"
     cfg = client.create_host_config(network_mode="none")
-    created = client.create_container(IMAGE, ["/bin/sleep", "1000000000"], name=name, host_config=cfg,
-                                      labels={LABEL: host.name}, hostname=f"{host.name}-c1")
+    try:
+        created = client.create_container(IMAGE, ["/bin/sleep", "1000000000"], name=name, host_config=cfg,
+                                          labels={LABEL: host.name}, hostname=f"{host.name}-c1")
+    except docker.errors.APIError as exc:  # e.g. a container of an earlier lab: not ours to remove
+        raise docker_error(exc, f"cannot create container {name}",
+                           f"remove what is left of an earlier lab: docker rm -f {name}") from None
     state.containers.append(name)
     state.save()
     client.start(created["Id"])
@@ -170,11 +184,14 @@ def _start_container(state: LabState, client, host: LabHost) -> str:
 
 # -- the verbs ----------------------------------------------------------------
 def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = lambda s: None,
-       bare: bool = False, backend: str = "ovs") -> LabState:
+       bare: bool = False, backend: str = "ovs", driver: bool = False) -> LabState:
     """Build the lab, connect it, ping across; roll everything back on failure.
 
     ``bare``: hosts, their OVS and containers only — connecting them is left
-    to the user (docs/walkthrough.md does it step by step).
+    to the user (docs/walkthrough.md does it step by step).  ``driver``: the
+    containers join through ovsfab's Docker driver, one per host
+    (ovsfab/lab/driver.py); with ``bare``, the drivers run and no container
+    is made.
     """
     from ovsfab.ops.attach import require_root  # noqa: PLC0415
 
@@ -184,10 +201,13 @@ def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = l
         raise InvalidInput(f"lab backend {backend!r} is unknown", "use ovs or linux")
     if not 2 <= hosts <= 9:
         raise InvalidInput(f"--hosts {hosts} is outside 2..9")
+    if driver and (mode == "ovn" or backend != "ovs"):
+        raise InvalidInput("lab up --driver builds uplink or vxlan labs on OVS",
+                           "use --mode uplink or vxlan with --backend ovs")
     require_root()
     if LabState.load() is not None:
         raise Conflict("a lab is up already", "run ovsfab lab down first (ovsfab lab status shows it)")
-    state = LabState(mode=mode, backend=backend)
+    state = LabState(mode=mode, backend=backend, driver=driver)
     state.save()
     try:
         _build(state, hosts, progress, bare)
@@ -247,8 +267,18 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
     client = _docker_client()
     if client is not None:
         _ensure_image(client)
+    if state.driver:
+        from ovsfab.lab import driver  # noqa: PLC0415
+
+        driver.require_docker(client)
+        for host in state.hosts:
+            host.plugin = driver.plugin_name(host.name, LAB_DIR, DEFAULT_LAB_DIR)
+            with Namespace.open(named_path(host.netns)) as ns:
+                driver.start_driver(state, host, ns, progress)
     for i, host in enumerate(state.hosts, start=1):
-        if client is not None:
+        if state.driver:  # made on its Docker network once the fabric is up (_connect)
+            host.container = ""
+        elif client is not None:
             host.container = _start_container(state, client, host)
         else:
             tname = f"{host.name}-c1"
@@ -260,8 +290,10 @@ def _build(state: LabState, count: int, progress: Callable[[str], None], bare: b
         state.save()
     if bare:
         return
-    for host in state.hosts:
+    for i, host in enumerate(state.hosts, start=1):
         _connect(state, host, progress)
+        if state.driver:
+            _join_with_driver(state, client, host, i, progress)
     for host in state.hosts:
         _converge(state, host, progress)
     state.results = _ping_all(state, progress)
@@ -330,8 +362,23 @@ def _connect(state: LabState, host: LabHost, progress: Callable[[str], None]) ->
                     remote = other.underlay.split("/")[0]
                     progress(f"{host.name}: ovsfab tunnel add br0 {remote} --key {VNI}")
                     tunnel_add(TunnelRequest.parse("br0", remote, "vxlan", str(VNI)), factory)
+        if state.driver:  # Docker asks the driver for the interface (_join_with_driver)
+            return
         progress(f"{host.name}: ovsfab attach br0 {host.container} {host.address}")
         attach(AttachRequest.parse("br0", host.container, [host.address]), factory)
+
+
+def _join_with_driver(state: LabState, client, host: LabHost, index: int, progress: Callable[[str], None]) -> None:
+    """The host's Docker network on br0 and its container on it (instead of ovsfab attach)."""
+    import ipaddress  # noqa: PLC0415
+
+    from ovsfab.lab import driver  # noqa: PLC0415
+
+    subnet = str(ipaddress.ip_interface(host.address).network)
+    options = {"bridge": "br0"}
+    if state.mode == "vxlan":
+        options.update({"mode": "vxlan", "key": str(VNI)})
+    driver.network_and_container(state, client, host, index, subnet, options, IMAGE, LABEL, progress)
 
 
 def _target_ns(host: LabHost) -> Namespace:
@@ -368,6 +415,10 @@ def down(quiet: bool = False) -> List[str]:
     removed: List[str] = []
     if state.containers:
         client = _docker_client()
+        if client is not None and state.driver:  # a removal waits for the driver's Leave/DeleteEndpoint
+            from ovsfab.lab.driver import DRIVER_CALL_TIMEOUT  # noqa: PLC0415
+
+            client.timeout = DRIVER_CALL_TIMEOUT
         for name in reversed(state.containers):
             if client is None:
                 LOG.warning("cannot remove container %s: dockerd is not reachable", name)
@@ -382,6 +433,16 @@ def down(quiet: bool = False) -> List[str]:
                 pass
             except Exception as exc:  # noqa: BLE001 - keep removing the rest; say what stayed
                 LOG.warning("cannot remove container %s: %s", name, exc)
+    if state.networks or state.drivers:  # networks while their drivers still answer, then the drivers
+        from ovsfab.lab import driver  # noqa: PLC0415
+
+        client = _docker_client()
+        if state.networks and client is not None:
+            try:
+                removed.extend(driver.remove_networks(state, client))
+            except OvsfabError as exc:  # keep removing the rest; say what stayed
+                LOG.warning("%s", exc)
+        removed.extend(driver.stop_drivers(state))
     if state.ovn_rundirs:  # before the OVS daemons ovn-controller talks to
         from ovsfab.lab.ovn import stop_ovn  # noqa: PLC0415
 
@@ -422,8 +483,10 @@ def status() -> Optional[Dict[str, object]]:
             "db": host.remote if state.backend == "ovs" else None,
             "container": host.container,
             "address": host.address,
+            "plugin": host.plugin or None,
         })
-    out: Dict[str, object] = {"mode": state.mode, "backend": state.backend, "hosts": hosts, "ping": state.results}
+    out: Dict[str, object] = {"mode": state.mode, "backend": state.backend, "driver": state.driver, "hosts": hosts,
+                              "ping": state.results}
     if state.mode == "ovn":
         from ovsfab.lab.ovn import ovn_status  # noqa: PLC0415
 

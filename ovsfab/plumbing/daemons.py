@@ -101,6 +101,27 @@ def spawn(argv: List[str], env: Dict[str, str], timeout: float) -> None:
                               "see its log file")
 
 
+def spawn_background(argv: List[str], env: Dict[str, str], log_path: str, pidfile: str) -> int:
+    """Start a daemon that does not detach itself (e.g. ``ovsfab docker-driver`` for the lab).
+
+    Its own session (it outlives the caller), stdout and stderr to ``log_path``,
+    its PID written to ``pidfile`` for :func:`pid_of`; returns the PID.  The
+    caller waits for readiness in the daemon's own terms (a socket appearing).
+    """
+    name = os.path.basename(argv[0])
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, cwd="/")
+        except OSError as exc:
+            raise OperationFailed(f"{name} failed to start: {exc.strerror}", f"see {log_path}") from None
+    tmp = pidfile + ".tmp"
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(f"{proc.pid}\n")
+    os.replace(tmp, pidfile)
+    return proc.pid
+
+
 def stop_pid(pid: int, name: str, timeout: float = 10.0) -> None:
     """SIGTERM, wait (zombie-aware), SIGKILL what does not exit in time."""
     try:
