@@ -38,10 +38,12 @@ DRIVER_CALL_TIMEOUT = 120
 def plugin_name(host_name: str, lab_dir: str, default_dir: str) -> str:
     """The plugin name of one lab host: ``docker network create -d NAME``.
 
-    ``ovsfab-lab-HOST`` for the lab in its default directory; a lab elsewhere
-    (OVSFAB_LAB_DIR, e.g. a test's) adds a digest of its directory, because
-    dockerd keeps the address of a plugin name it once activated until it
-    restarts, and two labs must not share a name.
+    ``ovsfab-lab-HOST`` for the lab in its default directory.  dockerd keeps
+    the address of a plugin name it once activated until it restarts; the
+    socket is always ``/run/docker/plugins/NAME.sock``, so that address does
+    not change, and a lab elsewhere (OVSFAB_LAB_DIR, e.g. a test's) adds a
+    digest of its directory to the name, so it never depends on what dockerd
+    remembers of other labs' drivers.
     """
     if os.path.abspath(lab_dir) == os.path.abspath(default_dir):
         return PLUGIN_PREFIX + host_name
