@@ -16,14 +16,25 @@ Prints the median and p90 of each, and the ratio of the medians (target
 every ADD is handed to it whole (ovsfab/cni/plugin.py); without, each ADD runs
 in-process.
 
+``--direct`` times the plugin alone, as a runtime runs it: the executable
+(/usr/lib/cni/ovsfab) with ``CNI_*`` and the configuration, ADD then DEL of
+one namespace per round, host-local IPAM; with ``--before DIR`` the ovsfab
+package in DIR (e.g. ``git archive COMMIT ovsfab | tar -x -C DIR``) runs
+too, interleaved in the same rounds, through the same agent when there is
+one.  Prints the medians of the wall time of each.
+
 Usage (root, scripts/setup.sh done)::
 
     .venv/bin/python bench/bench_cni.py [--count 50] [--agent]
+    .venv/bin/python bench/bench_cni.py --direct [--count 50] [--agent] [--before DIR]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import tempfile
 import subprocess
 import sys
 import time
@@ -64,10 +75,51 @@ def one(podman: podmanbed.Podman, net: str, probe_ns: str) -> float:
     return time.monotonic() - t0
 
 
+PLUGIN = "/usr/lib/cni/ovsfab"
+
+
+def direct(host: tb.OvsHost, count: int, before: "str | None") -> None:
+    """ADD and DEL through the plugin executable, ``count`` rounds; the current code and ``before``'s."""
+    host.vsctl("add-br", "brdirect", "--", "set", "bridge", "brdirect", "datapath_type=netdev")
+    data = tempfile.mkdtemp(prefix="ovsfab-bench-ipam-")
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "benchdirect", "type": "ovsfab", "bridge": "brdirect",
+                       "ovsdb": host.db_url, "ovs_netns": host.name,
+                       "ipam": {"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.86.0.0/24"}]]}})
+    kinds = {"now": {}}
+    if before:
+        kinds["before"] = {"PYTHONPATH": os.path.abspath(before)}
+    times: Dict[str, List[float]] = {f"{k} {c}": [] for k in kinds for c in ("ADD", "DEL")}
+    try:
+        for i in range(count):
+            for kind in (list(kinds) if i % 2 == 0 else list(reversed(kinds))):
+                ns = tb.make_netns(tb.unique("dir"))
+                env = tb.clean_env({"CNI_CONTAINERID": f"bench{kind}{i:04d}", "CNI_NETNS": ns.netns_path,
+                                    "CNI_IFNAME": "eth0", "CNI_PATH": podmanbed.CNI_BIN, **kinds[kind]})
+                try:
+                    for command in ("ADD", "DEL"):
+                        env["CNI_COMMAND"] = command
+                        t0 = time.monotonic()
+                        # cwd /: the package under test comes from PYTHONPATH, not the working directory
+                        cp = subprocess.run([PLUGIN], input=conf.encode(), env=env, capture_output=True, cwd="/")
+                        times[f"{kind} {command}"].append(time.monotonic() - t0)
+                        if cp.returncode != 0:
+                            raise RuntimeError(f"{kind} {command}: {cp.stdout!r} {cp.stderr[-500:]!r}")
+                finally:
+                    tb.delete_netns(ns.name)
+    finally:
+        subprocess.run(["rm", "-rf", data], check=False)
+    for label, values in times.items():
+        values.sort()
+        print(f"{label:10s} n={len(values)} median {statistics.median(values) * 1000:.1f} ms  "
+              f"p90 {values[int(len(values) * 0.9) - 1] * 1000:.1f} ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=50)
     ap.add_argument("--agent", action="store_true", help="an ovsfab agent serves the ADDs")
+    ap.add_argument("--direct", action="store_true", help="time the plugin executable alone (ADD, DEL)")
+    ap.add_argument("--before", metavar="DIR", help="with --direct: also the ovsfab package in DIR, interleaved")
     args = ap.parse_args()
     reason = podmanbed.podman_available()
     if reason:
@@ -83,6 +135,11 @@ def main() -> int:
             agent = AgentProc(host)
             agent.wait_log("serving attach/detach")
             agent.wait_log("connected to OVSDB")
+        if args.direct:
+            direct(host, args.count, args.before)
+            if agent is not None:
+                print(f"agent: {agent.text().count('cni ADD ')} cni ADDs served")
+            return 0
         podman.image()
         host.vsctl("add-br", "brbench", "--", "set", "bridge", "brbench", "datapath_type=netdev")
         nets = {"ovsfab": tb.unique("ovs"), "bridge": tb.unique("lnx")}
