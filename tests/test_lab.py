@@ -238,3 +238,15 @@ def test_lab_up_refuses_a_leftover_container_in_one_line(lab_env, docker_image, 
             assert tb.docker("network", "ls", "-q", "--filter", "name=ovsfab-lab-").stdout.split() == []
     finally:
         tb.remove_containers([name])
+
+
+def test_lab_up_driver_refuses_what_it_cannot_build(lab_env):
+    for args in (["--mode", "ovn"], ["--backend", "linux"]):
+        cp = lab(lab_env, "up", "--driver", *args)
+        assert cp.returncode == 2 and "--driver" in cp.stderr, (args, cp.stderr)
+        tb.assert_clean_error(cp)
+    env = dict(lab_env, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    cp = lab(env, "up", "--driver")
+    assert cp.returncode == 5 and "needs dockerd" in cp.stderr, cp.stderr
+    tb.assert_clean_error(cp)
+    assert_lab_gone(env)

@@ -207,6 +207,10 @@ def up(hosts: int = 2, mode: str = "uplink", progress: Callable[[str], None] = l
     require_root()
     if LabState.load() is not None:
         raise Conflict("a lab is up already", "run ovsfab lab down first (ovsfab lab status shows it)")
+    if driver:  # before anything is built
+        from ovsfab.lab.driver import require_docker  # noqa: PLC0415
+
+        require_docker(_docker_client())
     state = LabState(mode=mode, backend=backend, driver=driver)
     state.save()
     try:
