@@ -43,7 +43,7 @@ def test_the_message_carries_the_raw_request():
     msg = plugin.message(stdin.encode(), env)
     assert msg["op"] == "cni.request" and msg["params"]["stdin"].encode() == stdin.encode()
     assert environ_of(msg["params"]["env"]) == env
-    assert msg["context"] == {"db": "unix:/x/db.sock", "backend": "ovs", "fault": "plug", "docker_host": None}
+    assert msg["context"] == {"db": "unix:/x/db.sock", "backend": "auto", "fault": "plug", "docker_host": None}
     assert plugin.message(b"[1]", env) is None and plugin.message(b"\xff{", env) is None
 
 

@@ -529,6 +529,24 @@ def test_auto_in_the_agents_group_commit(hosts, netns_targets):
     assert h.vsctl("port-to-br", ovs["port"]).stdout.strip() == "br0"
 
 
+def test_cni_follows_auto_and_refuses_a_linux_bridge_cleanly(hosts, netns_targets):
+    """The CNI plugin's requests are auto too: a network naming a Linux bridge is refused in one
+    line (the Linux backend cannot carry CNI's extras), not shadowed by an OVS bridge of that name."""
+    h, = hosts("ovs")
+    h.ip("link", "add", "brl", "type", "bridge")
+    c = netns_targets()
+    before = _snap(h, [c])
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "ovsfab", "bridge": "brl", "ovsdb": h.db_url,
+            "ovs_netns": h.name}
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctrl1", "CNI_NETNS": c.netns_path,
+           "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "OVSFAB_NO_AGENT": "1"}
+    cp = subprocess.run(["/usr/lib/cni/ovsfab"], input=json.dumps(conf), env=env, capture_output=True, text=True,
+                        timeout=60)
+    err = json.loads(cp.stdout)
+    assert cp.returncode == 1 and "Linux bridge" in err["msg"] + err.get("details", ""), cp.stdout
+    assert _snap(h, [c]) == before and tb.ovs_bridges(h) == []
+
+
 # ---------------------------------------------------------------- Docker's FORWARD DROP
 @pytest.mark.docker
 def test_forward_drop_with_dockerd_is_detected(docker_image, netns_targets):

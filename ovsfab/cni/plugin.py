@@ -65,7 +65,7 @@ def message(stdin: bytes, environ: "Mapping[str, str]") -> "Optional[Dict[str, A
     return {"v": protocol.PROTOCOL, "op": "cni.request",
             "params": {"stdin": stdin.decode("utf-8", "surrogateescape"),
                        "env": [f"{k}={v}" for k, v in environ.items()]},
-            "context": {"db": db, "backend": "ovs", "fault": environ.get("OVSFAB_INJECT_FAULT") or None,
+            "context": {"db": db, "backend": "auto", "fault": environ.get("OVSFAB_INJECT_FAULT") or None,
                         "docker_host": None},
             "netns": _netns_of(ovs_netns)}
 

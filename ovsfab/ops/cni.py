@@ -241,8 +241,8 @@ def cni_add(p: Dict[str, Any], ctx: Context) -> CniAddResult:
             backend = ctx.backend_factory(req.bridge)()
             plan.add_undo("close backend", backend.close)
             if CAP_PORT_EXTRAS not in backend.capabilities:
-                raise InvalidInput(f"the {backend.kind} backend cannot carry a CNI attachment",
-                                   "use the ovs backend (OVSFAB_BACKEND=ovs)")
+                raise InvalidInput(f"{req.bridge} is a Linux bridge: the {backend.kind} backend cannot carry a CNI "
+                                   "attachment", "name an OVS bridge in the network configuration")
             # One OVSDB session for attach and the extras: a second connection
             # would cost a full sync on every ADD.
             borrowed = lambda: Borrowed(backend)  # noqa: E731

@@ -173,8 +173,8 @@ def handle(stdin: bytes, environ: Mapping[str, str], ctx: Optional[Context] = No
         if req.command == "VERSION":
             return 0, {"cniVersion": req.cni_version, "supportedVersions": list(config.SUPPORTED_VERSIONS)}
         fault = environ.get(FAULT_ENV) or None
-        ctx = replace(ctx, db=req.db, backend="ovs", fault=fault) if ctx is not None else \
-            Context(db=req.db, backend="ovs", fault=fault)
+        ctx = replace(ctx, db=req.db, backend="auto", fault=fault) if ctx is not None else \
+            Context(db=req.db, backend="auto", fault=fault)
         if req.command == "ADD":
             return 0, cmd_add(req, environ, ctx)
         COMMANDS[req.command](req, environ, ctx)
