@@ -28,7 +28,7 @@ class Recorder(srv.ControlServer):
         super().__init__(lambda: None, path)
         self.groups: List[int] = []
 
-    def _add(self, groups: Dict[str, Any], key: str, conn: Any, req: Dict[str, Any]) -> None:
+    def _add(self, groups: Dict[str, Any], key: str, conn: Any, req: Dict[str, Any], sync: bool = False) -> None:
         groups.setdefault(key, srv._Group()).conns.append(conn)  # noqa: SLF001 - no attach is run
 
     def _commit(self, group: Any) -> None:

@@ -509,3 +509,36 @@ def test_concurrent_attaches_share_a_transaction_and_fail_alone(agent_host, netn
     ports = {p["name"] for p in tb.ovs_table(host, "Port", ["name"])}
     assert len([p for p in ports if p.startswith("ovf")]) == 12
     assert tb.tcp_transfer(targets[1], targets[2], "10.9.7.3", nbytes=500_000)
+
+
+def test_the_same_interface_twice_in_one_group_does_not_wait_for_its_own_lock(ovs_host, netns_targets):
+    """Group commit with a retry in the group (two shells, or a client that timed out and tried
+    again): the second of two requests for one interface would block forever on the lock the first
+    holds until the commit.  It runs after the commit and finds the first's record; a different
+    settings' duplicate conflicts, as it would one after the other."""
+    a, b = netns_targets(), netns_targets()
+    code = f"""
+import json
+from ovsfab.ops import api
+from ovsfab.ops.context import Context
+ctx = Context(db="unix:{ovs_host.rundir}/db.sock", backend="ovs")
+group = api.AttachGroup(ctx)
+for target, addr in (("{a.target}", "10.9.8.1/24"), ("{a.target}", "10.9.8.1/24"), ("{b.target}", "10.9.8.2/24"),
+                     ("{a.target}", "10.9.8.9/24")):
+    group.add({{"bridge": "br0", "container": target, "addresses": [addr]}})
+out = []
+for r in group.commit():
+    out.append({{"error": str(r), "exit_code": r.exit_code}} if isinstance(r, Exception) else r.to_json())
+print(json.dumps(out))
+"""
+    cp = subprocess.run(["ip", "netns", "exec", ovs_host.name, "env", f"OVS_RUNDIR={ovs_host.rundir}",
+                         str(tb.PYTHON), "-c", code], capture_output=True, text=True, timeout=60,
+                        env=tb.clean_env(), cwd=str(tb.REPO))
+    assert cp.returncode == 0, cp.stderr
+    first, again, other, conflict = json.loads(cp.stdout)
+    assert first["changed"] is True and again["changed"] is False, (first, again)
+    assert again["port"] == first["port"] and again["ofport"] == first["ofport"]
+    assert other["changed"] is True
+    assert conflict["exit_code"] == 4 and "other settings" in conflict["error"], conflict
+    assert tb.addrs_in(a)["eth1"] == ["10.9.8.1/24"] and tb.addrs_in(b)["eth1"] == ["10.9.8.2/24"]
+    assert len([p for p in tb.ovs_ports(ovs_host) if p.startswith("ovf")]) == 2

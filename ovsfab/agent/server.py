@@ -103,6 +103,8 @@ class _Group:
         self.phases: Dict[str, float] = {}
         self.attach: Any = None  # ovsfab.ops.api.AttachGroup, once opened
         self.error: Optional[BaseException] = None
+        #: It uses the agent's own session (then later requests sync it first).
+        self.lent = False
 
 
 class ControlServer:
@@ -272,16 +274,29 @@ class ControlServer:
             item = self.intake.take(min(LINGER_QUIET, left))
             if item is None:
                 break
-            taken += 1
-            key = self._group_key(item[1])
-            if key is None:
-                rest.append(item)
-                break
-            self._add(groups, key, *item)
+            arrived = [item]
+            while True:  # all that came while the last ones were added: one OVSDB barrier for them
+                more = self.intake.take()
+                if more is None:
+                    break
+                arrived.append(more)
+            taken += len(arrived)
+            for k, (conn, req) in enumerate(arrived):
+                key = self._group_key(req)
+                if key is None:
+                    rest.extend(arrived[k:])  # they run after the groups, in order
+                    return taken
+                self._add(groups, key, conn, req, sync=k == 0)
         return taken
 
-    def _add(self, groups: Dict[str, "_Group"], key: str, conn: Any, req: Dict[str, Any]) -> None:
-        """Add an attach to the group of its context (opened, with the warm backend, by the first)."""
+    def _add(self, groups: Dict[str, "_Group"], key: str, conn: Any, req: Dict[str, Any],
+             sync: bool = False) -> None:
+        """Add an attach to the group of its context (opened, with the warm backend, by the first).
+
+        ``sync``: the request arrived after the group was opened; the
+        agent's OVSDB view is first brought up to date (the barrier), so it
+        reads OVSDB as fresh as a request served alone would.
+        """
         from dataclasses import replace  # noqa: PLC0415
 
         from ovsfab.ops import api  # noqa: PLC0415
@@ -301,11 +316,15 @@ class ControlServer:
 
             try:
                 ctx = replace(Context.from_json(req["context"]), warm_backend=provide)
-                # Each later request first reads OVSDB as fresh as when it
-                # arrived (the barrier), as a request served alone does.
-                group.attach = api.AttachGroup(ctx, group.phases, sync=lambda: lent and _barrier(backend))
+                group.attach = api.AttachGroup(ctx, group.phases)  # the barrier ran in provide()
+                group.lent = bool(lent)
             except Exception as exc:  # noqa: BLE001 - the context itself is bad: each request says so
                 group.error = exc
+        elif sync and group.lent:
+            try:
+                _barrier(self.get_backend())
+            except OvsfabError as exc:
+                LOG.debug("group commit: OVSDB barrier: %s", exc)  # the transaction will say it too
         group.conns.append(conn)
         if group.attach is not None:
             group.attach.add(req["params"])

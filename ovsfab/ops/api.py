@@ -135,12 +135,10 @@ class AttachGroup:
     request is validated and its link work done when it is added; a bad one
     gets its error in its place.  :meth:`commit` plugs them all and returns
     a result or an OvsfabError for each, in the order added; it closes the
-    backend, and so does :meth:`abort`.  ``sync``: see AttachBatch (the
-    agent passes its OVSDB barrier).
+    backend, and so does :meth:`abort`.
     """
 
-    def __init__(self, ctx: Context, timings: Optional[Dict[str, float]] = None,
-                 sync: Optional[Callable[[], None]] = None) -> None:
+    def __init__(self, ctx: Context, timings: Optional[Dict[str, float]] = None) -> None:
         from ovsfab.ops.attach import AttachBatch  # noqa: PLC0415
 
         self._op = operation("attach")
@@ -148,7 +146,7 @@ class AttachGroup:
         self._slots: List[Any] = []
         self._backend = ctx.backend_factory()()
         try:
-            self._batch = AttachBatch(self._backend, ctx.fault, ctx.docker_host, timings, sync)
+            self._batch = AttachBatch(self._backend, ctx.fault, ctx.docker_host, timings)
         except BaseException:
             self._backend.close()
             raise

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from ovsfab.backends.base import Backend, Borrowed, NewPort, PortResult
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError, PermissionDenied
@@ -144,20 +144,22 @@ class AttachBatch:
 
     The agent adds requests as they arrive during a burst, so their link
     work overlaps the start-up of the clients still coming, and plugs them
-    all at once.  ``sync``, when given, is called before each request after
-    the first (the agent's OVSDB barrier: each request then reads OVSDB as
-    fresh as when it arrived).
+    all at once.
     """
 
     def __init__(self, backend: Backend, fault: Optional[str] = None, docker_host: Optional[str] = None,
-                 timings: Optional[Dict[str, float]] = None, sync: Optional[Callable[[], None]] = None) -> None:
+                 timings: Optional[Dict[str, float]] = None) -> None:
         require_root()
         self.backend = backend
         self.fault = fault
         self.docker_host = docker_host
-        self.sync = sync
         self._out: List[Union[AttachResult, OvsfabError, None]] = []
         self._open: List[Tuple[int, contextlib.ExitStack, Plan, "_Pending"]] = []
+        #: Host-end names whose lock an open request holds.
+        self._ports: Set[str] = set()
+        #: Requests for an interface already in this batch: run after the commit.
+        self._later: List[Tuple[int, AttachRequest, Target]] = []
+        self._timings = timings
         self._clock = _Clock(timings)
 
     def __len__(self) -> int:
@@ -166,21 +168,33 @@ class AttachBatch:
     def _fail(self, i: int, stack: contextlib.ExitStack, plan: Plan, exc: BaseException) -> None:
         plan.__exit__(type(exc), exc, exc.__traceback__)  # rollback, in reverse
         stack.close()
-        self._out[i] = exc if isinstance(exc, OvsfabError) else OperationFailed(
-            f"internal error: {type(exc).__name__}: {exc}", "rerun with --debug and report it")
+        self._out[i] = _as_error(exc)
 
-    def add(self, req: AttachRequest) -> None:
-        """Steps resolve .. offloads of one more request (its failure is its result, rolled back now)."""
+    def add(self, req: AttachRequest, resolved: Optional[Target] = None) -> None:
+        """Steps resolve .. offloads of one more request (its failure is its result, rolled back now).
+
+        The same interface twice in one batch (a retry, two shells) would
+        wait forever for its own lock: the second runs after the commit, and
+        then finds the first's record, as it would have one after the other.
+        """
         i = len(self._out)
         self._out.append(None)
         self._clock.restart()
+        try:
+            target = resolved or containers.resolve(req.target_spec, docker_host=self.docker_host)
+        except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+            self._out[i] = _as_error(exc)
+            self._clock.lap("links")
+            return
+        port = host_ifname(target.key, req.ifname)
+        if port in self._ports:
+            self._later.append((i, req, target))
+            return
         stack = contextlib.ExitStack()
         plan = Plan("attach", self.fault).__enter__()
         backend = self.backend
         try:
-            if i and self.sync is not None:
-                self.sync()
-            pending = _begin(req, lambda: Borrowed(backend), None, self.docker_host, stack, plan)
+            pending = _begin(req, lambda: Borrowed(backend), target, self.docker_host, stack, plan)
         except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
             self._fail(i, stack, plan, exc)
             self._clock.lap("links")
@@ -191,6 +205,7 @@ class AttachBatch:
             self._out[i] = pending
         else:
             self._open.append((i, stack, plan, pending))
+            self._ports.add(port)
         self._clock.lap("links")
 
     def commit(self) -> List[Union[AttachResult, OvsfabError]]:
@@ -226,6 +241,14 @@ class AttachBatch:
                 plan.__exit__(None, None, None)
                 stack.close()
             self._clock.lap("finish")
+        self._ports.clear()
+        later, self._later = self._later, []
+        if later:  # the locks are free now: these see the first ones' records
+            again = AttachBatch(backend, self.fault, self.docker_host, self._timings)
+            for _, req, target in later:
+                again.add(req, target)
+            for (i, _, _), res in zip(later, again.commit()):
+                self._out[i] = res
         return [r for r in self._out if r is not None]
 
     def abort(self, exc: BaseException) -> None:
@@ -233,6 +256,14 @@ class AttachBatch:
         open_, self._open = self._open, []
         for i, stack, plan, _ in open_:
             self._fail(i, stack, plan, exc)
+        self._ports.clear()
+        self._later = []
+
+
+def _as_error(exc: BaseException) -> OvsfabError:
+    """An error as a request's result: itself, or a bug said as one line."""
+    return exc if isinstance(exc, OvsfabError) else OperationFailed(
+        f"internal error: {type(exc).__name__}: {exc}", "rerun with --debug and report it")
 
 
 class _Clock:
