@@ -44,10 +44,14 @@ def test_options_are_validated_before_anything_changes():
                                    "com.docker.network.driver.mtu=1400"], [SUBNET])
     assert (spec.bridge, spec.vlan, spec.mode, spec.key, spec.mtu) == ("br0", 100, "vxlan", 5001, 1400)
     assert NetworkSpec.from_record(nid, "br0", spec.to_record()) == spec
+    ovn = NetworkSpec.parse(nid, ["network=blue"], [SUBNET])
+    assert (ovn.bridge, ovn.network) == ("br-int", "blue") and NetworkSpec.from_record(nid, "br-int",
+                                                                                       ovn.to_record()) == ovn
     for opts, subnets, words in (
             (["bridge=br0", "colour=red"], [SUBNET], "unknown option -o colour"),
             (["vlan=5"], [SUBNET], "no bridge given"),
-            (["bridge=br0", "network=blue"], [SUBNET], "OVN"),
+            (["bridge=br0", "network=blue"], [SUBNET], "an OVN network rides br-int"),
+            (["network=blue", "vlan=5"], [SUBNET], "-o vlan does not go with -o network="),
             (["bridge=br0", "mode=vxlan"], [SUBNET], "needs -o key"),
             (["bridge=br0", "key=7"], [SUBNET], "needs -o mode"),
             (["bridge=br0", "mode=ipip", "key=7"], [SUBNET], "mode 'ipip' is unknown"),
@@ -310,7 +314,8 @@ def test_bad_input_gives_ovsfab_one_line_and_leaves_nothing(fabric):
         (["-o", "bridge=br-nope"], "bridge br-nope does not exist on this host"),
         (["-o", "bridge=br0", "-o", "mode=vxlan", "-o", "key=77"], "carries no vxlan tunnel with key 77"),
         (["-o", "bridge=br0", "-o", "mtu=1500"], "MTU 1500 does not fit the tunnels of bridge br0"),
-        (["-o", "bridge=br0", "-o", "network=blue"], "OVN"),
+        (["-o", "bridge=br0", "-o", "network=blue"], "an OVN network rides br-int, not br0"),
+        (["-o", "network=blue"], "this host has not joined an OVN central"),
         (["-o", "bridge=br0"], "overlaps"),  # same subnet as `good`
     )
     try:
@@ -523,3 +528,104 @@ def test_inspect_show_list_driver_endpoints_and_reconcile_leaves_them(fabric, en
         assert port not in out and eid not in out, out
     assert [x["name"] for x in docker_ports(h1)] == [port] and port in our_links(h1.name)
     assert container_ifaces(c)["eth0"]["mtu"] == 1450
+
+
+# ---------------------------------------------------------------- -o network= (OVN)
+@pytest.fixture(scope="module")
+def ovn_lab(docker_image):
+    """`ovsfab lab up --mode ovn --hosts 2`: a central and two hosts joined to it (ovn-controller each)."""
+    import shutil  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    if not all(shutil.which(b) for b in ("ovn-northd", "ovn-controller", "ovn-nbctl")):
+        pytest.skip("OVN is not installed (scripts/setup.sh installs ovn-central and ovn-host)")
+    lab_dir = tempfile.mkdtemp(prefix="ovsfab-dovn-")
+    os.rmdir(lab_dir)  # the lab creates it (and removes it at down)
+    env = tb.clean_env({"OVSFAB_LAB_DIR": lab_dir})
+    lab = [sys.executable, "-m", "ovsfab", "lab"]
+    cp = subprocess.run(lab + ["up", "--mode", "ovn", "--hosts", "2"], env=env, capture_output=True, text=True,
+                        timeout=300)
+    try:
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        yield lab_dir
+    finally:
+        down = subprocess.run(lab + ["down"], env=env, capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stderr
+
+
+def test_ovn_network_through_the_driver(ovn_lab):
+    """-o network=NAME: a logical switch port per endpoint (MAC and the address Docker's IPAM gave),
+    the veth on br-int bound by ovn-controller, Geneve's MTU; ping and TCP across the hosts; the
+    ports go with the containers and the switch with the last network."""
+    import sys  # noqa: PLC0415
+
+    lab_dir = ovn_lab
+    hosts = ("docker-test1", "docker-test2")
+    names = {h: f"ovsfab-t{tb.RUN_ID}-{h[-1]}o" for h in hosts}
+    nbdb = f"unix:{lab_dir}/central/ovnnb_db.sock"
+    nbctl = lambda *a: tb.run(["ovn-nbctl", f"--db={nbdb}", "--timeout=10", *a]).stdout  # noqa: E731
+    switch = f"dn{tb.RUN_ID}"
+    procs, nets, ctrs, specs = {}, {}, [], []
+    try:
+        for h in hosts:
+            rundir = f"{lab_dir}/{h}"
+            sock = f"{rundir}/driver.sock"
+            log = open(f"{rundir}/driver.log", "a")
+            procs[h] = subprocess.Popen(
+                ["ip", "netns", "exec", h, "env", f"OVS_RUNDIR={rundir}", f"OVN_RUNDIR={rundir}", sys.executable,
+                 "-m", "ovsfab", "docker-driver", "--name", names[h], "--socket", sock, "--spec-dir", SPEC_DIR],
+                stdout=log, stderr=log, cwd=str(tb.REPO))
+            log.close()
+            specs.append(os.path.join(SPEC_DIR, f"{names[h]}.spec"))
+            assert wait_for(lambda: os.path.exists(sock) and os.path.exists(specs[-1]), 20)
+        # What an OVN network does not take, refused in one line.
+        for opts, words in ((["-o", "network=" + switch, "-o", "mode=vxlan", "-o", "key=5"], "does not go with"),
+                            (["-o", "network=" + switch, "-o", "bridge=br0"], "rides br-int")):
+            cp = tb.docker("network", "create", "-d", names[hosts[0]], "--subnet", "10.96.0.0/24", *opts,
+                           tb.unique("dn"), check=False)
+            assert cp.returncode != 0 and words in cp.stderr and len(cp.stderr.strip().splitlines()) == 1, cp.stderr
+        for h, rng in zip(hosts, ("10.96.0.0/25", "10.96.0.128/25")):
+            nets[h] = tb.unique("dn")
+            tb.docker("network", "create", "-d", names[h], "--ipam-driver", names[h], "-o", f"network={switch}",
+                      "--subnet", "10.96.0.0/24", "--ip-range", rng, nets[h])
+        cs = []
+        for h in hosts:
+            name = tb.unique("dc")
+            ctrs.append(name)
+            cid = tb.docker("run", "-d", "--name", name, "--network", nets[h], tb.IMAGE, "sleep", "100000").stdout
+            c = tb.Container(name=name, id=cid.strip(), pid=0)
+            c.refresh_pid()
+            cs.append(c)
+        ips = [container_ip(c, nets[h]) for c, h in zip(cs, hosts)]
+        assert ips[0].startswith("10.96.0.") and int(ips[1].rsplit(".", 1)[1]) > 128, ips
+        macs = [container_ifaces(c)["eth0"]["address"] for c in cs]
+        lsps = nbctl("--bare", "--columns=addresses", "find", "Logical_Switch_Port",
+                     f"external_ids:ovsfab-network={switch}").split("\n")
+        assert sorted(x.strip() for x in lsps if x.strip()) == sorted(f"{m} {ip}" for m, ip in zip(macs, ips)), lsps
+        assert container_ifaces(cs[0])["eth0"]["mtu"] == 1442  # Geneve over 1500
+        assert tb.ping(cs[0], ips[1], count=3), open(f"{lab_dir}/docker-test1/driver.log").read()[-2000:]
+        assert tb.tcp_transfer(cs[0], cs[1], ips[1])
+        tb.remove_containers(ctrs)
+        assert nbctl("--bare", "--columns=name", "find", "Logical_Switch_Port",
+                     f"external_ids:ovsfab-network={switch}").strip() == ""
+        for h in hosts:
+            tb.docker("network", "rm", nets.pop(h))
+        assert switch not in nbctl("ls-list")
+        for h in hosts:
+            ports = tb.run(["ovs-vsctl", f"--db=unix:{lab_dir}/{h}/db.sock", "list-ports", "br-int"]).stdout.split()
+            assert len([p for p in ports if p.startswith("ovf")]) == 1, ports  # the lab's own container only
+            ids = tb.run(["ovs-vsctl", f"--db=unix:{lab_dir}/{h}/db.sock", "get", "bridge", "br-int",
+                          "external_ids"]).stdout
+            assert "ovsfab-docker-net-" not in ids, ids
+            assert "Traceback" not in open(f"{lab_dir}/{h}/driver.log").read()
+    finally:
+        tb.remove_containers(ctrs)
+        for n in nets.values():
+            tb.docker("network", "rm", n, check=False)
+        for p in procs.values():
+            p.terminate()
+            p.wait(timeout=20)
+        for spec in specs:
+            if os.path.exists(spec):
+                os.unlink(spec)

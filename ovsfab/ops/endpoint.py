@@ -40,8 +40,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ovsfab.backends.base import KEY_ROLE, Backend
 from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, Unavailable
-from ovsfab.model import (OWNER_KEY, OWNER_VALUE, Attachment, host_ifname, parse_address, parse_mac,
-                          parse_mtu, parse_name, parse_vlan)
+from ovsfab.model import (KEY_IFACE_ID, KEY_NETWORK, OWNER_KEY, OWNER_VALUE, Attachment, host_ifname, parse_address,
+                          parse_mac, parse_mtu, parse_name, parse_vlan)
 from ovsfab.ops.context import Context
 from ovsfab.ops.lock import attachment_lock
 from ovsfab.ops.plan import Plan
@@ -88,6 +88,7 @@ class NetworkSpec:
     mode: str = ""          # "" (the bridge as it is) or a tunnel type the bridge must carry
     key: Optional[int] = None
     mtu: Optional[int] = None  # explicit (-o mtu / Docker's option); None: the tunnel-aware one
+    network: str = ""       # an OVN logical switch (-o network=; ops/endpoint_ovn.py), on br-int
 
     @classmethod
     def parse(cls, network_id: str, options: Sequence[str], subnets: Sequence[str]) -> "NetworkSpec":
@@ -99,11 +100,14 @@ class NetworkSpec:
                 raise InvalidInput(f"option {item!r} is not KEY=VALUE", "e.g. -o bridge=br0")
             if name not in OPTIONS:
                 raise InvalidInput(f"unknown option -o {name}",
-                                   "ovsfab takes -o bridge=BR, vlan=N, mode=vxlan|geneve|gre, key=N, mtu=N")
+                                   "ovsfab takes -o bridge=BR, vlan=N, mode=vxlan|geneve|gre, key=N, mtu=N, "
+                                   "network=OVN_NETWORK")
             opts[name] = value
+        network = ""
         if "network" in opts:
-            raise InvalidInput("-o network= (an OVN logical switch) is not served by the Docker driver",
-                               "use -o bridge=BR with -o mode=vxlan -o key=N, or ovsfab attach --network for OVN")
+            from ovsfab.ops.endpoint_ovn import parse_options  # noqa: PLC0415
+
+            network, opts["bridge"] = parse_options(opts)
         if not opts.get("bridge"):
             raise InvalidInput("no bridge given", "docker network create -d ovsfab -o bridge=br0 --subnet ...")
         mode = opts.get("mode", "")
@@ -132,7 +136,7 @@ class NetworkSpec:
             raise InvalidInput("the network has no subnet", "give --subnet (ovsfab does not pick one)")
         return cls(network_id=_docker_id(network_id, "network ID"), bridge=parse_name(opts["bridge"], "bridge name"),
                    subnets=tuple(nets), vlan=parse_vlan(opts["vlan"]) if "vlan" in opts else None,
-                   mode=mode, key=key, mtu=parse_mtu(mtus.pop()) if mtus else None)
+                   mode=mode, key=key, mtu=parse_mtu(mtus.pop()) if mtus else None, network=network)
 
     def to_record(self) -> str:
         """The value of the bridge's ``ovsfab-docker-net-<id>`` key (compact JSON)."""
@@ -147,11 +151,13 @@ class NetworkSpec:
     def from_record(cls, network_id: str, bridge: str, text: str) -> "NetworkSpec":
         data = json.loads(text)
         return cls(network_id=network_id, bridge=bridge, subnets=tuple(data.get("subnets", ())),
-                   vlan=data.get("vlan"), mode=data.get("mode", ""), key=data.get("key"), mtu=data.get("mtu"))
+                   vlan=data.get("vlan"), mode=data.get("mode", ""), key=data.get("key"), mtu=data.get("mtu"),
+                   network=data.get("network", ""))
 
     def to_json(self) -> Dict[str, Any]:
         return {"network_id": self.network_id, "bridge": self.bridge, "subnets": list(self.subnets),
-                "vlan": self.vlan, "mode": self.mode or None, "key": self.key, "mtu": self.mtu}
+                "vlan": self.vlan, "mode": self.mode or None, "key": self.key, "mtu": self.mtu,
+                "network": self.network or None}
 
 
 def peer_ifname(endpoint_id: str) -> str:
@@ -357,11 +363,21 @@ def _check_fabric(backend: Backend, spec: NetworkSpec) -> List[str]:
                            f"ovsfab tunnel add {spec.bridge} REMOTE --type {spec.mode} --key {spec.key} on each host")
     notes = []
     limit = _fabric_mtu(backend, spec)
-    if limit is not None and spec.mtu is not None and spec.mtu > limit:
-        raise InvalidInput(f"MTU {spec.mtu} does not fit the tunnels of bridge {spec.bridge} (at most {limit})",
-                           f"leave the MTU out (ovsfab uses {limit}) or lower it")
+    _check_mtu(spec, limit, f"bridge {spec.bridge}")
     if limit is not None and spec.mtu is None:
         notes.append(f"bridge {spec.bridge} carries tunnels: containers get MTU {limit}")
+    _check_overlap(backend, spec)
+    return notes
+
+
+def _check_mtu(spec: NetworkSpec, limit: Optional[int], what: str) -> None:
+    if limit is not None and spec.mtu is not None and spec.mtu > limit:
+        raise InvalidInput(f"MTU {spec.mtu} does not fit the tunnels of {what} (at most {limit})",
+                           f"leave the MTU out (ovsfab uses {limit}) or lower it")
+
+
+def _check_overlap(backend: Backend, spec: NetworkSpec) -> None:
+    """One host's Docker networks never share addresses (with the ovsfab IPAM, Docker does not check)."""
     for other in recorded_networks(backend):
         if other.network_id == spec.network_id:
             continue
@@ -372,12 +388,23 @@ def _check_fabric(backend: Backend, spec: NetworkSpec) -> List[str]:
                     raise Conflict(f"subnet {mine} overlaps {theirs} of Docker network {other.network_id[:12]} "
                                    f"on bridge {other.bridge}",
                                    "choose another --subnet, or remove that network first")
-    return notes
+
+
+def _check_ovn(backend: Backend, spec: NetworkSpec, ctx: Context) -> Tuple[Dict[str, str], List[str]]:
+    """Refuse an OVN network this host cannot carry; (join settings, notes)."""
+    from ovsfab.ops import endpoint_ovn  # noqa: PLC0415
+
+    join, limit = endpoint_ovn.check(backend, spec.network, ctx)
+    _check_mtu(spec, limit, f"OVN network {spec.network}")
+    _check_overlap(backend, spec)
+    notes = [f"OVN network {spec.network}: containers get MTU {limit}"] if limit and spec.mtu is None else []
+    return join, notes
 
 
 def network_create(spec: NetworkSpec, ctx: Context) -> NetworkResult:
     """Record a Docker network on its bridge once this host's fabric is proved able to carry it."""
-    with _backend(ctx) as backend, Plan("network.create", ctx.fault) as plan:  # undo before close
+    with contextlib.ExitStack() as stack, Plan("network.create", ctx.fault) as plan:  # undo before close
+        backend = stack.enter_context(_backend(ctx))
         plan.checkpoint("connect")
         existing = find_network(backend, spec.network_id)
         if existing is not None:
@@ -385,7 +412,13 @@ def network_create(spec: NetworkSpec, ctx: Context) -> NetworkResult:
                 return NetworkResult("network.create", spec, changed=False)
             raise Conflict(f"Docker network {spec.network_id[:12]} is recorded with other settings",
                            "docker network rm it and create it again")
-        notes = plan.step("check", lambda: _check_fabric(backend, spec))
+        if spec.network:
+            from ovsfab.ops import endpoint_ovn  # noqa: PLC0415
+
+            join, notes = plan.step("check", lambda: _check_ovn(backend, spec, ctx))
+            endpoint_ovn.ensure_switch(plan, stack, join, spec.network, spec.subnets[0])
+        else:
+            notes = plan.step("check", lambda: _check_fabric(backend, spec))
         key = KEY_NET_PREFIX + spec.network_id
         plan.step("record", lambda: _set_bridge_key(backend, spec.bridge, key, spec.to_record()),
                   undo=lambda: _set_bridge_key(backend, spec.bridge, key, None))
@@ -394,14 +427,19 @@ def network_create(spec: NetworkSpec, ctx: Context) -> NetworkResult:
 
 def network_delete(network_id: str, ctx: Context) -> NetworkResult:
     """Forget a Docker network, and remove any endpoint of it Docker did not delete (idempotent)."""
-    with _backend(ctx) as backend, Plan("network.delete", ctx.fault) as plan:  # undo before close
+    with contextlib.ExitStack() as stack, Plan("network.delete", ctx.fault) as plan:  # undo before close
+        backend = stack.enter_context(_backend(ctx))
         spec = find_network(backend, network_id)
         for att in docker_endpoints(backend, network_id):
             LOG.info("network %s: removing endpoint %s left behind", network_id[:12], att.port)
-            _remove_endpoint(backend, att.port, plan)
+            _remove_endpoint(backend, att, att.port, plan, stack, ctx)
         if spec is None:
             return NetworkResult("network.delete", None, changed=False)
         plan.step("forget", lambda: _set_bridge_key(backend, spec.bridge, KEY_NET_PREFIX + network_id, None))
+        if spec.network:  # the logical switch, once no host has a port on it
+            from ovsfab.ops import endpoint_ovn  # noqa: PLC0415
+
+            endpoint_ovn.delete_switch_if_empty(plan, stack, ctx, spec.network)
         return NetworkResult("network.delete", spec, changed=True)
 
 
@@ -412,8 +450,9 @@ def _addresses_in_use(backend: Backend, spec: NetworkSpec, endpoint_id: str) -> 
     """{ip: endpoint} of the other endpoints on the same L2 segment (bridge and VLAN)."""
     out = {}
     for att in docker_endpoints(backend):
-        if att.bridge == spec.bridge and att.vlan == spec.vlan \
-                and att.external_ids.get(KEY_ENDPOINT_ID) != endpoint_id:
+        same = (att.external_ids.get(KEY_NETWORK) == spec.network if spec.network
+                else att.bridge == spec.bridge and att.vlan == spec.vlan)
+        if same and att.external_ids.get(KEY_ENDPOINT_ID) != endpoint_id:
             for a in att.addresses:
                 out[str(a.interface.ip)] = att.external_ids.get(KEY_ENDPOINT_ID, att.port)[:12]
     return out
@@ -450,8 +489,14 @@ def endpoint_create(network_id: str, endpoint_id: str, addresses: Sequence[str],
         inner = NetlinkHandle(ns)
         stack.callback(inner.close)
 
+        leftover = _endpoint(backend, endpoint_id)
+        if spec.network and leftover is not None:  # a retry: its logical port goes too
+            from ovsfab.ops import endpoint_ovn  # noqa: PLC0415
+
+            endpoint_ovn.remove_lport(plan, stack, ctx, leftover.external_ids)
+
         def check() -> None:
-            if _endpoint(backend, endpoint_id) is not None or backend.port_exists(port) is not None:
+            if leftover is not None or backend.port_exists(port) is not None:
                 # A retry of an endpoint Docker never saw created: start afresh.
                 backend.del_port(port, if_exists=True)
             host.delete(port, if_exists=True)  # a leftover of an interrupted create (deletes the peer too)
@@ -465,7 +510,14 @@ def endpoint_create(network_id: str, endpoint_id: str, addresses: Sequence[str],
                                    "choose another --ip")
 
         plan.step("check", check)
-        mtu = spec.mtu if spec.mtu is not None else _fabric_mtu(backend, spec)
+        join: Dict[str, str] = {}
+        if spec.network:
+            from ovsfab.ops import endpoint_ovn  # noqa: PLC0415
+
+            join = endpoint_ovn.settings(ctx, spec.network)
+            mtu = spec.mtu if spec.mtu is not None else endpoint_ovn.mtu(join)
+        else:
+            mtu = spec.mtu if spec.mtu is not None else _fabric_mtu(backend, spec)
         datapath = backend.bridge_datapath(spec.bridge)
         if datapath is None:
             raise NotFound(f"bridge {spec.bridge} of network {network_id[:12]} is gone",
@@ -492,17 +544,27 @@ def endpoint_create(network_id: str, endpoint_id: str, addresses: Sequence[str],
         ids = att.to_external_ids()
         ids.update({KEY_ROLE: ROLE_DOCKER, KEY_NETWORK_ID: network_id, KEY_ENDPOINT_ID: endpoint_id,
                     KEY_PEER: peer})
+        if spec.network:  # the logical port first: ovn-controller binds the OVS port as it appears
+            ids.update(endpoint_ovn.add_lport(plan, stack, join, spec.network, port, link_mac, specs,
+                                              {KEY_ROLE: ROLE_DOCKER, KEY_ENDPOINT_ID: endpoint_id}))
         res = plan.step("plug", lambda: backend.add_port(spec.bridge, port, external_ids=ids, tag=spec.vlan,
                                                          datapath=datapath),
                         undo=lambda: backend.del_port(port, if_exists=True))
+        if spec.network and not endpoint_ovn.wait_bound(ctx, spec.network, ids[KEY_IFACE_ID]):
+            LOG.warning("logical port %s is not bound yet: is ovn-controller running?", ids[KEY_IFACE_ID])
         return EndpointResult("endpoint.create", True, network_id, endpoint_id, spec.bridge, port, peer,
                               link_mac, link_mtu, spec.vlan, [str(a) for a in specs], res.ofport)
 
 
-def _remove_endpoint(backend: Backend, port: str, plan: Plan) -> None:
-    """Port, then veth (deleting the host end deletes the peer, wherever it is)."""
+def _remove_endpoint(backend: Backend, att: Optional[Attachment], port: str, plan: Plan,
+                     stack: contextlib.ExitStack, ctx: Context) -> None:
+    """Logical port (OVN), port, then veth (deleting the host end deletes the peer, wherever it is)."""
     from ovsfab.plumbing.links import NetlinkHandle  # noqa: PLC0415
 
+    if att is not None and att.external_ids.get(KEY_IFACE_ID):
+        from ovsfab.ops import endpoint_ovn  # noqa: PLC0415
+
+        endpoint_ovn.remove_lport(plan, stack, ctx, att.external_ids)
     plan.step("unplug", lambda: backend.del_port(port, if_exists=True))
     host = NetlinkHandle()
     try:
@@ -530,7 +592,7 @@ def endpoint_delete(network_id: str, endpoint_id: str, ctx: Context) -> Endpoint
             return EndpointResult("endpoint.delete", False, network_id, endpoint_id, port=port)
         if leftover is not None and leftover["kind"] != "veth":
             raise Conflict(f"interface {port} is not an ovsfab veth", "remove or rename it")
-        _remove_endpoint(backend, port, plan)
+        _remove_endpoint(backend, att, port, plan, stack, ctx)
         if att is not None:
             return _endpoint_result("endpoint.delete", att, True)
         return EndpointResult("endpoint.delete", True, network_id, endpoint_id, port=port)
