@@ -3,11 +3,14 @@
 
 Reads the CSVs written by ``bench/bench_cli.py cli --csv A`` and
 ``bench/bench_cli.py flat --csv B`` (columns: tool, ports, seconds) and draws
-one series per tool.  Needs matplotlib (``pip install .[bench]``).
+one series per tool.  ``--batch``: the CSVs of ``bench/bench_apply.py --csv``
+(columns: tool, n, seconds) instead, total time against N, log-log
+(docs/performance-apply.png).  Needs matplotlib (``pip install .[bench]``).
 
 Usage::
 
     .venv/bin/python bench/plot.py /tmp/cli.csv /tmp/flat.csv -o docs/performance-attach.png
+    .venv/bin/python bench/plot.py --batch /tmp/apply.csv -o docs/performance-apply.png
 """
 
 from __future__ import annotations
@@ -43,10 +46,40 @@ def load(paths: List[str]) -> Dict[str, List[Tuple[int, float]]]:
     return series
 
 
+def plot_batch(plt, paths: List[str], output: str) -> None:
+    """Total time of N attachments against N, one line per tool, with the ratio at each shared N."""
+    series: Dict[str, Dict[int, float]] = defaultdict(dict)
+    for path in paths:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                series[row["tool"]][int(row["n"])] = float(row["seconds"])
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    colors = {"ovs-docker": "tab:red", "ovsfab apply": "tab:blue", "ovsfab apply (Docker)": "tab:cyan"}
+    for tool, points in sorted(series.items()):
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], marker="o", color=colors.get(tool, "gray"),
+                label={"ovs-docker": "ovs-docker add-port, looped"}.get(tool, tool))
+    ours, theirs = series.get("ovsfab apply", {}), series.get("ovs-docker", {})
+    for n in sorted(set(ours) & set(theirs)):
+        ax.annotate(f"{theirs[n] / ours[n]:.0f}x", (n, ours[n]), textcoords="offset points", xytext=(4, 6),
+                    fontsize=8, color="tab:blue")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("containers attached (N)")
+    ax.set_ylabel("total time (s)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("N attachments: one ovsfab apply against an ovs-docker loop (netdev, simulated host)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(output)
+    print(f"wrote {output}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("csv", nargs="+")
-    ap.add_argument("-o", "--output", default="docs/performance-attach.png")
+    ap.add_argument("-o", "--output", default=None)
+    ap.add_argument("--batch", action="store_true", help="bench_apply.py CSVs: total time against N")
     args = ap.parse_args()
     try:
         import matplotlib  # noqa: PLC0415
@@ -56,6 +89,10 @@ def main() -> int:
     except ImportError:
         print("plot: matplotlib is missing; pip install '.[bench]'", file=sys.stderr)
         return 2
+    if args.batch:
+        plot_batch(plt, args.csv, args.output or "docs/performance-apply.png")
+        return 0
+    args.output = args.output or "docs/performance-attach.png"
     series = load(args.csv)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     labelled = set()
