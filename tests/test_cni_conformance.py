@@ -193,7 +193,8 @@ BAD = [
     (None, {"vlan": 5000}, {}, 7),
     (None, {"mtu": 20}, {}, 7),
     (None, {"trunk": [{"id": 1}], "vlan": 3}, {}, 7),
-    (None, {"network": "ls1"}, {}, 2),
+    (None, {"network": "ls1"}, {}, 7),
+    (None, {"network": "ls1", "bridge": None}, {}, 103),
     (None, {"ipam": {"type": "no-such-ipam"}}, {}, 7),
     (None, {}, {"CNI_CONTAINERID": None}, 4),
     (None, {}, {"CNI_COMMAND": "FROB"}, 4),
@@ -202,8 +203,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("raw,change,env,code", BAD, ids=[
-    "bad-json", "version", "no-bridge", "vlan-text", "vlan-range", "mtu-range", "vlan-and-trunk", "ovn-network",
-    "unknown-ipam", "no-container-id", "unknown-command", "check-on-0.3.1"])
+    "bad-json", "version", "no-bridge", "vlan-text", "vlan-range", "mtu-range", "vlan-and-trunk",
+    "ovn-network-and-a-bridge", "ovn-network-not-joined", "unknown-ipam", "no-container-id", "unknown-command", "check-on-0.3.1"])
 def test_bad_config_gives_the_spec_code_and_changes_nothing(cni, netns_targets, raw, change, env, code):
     host, br, data, conf = cni
     t = netns_targets()

@@ -68,3 +68,11 @@ def test_lookup_agrees_with_the_checked_parse(conf, want):
         assert conf.get("ovsdb") == 5 or "configuration_path" in conf
         return
     assert (req.db, req.ovs_netns) == want
+
+
+def test_the_integration_bridge_is_ovns():
+    """cni_config keeps its own copy of the name (importing ovn.control costs python-ovs)."""
+    from ovsfab.ops import cni_config
+    from ovsfab.ovn.control import INTEGRATION_BRIDGE
+
+    assert cni_config.INTEGRATION_BRIDGE == INTEGRATION_BRIDGE

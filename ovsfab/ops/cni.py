@@ -83,7 +83,7 @@ def parse_route(text: str) -> Tuple[ipaddress._BaseNetwork, Optional[ipaddress._
     return dst, gw
 
 
-def _addresses(p: Dict[str, Any]) -> Tuple[AddressSpec, ...]:
+def addresses_of(p: Dict[str, Any]) -> Tuple[AddressSpec, ...]:
     """The IPAM addresses, with a default route folded in as ``ADDR@GW`` (how attach sets one)."""
     specs = [parse_address(a) for a in p.get("addresses") or []]
     for text in p.get("routes") or []:
@@ -101,7 +101,7 @@ def _addresses(p: Dict[str, Any]) -> Tuple[AddressSpec, ...]:
     return tuple(specs)
 
 
-def _other_routes(p: Dict[str, Any]) -> List[Tuple[ipaddress._BaseNetwork, Optional[ipaddress._BaseAddress]]]:
+def other_routes(p: Dict[str, Any]) -> List[Tuple[ipaddress._BaseNetwork, Optional[ipaddress._BaseAddress]]]:
     """The IPAM routes that are not default routes (those ride on the addresses)."""
     out = []
     for text in p.get("routes") or []:
@@ -143,7 +143,7 @@ def in_ovs_netns(path: Optional[str]) -> Iterator[None]:
         ns.close()
 
 
-def _netns_target(container_id: str, netns: str, name: Optional[str]) -> Target:
+def netns_target(container_id: str, netns: str, name: Optional[str]) -> Target:
     """The Target of CNI_NETNS; NotFound when it is gone, Conflict when it is this namespace."""
     if not netns or not os.path.isabs(netns):
         raise InvalidInput(f"CNI_NETNS {netns!r} is not an absolute path", "the runtime passes e.g. /run/netns/cni-...")
@@ -228,15 +228,15 @@ def cni_add(p: Dict[str, Any], ctx: Context) -> CniAddResult:
     if vlan is not None and trunks:
         raise InvalidInput("vlan and trunk are both given", "an access port has one VLAN: drop one of them")
     req = AttachRequest(bridge=parse_name(p["bridge"], "bridge name"), target_spec=spec,
-                        addresses=_addresses(p), ifname=parse_name(p["ifname"], "interface name"),
+                        addresses=addresses_of(p), ifname=parse_name(p["ifname"], "interface name"),
                         mac=parse_mac(p["mac"]) if p.get("mac") is not None else None,
                         mtu=parse_mtu(p["mtu"]) if p.get("mtu") is not None else None,
                         vlan=vlan, persist=False)
-    routes = _other_routes(p)
+    routes = other_routes(p)
     ofport_request = _ofport_request(p.get("ofport_request"))
     network_name = p.get("network_name") or ""
     with in_ovs_netns(p.get("ovs_netns")):
-        target = _netns_target(p["container_id"], p["netns"], p.get("name"))
+        target = netns_target(p["container_id"], p["netns"], p.get("name"))
         with Plan("cni.add", ctx.fault) as plan:
             backend = ctx.backend_factory(req.bridge)()
             plan.add_undo("close backend", backend.close)
@@ -249,16 +249,16 @@ def cni_add(p: Dict[str, Any], ctx: Context) -> CniAddResult:
             result = plan.step("attach", lambda: attach(req, borrowed, resolved=target, fault=ctx.fault),
                                undo=lambda: detach(req.bridge, spec, req.ifname, True, borrowed))
             if routes:
-                plan.step("routes", lambda: _add_routes(target.netns_path, req.ifname, routes))
+                plan.step("routes", lambda: add_routes(target.netns_path, req.ifname, routes))
             ids = {KEY_CNI_NETWORK: network_name} if network_name else None
             plan.step("extras", lambda: backend.set_port_extras(
                 result.attachment.port, trunks=trunks or None, ofport_request=ofport_request, external_ids=ids))
-            host_mac = _host_mac(result.attachment.port)
+            mac = host_mac(result.attachment.port)
             backend.close()
-    return CniAddResult(result.attachment, result.changed, host_mac, target.netns_path, result.notes)
+    return CniAddResult(result.attachment, result.changed, mac, target.netns_path, result.notes)
 
 
-def _add_routes(netns: str, ifname: str, routes: List[Tuple[Any, Any]]) -> None:
+def add_routes(netns: str, ifname: str, routes: List[Tuple[Any, Any]]) -> None:
     """The IPAM result's other routes through ``ifname`` (they go with the veth on undo)."""
     from ovsfab.plumbing.links import L3Handle  # noqa: PLC0415
     from ovsfab.plumbing.netns import Namespace  # noqa: PLC0415
@@ -281,7 +281,7 @@ def _add_routes(netns: str, ifname: str, routes: List[Tuple[Any, Any]]) -> None:
             handle.close()
 
 
-def _host_mac(port: str) -> str:
+def host_mac(port: str) -> str:
     from ovsfab.plumbing.links import NetlinkHandle  # noqa: PLC0415
 
     host = NetlinkHandle()
@@ -312,13 +312,13 @@ def cni_check(p: Dict[str, Any], ctx: Context) -> CniCheckResult:
     spec = target_spec(p["container_id"])
     bridge = parse_name(p["bridge"], "bridge name")
     ifname = parse_name(p["ifname"], "interface name")
-    want = _addresses(p)
+    want = addresses_of(p)
     vlan = parse_vlan(p["vlan"]) if p.get("vlan") is not None else None
     mtu = parse_mtu(p["mtu"]) if p.get("mtu") is not None else None
     trunks = parse_trunks(p.get("trunk") or [])
     checked: List[str] = []
     with in_ovs_netns(p.get("ovs_netns")):
-        target = _netns_target(p["container_id"], p["netns"], None)
+        target = netns_target(p["container_id"], p["netns"], None)
         backend = ctx.backend_factory(bridge)()
         try:
             att = backend.find_attachment(target.key, ifname)
@@ -387,8 +387,14 @@ def cni_gc(p: Dict[str, Any], ctx: Context) -> CniGcResult:
             backend.close()
         for att in stale:
             try:
-                detach(att.bridge, att.container_key, att.ifname, True, ctx.backend_factory(att.bridge),
-                       fault=ctx.fault)
+                if att.network:  # an OVN network's: its logical port goes too
+                    from ovsfab.ops.ovn_network import detach_network  # noqa: PLC0415
+
+                    detach_network(att.network, att.container_key, att.ifname, True, ovs_remote=ctx.db,
+                                   fault=ctx.fault)
+                else:
+                    detach(att.bridge, att.container_key, att.ifname, True, ctx.backend_factory(att.bridge),
+                           fault=ctx.fault)
                 removed.append((att.container_key[len("cni:"):], att.ifname))
             except OvsfabError as exc:  # keep collecting: one stuck port must not keep the rest
                 errors.append(f"{att.port}: {exc.message}")
@@ -421,6 +427,18 @@ def _request(p: Dict[str, Any], ctx: Context) -> Any:
     return cni_request(p, ctx)
 
 
+def _ovn_add(p: Dict[str, Any], ctx: Context) -> Any:
+    from ovsfab.ops.cni_ovn import cni_ovn_add  # noqa: PLC0415 - OVN: only for a network
+
+    return cni_ovn_add(p, ctx)
+
+
+def _ovn_del(p: Dict[str, Any], ctx: Context) -> Any:
+    from ovsfab.ops.cni_ovn import cni_ovn_del  # noqa: PLC0415
+
+    return cni_ovn_del(p, ctx)
+
+
 _COMMON = {"container_id": "str", "ifname": "str", "bridge": "str", "ovs_netns": "opt-str"}
 
 OPERATIONS = [
@@ -439,6 +457,14 @@ OPERATIONS = [
               cni_gc, required=("network_name",), doc="CNI GC: remove this network's attachments not in valid"),
     Operation("cni.status", {"bridge": "opt-str", "ovs_netns": "opt-str"}, cni_status, changes=False,
               doc="CNI STATUS: OVSDB answers"),
+    Operation("cni.ovn_add", {"container_id": "str", "ifname": "str", "network": "str", "ovs_netns": "opt-str",
+                              "netns": "str", "addresses": "list", "routes": "list", "mtu": "opt-num",
+                              "mac": "opt-str", "network_name": "opt-str", "name": "opt-str"},
+              _ovn_add, required=("container_id", "netns", "ifname", "network"),
+              doc="CNI ADD on an OVN network: a logical port, a veth into CNI_NETNS on br-int"),
+    Operation("cni.ovn_del", {"container_id": "str", "ifname": "str", "network": "str", "ovs_netns": "opt-str"},
+              _ovn_del, required=("container_id", "ifname", "network"),
+              doc="CNI DEL on an OVN network: the logical port, the port and veth; nothing there is success"),
     Operation("cni.request", {"stdin": "str", "env": "list"}, _request, required=("stdin",),
               doc="one whole CNI plugin run (stdin, K=V environment): exit code and stdout document"),
 ]

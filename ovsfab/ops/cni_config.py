@@ -12,8 +12,8 @@ Options, and what ovs-cni users keep (docs/cni.md has the table):
 * ``ovs_netns``: the network namespace ovs-vswitchd runs in (a path, or a
   name in /run/netns); the veths' host ends are made there.  Default: the
   plugin's own (the host's).
-* ``network`` (an OVN logical switch) is refused: not supported by the CNI
-  plugin yet (error 2).
+* ``network``: an OVN logical switch (ovsfab/ops/cni_ovn.py); the port goes
+  on ``br-int`` (``bridge``, when given, must say so).
 
 Unknown keys are ignored, as the spec lets plugins of a chain do.
 """
@@ -28,6 +28,9 @@ from ovsfab.ops.cni_errors import (DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID
                                    UNSUPPORTED_FIELD, CniError)
 from ovsfab.ops.cni_where import DEFAULT_SOCKET, FLATFILE_DEFAULTS, netns_path, remote_in
 
+#: OVN's integration bridge: ovsfab.ovn.control.INTEGRATION_BRIDGE, which is not imported here because
+#: that module loads python-ovs (~180 ms) and every request parses (tests/test_cni_lean.py checks they agree).
+INTEGRATION_BRIDGE = "br-int"
 #: The spec versions this plugin speaks (results are given in the request's).
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
@@ -60,6 +63,13 @@ class Request:
     prev_result: Optional[Dict[str, Any]] = None
     pod_name: Optional[str] = None
     valid_attachments: List[str] = field(default_factory=list)
+    #: The OVN logical switch (``network``), None for a bridge.
+    network: Optional[str] = None
+
+    @staticmethod
+    def vlan_like(conf: Mapping[str, Any]) -> bool:
+        """Whether the configuration sets what only a bridge port has."""
+        return any(conf.get(k) is not None for k in ("vlan", "trunk", "ofport_request"))
 
 
 def version_of(stdin: bytes) -> str:
@@ -176,15 +186,23 @@ def parse(stdin: bytes, environ: Mapping[str, str]) -> Request:
     if not name:
         raise CniError(INVALID_CONFIG, "the network configuration has no name")
     req.name = name
-    if conf.get("network") is not None:
-        raise CniError(UNSUPPORTED_FIELD, "network (an OVN logical switch) is not supported by ovsfab-cni yet",
-                       "use bridge; OVN networks attach with `ovsfab attach --network`")
     if conf.get("deviceID") is not None:
         raise CniError(UNSUPPORTED_FIELD, "deviceID (SR-IOV) is not supported by ovsfab-cni", "use a veth (no deviceID)")
     flat = _flatfile(_str(conf, "configuration_path"))
     req.db = _db(conf, flat)
     req.ovs_netns = netns_path(_str(conf, "ovs_netns") or _str(flat, "ovs_netns"))
     bridge = _str(conf, "bridge")
+    req.network = _str(conf, "network")
+    if req.network is not None:
+        if not req.network:
+            raise CniError(INVALID_CONFIG, "network is empty", "name the OVN logical switch, or drop network")
+        if bridge not in (None, INTEGRATION_BRIDGE):
+            raise CniError(INVALID_CONFIG, f"network {req.network} is OVN's: its ports are on {INTEGRATION_BRIDGE}, "
+                           f"not bridge {bridge}", "drop bridge")
+        if req.vlan_like(conf):
+            raise CniError(INVALID_CONFIG, "vlan, trunk and ofport_request do not apply to an OVN network",
+                           "drop them (OVN's logical switch is the segment)")
+        bridge = INTEGRATION_BRIDGE
     if command != "GC" or bridge is not None:
         if not bridge and command != "STATUS":
             raise CniError(INVALID_CONFIG, "the network configuration has no bridge", 'e.g. "bridge": "br0"')

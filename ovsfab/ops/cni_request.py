@@ -77,13 +77,13 @@ def cmd_add(req: config.Request, environ: Mapping[str, str], ctx: Context) -> Di
         # a failed attach leaves no record, so nothing is to release.
         with cni_ipam.pool_lock(req.db, req.name):
             ipam = _own_ipam(req, ctx)
-            added = _run("cni.add", _add_params(req, ipam), ctx)
+            added = _attach(req, ipam, ctx)
         return result.add_result(req.cni_version, req.prev_result, ipam, added, req.ifname)
     ipam: Optional[Dict[str, Any]] = None
     if req.ipam_type:
         ipam = delegate(req.ipam_type, "ADD", req.netconf, environ)
     try:
-        added = _run("cni.add", _add_params(req, ipam), ctx)
+        added = _attach(req, ipam, ctx)
     except Exception:
         if req.ipam_type:
             try:
@@ -94,12 +94,17 @@ def cmd_add(req: config.Request, environ: Mapping[str, str], ctx: Context) -> Di
     return result.add_result(req.cni_version, req.prev_result, ipam, added, req.ifname)
 
 
-def _add_params(req: config.Request, ipam: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """cni.add's parameters: the request's options, IPAM's addresses and routes."""
+def _attach(req: config.Request, ipam: Optional[Dict[str, Any]], ctx: Context) -> Dict[str, Any]:
+    """cni.add (a bridge) or cni.ovn_add (an OVN network) with the request's options, IPAM's addresses
+    and routes."""
     addresses, routes = result.ipam_params(result.normalize(ipam, req.cni_version)) if ipam else ([], [])
-    return {**_common(req), "netns": req.netns, "addresses": addresses, "routes": routes, "vlan": req.vlan,
-            "trunk": req.trunk, "mtu": req.mtu, "mac": req.mac, "ofport_request": req.ofport_request,
-            "network_name": req.name, "name": req.pod_name}
+    common = {"container_id": req.container_id, "ifname": req.ifname, "ovs_netns": req.ovs_netns,
+              "netns": req.netns, "addresses": addresses, "routes": routes, "mtu": req.mtu, "mac": req.mac,
+              "network_name": req.name, "name": req.pod_name}
+    if req.network is not None:
+        return _run("cni.ovn_add", {**common, "network": req.network}, ctx)
+    return _run("cni.add", {**common, "bridge": req.bridge, "vlan": req.vlan, "trunk": req.trunk,
+                            "ofport_request": req.ofport_request}, ctx)
 
 
 def _delegated(req: config.Request) -> bool:
@@ -109,7 +114,11 @@ def _delegated(req: config.Request) -> bool:
 
 def cmd_del(req: config.Request, environ: Mapping[str, str], ctx: Context) -> None:
     """DEL: the attachment, then IPAM; both are no-ops when there is nothing."""
-    _run("cni.del", _common(req), ctx)
+    if req.network is not None:
+        _run("cni.ovn_del", {"container_id": req.container_id, "ifname": req.ifname, "network": req.network,
+                             "ovs_netns": req.ovs_netns}, ctx)
+    else:
+        _run("cni.del", _common(req), ctx)
     if _delegated(req):
         delegate(req.ipam_type, "DEL", req.netconf, environ)
 

@@ -58,8 +58,13 @@ class OvnAttachResult:
 def attach_network(network: str, target_spec: str, addresses: Sequence[str], ifname: str = "eth1",
                    mac: Optional[str] = None, mtu: Optional[int] = None, persist: bool = True,
                    wait: float = 10.0, ovs_remote: Optional[str] = None,
-                   subnet: Optional[str] = None, fault: Optional[str] = None) -> OvnAttachResult:
-    """Attach a container to an OVN network; idempotent; nothing left behind on failure."""
+                   subnet: Optional[str] = None, fault: Optional[str] = None,
+                   resolved: Optional[object] = None) -> OvnAttachResult:
+    """Attach a container to an OVN network; idempotent; nothing left behind on failure.
+
+    ``resolved``: the target (:class:`~ovsfab.model.Target`), already resolved by
+    the caller (the CNI plugin: a ``cni:`` target is CNI_NETNS, not a lookup).
+    """
     from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
     from ovsfab.ops.attach import attach, require_root  # noqa: PLC0415
     from ovsfab.plumbing import containers  # noqa: PLC0415
@@ -81,7 +86,7 @@ def attach_network(network: str, target_spec: str, addresses: Sequence[str], ifn
                 v6 = ipaddress.ip_address(encap_ip).version == 6
                 probe.mtu = tunnel_mtu(base, encap, v6)
                 notes.append(f"OVN {encap} over a {base}-byte underlay: MTU {probe.mtu}")
-        target = plan.step("ovn-resolve", lambda: containers.resolve(target_spec))
+        target = plan.step("ovn-resolve", lambda: resolved or containers.resolve(target_spec))
         port = host_ifname(target.key, ifname)
         iface_id = iface_id_for(network, sid, port)
         probe.mac = probe.mac or default_mac(iface_id, probe.addresses)

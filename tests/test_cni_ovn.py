@@ -1,0 +1,70 @@
+"""ovsfab-cni on an OVN network (``"network": NAME``): ops/cni_ovn.py, driven through the executable.
+
+One simulated host is a whole OVN deployment: the central (NB/SB
+ovsdb-servers, ovn-northd: ``ovsfab ovn central``) and a chassis
+(``ovsfab ovn join``, its tunnel endpoint on a veth inside the host) -- the cheapest
+lab in which ovn-controller binds ports and builds the logical switch's
+flows.  Oracles: ovn-nbctl on the NB socket, ovs-vsctl, ip, ping.
+"""
+from __future__ import annotations
+
+import pytest
+
+import testbed as tb
+from test_cni_conformance import added, plugin
+from test_ovn import OvnHost, have_ovn
+
+pytestmark = pytest.mark.slow
+
+UNDERLAY = "192.168.79.1"
+
+
+@pytest.fixture(scope="module")
+def chassis():
+    if not have_ovn():
+        pytest.skip("OVN is not installed (scripts/setup.sh installs ovn-central and ovn-host)")
+    host = OvnHost()
+    try:
+        # The underlay: a veth pair inside the host (no dummy module here), 1500 bytes.
+        host.ip("link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
+        host.ip("addr", "add", f"{UNDERLAY}/24", "dev", "ul0")
+        host.ip("link", "set", "ul0", "up")
+        host.ip("link", "set", "ul1", "up")
+        host.ovsfab("ovn", "central", "--address", UNDERLAY, check=True)
+        host.ovsfab("ovn", "join", UNDERLAY, "--encap-ip", UNDERLAY, "--system-id", "cnichassis", check=True)
+        yield host
+    finally:
+        for name in ("ovn-controller", "ovn-northd", "ovnnb_db", "ovnsb_db"):
+            try:
+                tb._kill_and_wait(int((host.rundir / f"{name}.pid").read_text()))  # noqa: SLF001
+            except (OSError, ValueError):
+                pass
+        host.close()
+
+
+def nbctl(host, *args):
+    return tb.run(["ovn-nbctl", f"--db=unix:{host.rundir}/ovnnb_db.sock", "--timeout=10", *args]).stdout
+
+
+def test_add_puts_the_container_on_the_logical_switch_and_del_removes_its_port(chassis, netns_targets):
+    host = chassis
+    conf = {"cniVersion": "1.0.0", "name": "ovnnet", "type": "ovsfab", "network": "cnils",
+            "ovsdb": host.db_url, "ovs_netns": host.name, "ipam": {"type": "ovsfab", "subnet": "10.94.0.0/24"}}
+    a, b = netns_targets(), netns_targets()
+    ra = added(conf, a.netns_path, container_id="ovn-a")
+    rb = added(conf, b.netns_path, container_id="ovn-b")
+    port_a = ra["interfaces"][0]["name"]
+    ids = tb.ovs_row_external_ids(host, "Interface", port_a)
+    lsps = nbctl(host, "lsp-list", "cnils")
+    assert ids["iface-id"] in lsps and len(lsps.strip().splitlines()) == 2, lsps
+    assert tb.ovs_row_external_ids(host, "Port", port_a)["ovsfab-cni-network"] == "ovnnet"
+    assert "10.94.0.2" in nbctl(host, "lsp-get-addresses", ids["iface-id"])
+    # Geneve over IPv4 on a 1500-byte underlay: 58 bytes less
+    assert tb.links_in(a)["eth0"]["mtu"] == 1442
+    assert tb.ping(a, rb["ips"][0]["address"].split("/")[0])
+    assert plugin("DEL", conf, a.netns_path, container_id="ovn-a")[0] == 0
+    assert ids["iface-id"] not in nbctl(host, "lsp-list", "cnils")
+    assert port_a not in tb.ovs_ports(host) and "eth0" not in tb.links_in(a)
+    assert plugin("DEL", conf, a.netns_path, container_id="ovn-a")[0] == 0  # twice
+    assert plugin("DEL", conf, b.netns_path, container_id="ovn-b")[0] == 0
+    assert nbctl(host, "lsp-list", "cnils").strip() == ""
