@@ -68,3 +68,24 @@ def test_add_puts_the_container_on_the_logical_switch_and_del_removes_its_port(c
     assert plugin("DEL", conf, a.netns_path, container_id="ovn-a")[0] == 0  # twice
     assert plugin("DEL", conf, b.netns_path, container_id="ovn-b")[0] == 0
     assert nbctl(host, "lsp-list", "cnils").strip() == ""
+
+
+def test_a_failed_add_leaves_no_logical_port_and_gc_removes_stale_ones(chassis, netns_targets):
+    host = chassis
+    conf = {"cniVersion": "1.1.0", "name": "ovngc", "type": "ovsfab", "network": "cnigc",
+            "ovsdb": host.db_url, "ovs_netns": host.name, "ipam": {"type": "ovsfab", "subnet": "10.95.0.0/24"}}
+    a, b = netns_targets(), netns_targets()
+    before = tb.snapshot(host, [a])
+    code, out = plugin("ADD", conf, a.netns_path, container_id="gc-a", extra_env={"OVSFAB_INJECT_FAULT": "extras"})
+    assert code == 1 and "extras" in out["msg"], out
+    assert tb.snapshot(host, [a]).diff(before) == []
+    assert "cnigc" not in nbctl(host, "ls-list")  # the switch it made went too
+    added(conf, a.netns_path, container_id="gc-a")
+    rb = added(conf, b.netns_path, container_id="gc-b")
+    code, out = plugin("GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "gc-a", "ifname": "eth0"}]},
+                       container_id=None, ifname=None)
+    assert (code, out) == (0, None)
+    assert len(nbctl(host, "lsp-list", "cnigc").strip().splitlines()) == 1
+    assert rb["interfaces"][0]["name"] not in tb.ovs_ports(host) and "eth0" not in tb.links_in(b)
+    assert plugin("DEL", conf, a.netns_path, container_id="gc-a")[0] == 0
+    assert nbctl(host, "lsp-list", "cnigc").strip() == ""

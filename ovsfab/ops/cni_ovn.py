@@ -32,7 +32,7 @@ BIND_WAIT = 10.0
 def cni_ovn_add(p: Dict[str, Any], ctx: Context) -> CniAddResult:
     """Plug CNI_NETNS's ``ifname`` into OVN network ``network``: logical port, br-int port, routes, record."""
     from ovsfab.backends.ovs.backend import OvsBackend  # noqa: PLC0415
-    from ovsfab.ops.ovn_network import attach_network, detach_network  # noqa: PLC0415
+    from ovsfab.ops.ovn_network import attach_network  # noqa: PLC0415
     from ovsfab.ovn.network import parse_network  # noqa: PLC0415
 
     network = parse_network(p["network"])
@@ -44,10 +44,15 @@ def cni_ovn_add(p: Dict[str, Any], ctx: Context) -> CniAddResult:
     with in_ovs_netns(p.get("ovs_netns")):
         target = netns_target(p["container_id"], p["netns"], p.get("name"))
         with Plan("cni.ovn_add", ctx.fault) as plan:
-            res = plan.step("ovn-attach", lambda: attach_network(
-                network, spec, addresses, ifname=ifname, mac=p.get("mac"), mtu=mtu, persist=False,
-                wait=BIND_WAIT, ovs_remote=ctx.db, fault=ctx.fault, resolved=target),
-                undo=lambda: detach_network(network, spec, ifname, True, ovs_remote=ctx.db))
+            made: Dict[str, Any] = {}
+
+            def attach() -> Any:
+                made["res"] = attach_network(
+                    network, spec, addresses, ifname=ifname, mac=p.get("mac"), mtu=mtu, persist=False,
+                    wait=BIND_WAIT, ovs_remote=ctx.db, fault=ctx.fault, resolved=target)
+                return made["res"]
+
+            res = plan.step("ovn-attach", attach, undo=lambda: _unattach(network, spec, ifname, ctx, made["res"]))
             if routes:
                 plan.step("routes", lambda: add_routes(target.netns_path, ifname, routes))
 
@@ -63,6 +68,22 @@ def cni_ovn_add(p: Dict[str, Any], ctx: Context) -> CniAddResult:
             mac = host_mac(res.attachment.port)  # type: ignore[attr-defined]
     notes = list(res.notes) + ([] if res.bound else [f"logical port {res.iface_id} not bound within {BIND_WAIT:g} s"])
     return CniAddResult(res.attachment, res.changed, mac, target.netns_path, notes)  # type: ignore[arg-type]
+
+
+def _unattach(network: str, spec: str, ifname: str, ctx: Context, res: Any) -> None:
+    """Undo an ADD's attach_network: the logical port, port and veth, and the switch if it made it."""
+    from ovsfab.ops.ovn_network import detach_network  # noqa: PLC0415
+    from ovsfab.ovn.network import delete_switch_if_empty, joined, nb_session  # noqa: PLC0415
+    from ovsfab.ovn.control import KEY_NB  # noqa: PLC0415
+
+    detach_network(network, spec, ifname, True, ovs_remote=ctx.db)
+    # attach_network says so only in its notes (OvnAttachResult has no flag for it).
+    if f"created OVN network {network}" in res.notes:
+        nbs = nb_session(joined(ctx.db)[KEY_NB])
+        try:
+            delete_switch_if_empty(nbs, network)
+        finally:
+            nbs.close()
 
 
 def cni_ovn_del(p: Dict[str, Any], ctx: Context) -> Any:
