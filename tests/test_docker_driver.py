@@ -27,7 +27,8 @@ from _crosshost_helpers import wait_for, wire
 from ovsfab.driver.handlers import Driver, Reservations
 from ovsfab.errors import InvalidInput
 from ovsfab.ops.context import Context
-from ovsfab.ops.endpoint import NetworkSpec, host_range, peer_ifname, port_ifname
+from ovsfab.ops.endpoint import NetworkSpec, peer_ifname, port_ifname
+from ovsfab.ops.endpoint_ipam import host_range
 
 U1, U2 = "192.168.79.5", "192.168.79.6"
 SUBNET = "10.79.0.0/24"
