@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -143,3 +144,29 @@ def test_concurrent_adds_never_share_an_address(own, netns_targets):
         assert plugin("DEL", c, t.netns_path, container_id=f"race-{i}")[0] == 0
     assert not [r for r in tb.ovs_table(host, "Port", ["external_ids"])
                 if r["external_ids"].get("ovsfab-container-id", "").startswith("cni:race-")]
+
+
+@pytest.mark.unprivileged
+def test_the_pool_lock_does_not_depend_on_ovs_rundir(monkeypatch, tmp_path):
+    """An agent and an in-process plugin may see different OVS_RUNDIRs: one pool must still mean one lock.
+
+    The lock file is named by the OVSDB remote and the network, under the
+    fixed /run/ovsfab directory (made writable here through DEFAULT_DIR).
+    """
+    seen = []
+    real = cni_ipam.attachment_lock
+
+    def spy(port, base=None):
+        seen.append(os.path.join(base or "", port) if base else None)
+        return real(port, base=str(tmp_path))
+
+    monkeypatch.setattr(cni_ipam, "attachment_lock", spy)
+    for rundir in ("/tmp/h1-run", "/tmp/h2-run"):
+        monkeypatch.setenv("OVS_RUNDIR", rundir)
+        with cni_ipam.pool_lock("unix:/run/h1/db.sock", "blue"):
+            pass
+    with cni_ipam.pool_lock("unix:/run/h2/db.sock", "blue"):
+        pass
+    assert seen[0] is not None and seen[0] == seen[1], seen
+    assert seen[0].startswith(cni_ipam.DEFAULT_LOCK_BASE), seen
+    assert seen[2] != seen[0], "two OVSDBs must not share one pool lock"

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set
 
 from ovsfab.errors import InvalidInput, OperationFailed
-from ovsfab.ops.lock import attachment_lock
+from ovsfab.ops.lock import DEFAULT_DIR as DEFAULT_LOCK_BASE, attachment_lock
 
 #: The ``ipam.type`` that selects this IPAM.
 TYPE = "ovsfab"
@@ -193,6 +193,9 @@ def in_use(attachments: Iterable[Any]) -> Set[IPAddr]:
 @contextlib.contextmanager
 def pool_lock(db: str, network: str) -> Iterator[None]:
     """The lock of one network's choices on one OVSDB (held until the ADD's record is in OVSDB)."""
+    # Always under /run/ovsfab, whatever OVS_RUNDIR says: the agent and an
+    # in-process plugin may see different environments, and the digest of the
+    # OVSDB remote already keeps hosts apart.
     digest = hashlib.sha256(f"{db}\0{network}".encode()).hexdigest()[:16]
-    with attachment_lock(f"cni-ipam-{digest}"):
+    with attachment_lock(f"cni-ipam-{digest}", base=DEFAULT_LOCK_BASE):
         yield

@@ -21,23 +21,23 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ovsfab.errors import OperationFailed
 
 DEFAULT_DIR = "/run/ovsfab"
 
 
-def lock_path(port: str) -> str:
-    """The lock file of a host-end name."""
-    base = os.environ.get("OVS_RUNDIR") or DEFAULT_DIR
+def lock_path(port: str, base: Optional[str] = None) -> str:
+    """The lock file of a host-end name (``base``: the directory, else the Open vSwitch run directory)."""
+    base = base or os.environ.get("OVS_RUNDIR") or DEFAULT_DIR
     return os.path.join(base, "ovsfab-locks", port)
 
 
 @contextlib.contextmanager
-def attachment_lock(port: str) -> Iterator[None]:
+def attachment_lock(port: str, base: Optional[str] = None) -> Iterator[None]:
     """Hold the lock of host-end name ``port`` (blocks while another process holds it)."""
-    path = lock_path(port)
+    path = lock_path(port, base)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
