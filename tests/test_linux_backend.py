@@ -408,6 +408,17 @@ def test_linux_gre(hosts, netns_targets):
     assert ping_df(c1, "10.30.0.20", 1462 - 28).returncode == 0
 
 
+def test_linux_ip6gre_without_a_source_address_is_refused(hosts):
+    """An ip6gretap without a local address sends nothing (proven in tests/vm): with no IPv6 route to
+    the remote there is no source to give it, so tunnel add refuses in one line and makes nothing."""
+    (h,) = hosts("linux")
+    before = _snap(h)
+    cp = h.ovsfab("tunnel", "add", "brg6", "fd77::9", "--type", "gre", "--key", "7")
+    tb.assert_clean_error(cp, codes=(6,))
+    assert "--local-ip" in cp.stderr and "fd77::9" in cp.stderr, cp.stderr
+    assert _snap(h) == before
+
+
 # ---------------------------------------------------------------- backend choice
 def test_backend_selection(hosts, netns_targets, tmp_path):
     h, = hosts("linux")

@@ -49,6 +49,8 @@ VXLAN_PORT = 4789
 GENEVE_PORT = 6081
 GRE_KEY = 0x2000
 GRE_CSUM = 0x8000
+#: linux/ip6_tunnel.h: send no Tunnel Encapsulation Limit option.
+IP6_TNL_F_IGN_ENCAP_LIMIT = 0x1
 #: Linux bridge VLAN IDs (0 and 4095 are reserved by 802.1Q).
 MIN_VID, MAX_VID = 1, 4094
 DEFAULT_UNDERLAY_MTU = 1500
@@ -409,12 +411,16 @@ class LinuxBackend(Backend):
                                  carrier=ln["carrier"], fdb=fdb))
         return out
 
-    def _underlay_mtu(self, remote: str) -> int:
+    def _underlay(self, remote: str) -> Tuple[int, Optional[str]]:
+        """(underlay MTU, the source address the kernel would use) towards ``remote``."""
         try:
-            mtu = self.nl.route_mtu(remote)
+            mtu, source = self.nl.route(remote)
         except OSError as exc:
             raise _netlink_error(exc, f"cannot look up the route to {remote}") from exc
-        return mtu or DEFAULT_UNDERLAY_MTU  # no route yet: the tunnel works once there is one
+        return mtu or DEFAULT_UNDERLAY_MTU, source  # no route yet: the tunnel works once there is one
+
+    def _underlay_mtu(self, remote: str) -> int:
+        return self._underlay(remote)[0]
 
     def add_tunnel_port(self, bridge: str, port: str, *, iface_type: str, options: Dict[str, str],
                         external_ids: Dict[str, str], datapath: str = DATAPATH,
@@ -435,7 +441,8 @@ class LinuxBackend(Backend):
             return self._add_vxlan_remote(bridge, ids, remote, key, options, v6)
         ids_one = dict(ids)
         alias = encode_record(ids_one)
-        mtu = self._underlay_mtu(remote) - tunnel_overhead(iface_type, v6, key, csum == "true")
+        underlay_mtu, source = self._underlay(remote)
+        mtu = underlay_mtu - tunnel_overhead(iface_type, v6, key, csum == "true")
         local = options.get("local_ip")
         data: List[Tuple[str, Any]]
         if iface_type == "gre":
@@ -446,6 +453,18 @@ class LinuxBackend(Backend):
             data = [("REMOTE", remote), ("IFLAGS", wire_flags), ("OFLAGS", wire_flags)]
             if key:
                 data += [("IKEY", key), ("OKEY", key)]
+            if v6:
+                # An ip6gretap without a local address sends nothing (ip6_tnl_xmit_ctl
+                # finds no transmit capability for "::"; found in the qemu guests):
+                # it gets the source the kernel would use towards the remote now.
+                local = local or source
+                if not local:
+                    raise OperationFailed(f"no IPv6 source address to reach {remote}: an ip6gretap device "
+                                          "needs a local address",
+                                          "add an IPv6 address and route towards the remote, or pass --local-ip")
+                # No encapsulation-limit option (8 bytes per packet by default, which
+                # tunnel_overhead does not count): what ``ip ... encaplimit none`` sets.
+                data.append(("FLAGS", IP6_TNL_F_IGN_ENCAP_LIMIT))
             if local:
                 data.append(("LOCAL", local))
         else:

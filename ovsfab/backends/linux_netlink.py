@@ -150,15 +150,28 @@ class BridgeNetlink:
         self.rt.one(self._fdb_entry(index, remote), RTM_DELNEIGH)
 
     # -- routes --------------------------------------------------------------
-    def route_mtu(self, remote: str) -> Optional[int]:
-        """The MTU of the link the kernel would send to ``remote`` through; None without a route."""
+    def route(self, remote: str) -> Tuple[Optional[int], Optional[str]]:
+        """(MTU of the link, source address) the kernel would send to ``remote`` with; (None, None) without a route.
+
+        One RTM_GETROUTE: the reply names the outgoing link (RTA_OIF) and the
+        source the kernel would pick (RTA_PREFSRC), which an IPv6 tunnel
+        device needs as its own local address (see ``add_tunnel_port``).
+        """
         v6 = ipaddress.ip_address(remote).version == 6
         query = nlmsg.route([("RTA_DST", remote)], family=socket.AF_INET6 if v6 else socket.AF_INET,
                             dst_len=128 if v6 else 32)
         try:
             found = self.rt.one(query, RTM_GETROUTE)
         except OSError:
-            return None  # no route yet
-        oif = found[0].get_attr("RTA_OIF") if found else None
+            return None, None  # no route yet
+        if not found:
+            return None, None
+        oif = found[0].get_attr("RTA_OIF")
+        src = found[0].get_attr("RTA_PREFSRC")
         ln = self.link(oif) if oif else None
-        return int(ln["mtu"]) if ln is not None and ln["mtu"] else None
+        mtu = int(ln["mtu"]) if ln is not None and ln["mtu"] else None
+        return mtu, (str(ipaddress.ip_address(src)) if src else None)
+
+    def route_mtu(self, remote: str) -> Optional[int]:
+        """The MTU of the link the kernel would send to ``remote`` through; None without a route."""
+        return self.route(remote)[0]
