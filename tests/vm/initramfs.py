@@ -47,8 +47,9 @@ COMPRESS = os.environ.get("OVSFAB_VM_GZIP") == "1"
 #: Modules the guests load; their dependencies come from modprobe.
 MODULES = ("virtio_pci", "virtio_net", "veth", "nfnetlink", "nf_conntrack_netlink",
            "openvswitch", "vport-vxlan", "vport-geneve", "vport-gre",
-           # the Linux backend: bridge (vlan_filtering); gretap, vxlan, geneve come with the vports
-           "bridge")
+           # the Linux backend: bridge (vlan_filtering); gretap, vxlan, geneve come with the vports;
+           # ip6gretap (GRE over an IPv6 underlay) is ip6_gre's
+           "bridge", "ip6_gre")
 
 #: Host binaries the guests run (besides python): found on PATH.
 BINARIES = ("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool", "ovs-dpctl", "ovs-appctl",

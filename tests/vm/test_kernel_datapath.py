@@ -93,5 +93,6 @@ def test_geneve_gre_tunnels_two_hosts(vm_run):
 
 
 def test_linux_gretap_vxlan_two_hosts(vm_run):
-    """Linux backend: gretap with a key (DF boundary, TCP) and a kernel VXLAN between the guests."""
+    """Linux backend between the guests: a kernel VXLAN (attached without --backend: auto picks the
+    Linux bridge), gretap with a key, ip6gretap and Geneve over an IPv6 underlay (DF boundary, TCP)."""
     _check(vm_run, "linux-tunnel")
