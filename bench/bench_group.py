@@ -25,7 +25,7 @@ Fair conditions (both sides alike):
 
 Usage (root)::
 
-    .venv/bin/python bench/bench_group.py [--n 100] [--parallel 16] [--rounds 3]
+    .venv/bin/python bench/bench_group.py [--n 100] [--parallel 16] [--rounds 3] [--ab]
 """
 from __future__ import annotations
 
@@ -69,11 +69,25 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def concurrent_attaches(n: int, parallel: int) -> Tuple[float, int, str]:
+class NoLingerAgent(AgentProc):
+    """The agent with its burst groups closed at once (``LINGER_MAX = 0``: a group is what was queued),
+    for ``--ab``: the same agent otherwise."""
+
+    def __init__(self, host: "tb.OvsHost") -> None:  # noqa: super().__init__ would start the plain agent
+        self.host = host
+        self.log = Path(host.rundir) / f"agent-{time.monotonic_ns()}.log"
+        self._fh = open(self.log, "w")
+        code = ("import ovsfab.agent.server as s; s.LINGER_MAX = 0\n"
+                "import sys; sys.argv = ['ovsfab', 'agent']\nfrom ovsfab.cli.main import main; main()\n")
+        self.proc = subprocess.Popen(on_host(host, sys.executable, "-c", code), stdout=self._fh,
+                                     stderr=subprocess.STDOUT, env=tb.clean_env(), cwd=str(REPO))
+
+
+def concurrent_attaches(n: int, parallel: int, linger: bool = True) -> Tuple[float, int, str]:
     host = tb.OvsHost()
     names = [f"og{os.getpid() % 10000}-{i}" for i in range(n)]
     netns_batch(names, "add")
-    agent = AgentProc(host)
+    agent = AgentProc(host) if linger else NoLingerAgent(host)
     try:
         agent.wait_log("serving attach/detach")
         agent.wait_log("connected to OVSDB")
@@ -134,13 +148,20 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ab", action="store_true",
+                    help="also the attaches with the agent's burst groups closed at once (LINGER_MAX = 0), interleaved")
     args = ap.parse_args()
     byte_compile()
     conc: List[float] = []
     apps: List[float] = []
+    plain: List[float] = []
     for r in range(args.rounds):  # interleaved, so a drift of the machine hits both
         total, grouped, how = concurrent_attaches(args.n, args.parallel)
         conc.append(total)
+        if args.ab:
+            t, g, h = concurrent_attaches(args.n, args.parallel, linger=False)
+            plain.append(t)
+            print(f"round {r + 1}: without lingering {t:.2f} s ({g} of them in {h})", flush=True)
         took, apply_cpu = one_apply(args.n)
         apps.append(took)
         print(f"round {r + 1}: {args.n} concurrent attaches {total:.2f} s ({grouped} of them in {how}); "
@@ -148,6 +169,8 @@ def main() -> int:
     c, a = statistics.median(conc), statistics.median(apps)
     print(f"\nmedian of {args.rounds}: {args.n} concurrent `ovsfab attach` (xargs -P {args.parallel}, agent) "
           f"{c:.2f} s, one `ovsfab apply` {a:.2f} s: ratio {c / a:.2f} (bar <= 1.5)")
+    if plain:
+        print(f"without lingering: {statistics.median(plain):.2f} s, ratio {statistics.median(plain) / a:.2f}")
     return 0
 
 
