@@ -144,18 +144,26 @@ def bench_ovsfab(n: int, ipv6: bool = False, pool: Optional[List[str]] = None) -
 
 
 def container_pool(n: int, image: str) -> List[str]:
-    have = tb.docker("ps", "-q", "--filter", f"label={POOL_LABEL}", "--format", "{{.Names}}").stdout.split()
+    have = tb.docker("ps", "-a", "--filter", f"label={POOL_LABEL}", "--format", "{{.Names}}").stdout.split()
     have = sorted(have, key=lambda s: int(s.rsplit("-", 1)[1]))
     t0 = time.monotonic()
-    for i in range(len(have), n):
+    stopped = tb.docker("ps", "-a", "--filter", f"label={POOL_LABEL}", "--filter", "status=exited",
+                        "--format", "{{.Names}}").stdout.split()
+    for name in stopped:  # a kept pool outlives dockerd restarts (other test runs) stopped
+        if tb.docker("start", name, check=False, timeout=120).returncode != 0:
+            tb.docker("rm", "-f", name, check=False, timeout=120)  # e.g. "task already exists": made anew below
+            have.remove(name)
+    for i in range(n):
         name = f"ovsfab-bench-{i}"
+        if name in have:
+            continue
         tb.docker("run", "-d", "--network", "none", "--label", POOL_LABEL, "--name", name, image,
                   "sleep", "1000000", timeout=120)
         have.append(name)
     made = time.monotonic() - t0
     if made > 1:
-        print(f"  (created {n} Docker containers for ovs-docker in {made:.0f} s)", flush=True)
-    return have[:n]
+        print(f"  (started or created {n} Docker containers for ovs-docker in {made:.0f} s)", flush=True)
+    return sorted(have, key=lambda s: int(s.rsplit("-", 1)[1]))[:n]
 
 
 def bench_ovs_docker(n: int, pool: List[str]) -> Dict[str, object]:
