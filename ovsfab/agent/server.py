@@ -323,8 +323,8 @@ class ControlServer:
         elif sync and group.lent:
             try:
                 _barrier(self.get_backend())
-            except OvsfabError as exc:
-                LOG.debug("group commit: OVSDB barrier: %s", exc)  # the transaction will say it too
+            except Exception as exc:  # noqa: BLE001 - a broken session: the transaction will say so too
+                LOG.debug("group commit: OVSDB barrier: %s", exc)
         group.conns.append(conn)
         if group.attach is not None:
             group.attach.add(req["params"])

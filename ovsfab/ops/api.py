@@ -173,7 +173,7 @@ class AttachGroup:
                 # auto on a Linux bridge: not this group's OVS transaction; served on its own, in order.
                 self._slots.append(self._op.run(p, self._ctx))
                 return
-        except OvsfabError as exc:
+        except Exception as exc:  # noqa: BLE001 - an error (or a bug) of this request is its result alone
             self._slots.append(exc)
             return
         self._slots.append(None)
