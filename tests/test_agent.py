@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 import testbed as tb
-from test_reconcile import ctrs, eth_facts, port_facts  # noqa: F401 - ctrs is a fixture
+import test_reconcile
+from test_reconcile import eth_facts, port_facts
+
+ctrs = test_reconcile.ctrs  # a fixture, shared (an import of it reads as unused to pyflakes)
 
 pytestmark = pytest.mark.docker
 

@@ -22,12 +22,13 @@ import socket
 import threading
 import time
 
-import pytest
-
 import testbed as tb
 from ovsfab.agent.intake import MAX_PENDING, MAX_REQUEST, READ_TIMEOUT
 from test_agent import AgentProc
-from test_fastpath import agent_host, served, sock_path  # noqa: F401 - agent_host is a fixture
+import test_fastpath
+from test_fastpath import served, sock_path
+
+agent_host = test_fastpath.agent_host  # a fixture, shared (an import of it reads as unused to pyflakes)
 
 ATTACH_BAR = 3.0
 

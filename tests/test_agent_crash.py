@@ -24,8 +24,11 @@ import testbed as tb
 from ovsfab.ops.attach import ATTACH_STEPS
 from ovsfab.ops.detach import DETACH_STEPS
 from test_agent import AgentProc
-from test_crash import ATTACH_ARGS, assert_same, attach_refs, kill_env, norm_snapshot, target, wait_gone  # noqa: F401
+import test_crash
+from test_crash import ATTACH_ARGS, assert_same, kill_env, norm_snapshot, wait_gone
 from test_fastpath import served
+
+attach_refs, target = test_crash.attach_refs, test_crash.target  # fixtures, shared
 
 KILLED = -signal.SIGKILL
 WARNING = "ovsfab: warning: the agent took the request and closed the connection without a reply"

@@ -49,7 +49,9 @@ LOG = logging.getLogger("ovsfab.agent")
 #: of every port on netdev (measured in-process: 0.21 s of its CPU for 100
 #: ports in one transaction, 0.75 s in groups of 8), and the link work
 #: overlaps the start-up of the burst's next clients instead of waiting for
-#: it.  A lone attach, or a shell loop (its groups are of one), never waits.
+#: it.  In the bench's wall time it halves the transactions but is a wash on
+#: this shared machine (docs/performance.md, ``bench_group.py --ab``).  A
+#: lone attach, or a shell loop (its groups are of one), never waits.
 BURST_WINDOW = 0.5
 LINGER_QUIET = 0.025
 LINGER_MAX = 0.5
