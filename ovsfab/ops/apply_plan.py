@@ -128,14 +128,19 @@ def _resolve_all(specs: List[str], containers: Any) -> Dict[str, Target]:
     return dict(zip(unique, found))
 
 
-def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False) -> ApplyPlan:
-    """Compare this host's part of the fabric with what exists; change nothing."""
+def make_plan(fabric: Fabric, host: str, backend: Backend, prune: bool = False,
+              part: Optional[HostPart] = None) -> ApplyPlan:
+    """Compare this host's part of the fabric with what exists; change nothing.
+
+    ``part``: ``host_part(fabric, host)`` if the caller has it already (it
+    walks every attachment of the file).
+    """
     from ovsfab.ops.tunnel import ROLE_TUNNEL, KEY_KEY, KEY_REMOTE, overhead, tunnel_port_name  # noqa: PLC0415
     from ovsfab.ops.uplink import find_uplink  # noqa: PLC0415
     from ovsfab.plumbing import containers  # noqa: PLC0415
     from ovsfab.plumbing.links import L3Handle  # noqa: PLC0415
 
-    part = host_part(fabric, host)
+    part = part if part is not None else host_part(fabric, host)
     plan = ApplyPlan(fabric, part, prune)
     my_bridges = set(part.bridges)
     nl = L3Handle()
