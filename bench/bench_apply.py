@@ -141,6 +141,26 @@ def bench_ovsfab(n: int, ipv6: bool = False, pool: Optional[List[str]] = None) -
     finally:
         host.close()  # the host ends go with its namespace, and with them the containers' eth1
         netns_batch(names, "delete")
+        if pool:
+            wait_gone(pool[:n], "eth1")
+
+
+def wait_gone(containers: List[str], ifname: str, limit: float = 60.0) -> None:
+    """Wait until no container has ``ifname`` (a netns is dismantled after ``ip netns del`` returns)."""
+    pids = tb.docker("inspect", "-f", "{{.State.Pid}}", *containers).stdout.split()
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        left = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/net/dev") as fh:
+                    left += any(line.split(":")[0].strip() == ifname for line in fh)
+            except OSError:
+                pass
+        if not left:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{left} containers still have {ifname} after {limit:.0f} s")
 
 
 def container_pool(n: int, image: str) -> List[str]:

@@ -58,7 +58,9 @@ def plot_batch(plt, paths: List[str], output: str) -> None:
     for tool, points in sorted(series.items()):
         xs = sorted(points)
         ax.plot(xs, [points[x] for x in xs], marker="o", color=colors.get(tool, "gray"),
-                label={"ovs-docker": "ovs-docker add-port, looped"}.get(tool, tool))
+                label={"ovs-docker": "ovs-docker add-port, looped (Docker containers)",
+                       "ovsfab apply": "ovsfab apply (named netns, IPv6 off)",
+                       "ovsfab apply (Docker)": "ovsfab apply (the same Docker containers)"}.get(tool, tool))
     ours, theirs = series.get("ovsfab apply", {}), series.get("ovs-docker", {})
     for n in sorted(set(ours) & set(theirs)):
         ax.annotate(f"{theirs[n] / ours[n]:.0f}x", (n, ours[n]), textcoords="offset points", xytext=(4, 6),
