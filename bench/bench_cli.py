@@ -13,7 +13,9 @@ and ovs-docker for part 1):
     CLI hands the work to it), ``ovsfab attach`` in-process
     (``OVSFAB_NO_AGENT=1``).  Every command is a whole process started from
     this script, as a shell loop would, inside the host's netns.  Also:
-    ``ovsfab --help`` and an empty ``python -c pass`` for scale.
+    ``ovsfab --help`` and an empty ``python -c pass`` for scale.  ovsfab is
+    byte-compiled first, as ``pip install`` leaves a package (under
+    ``PYTHONDONTWRITEBYTECODE=1`` each call compiled its modules from source).
 
 ``flat``
     ``--ports`` (1000) named netns attached through the agent's socket
