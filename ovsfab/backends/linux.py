@@ -61,6 +61,22 @@ def vxlan_device_name(bridge: str, key: int) -> str:
     return "vxl" + hashlib.sha256(f"{bridge}\0vxlan\0{key}".encode()).hexdigest()[:12]
 
 
+def _udp_csum(csum: Optional[str], v6: bool) -> List[Tuple[str, Any]]:
+    """VXLAN/Geneve data attributes for ``--csum``/``--no-csum`` (None: the kernel's default).
+
+    IPv4 has one switch (UDP_CSUM); over IPv6 the kernel ignores it and
+    checksums unless told to send zero checksums (ZERO_CSUM6_TX) -- and the
+    receiver drops those unless it accepts them (ZERO_CSUM6_RX), so
+    ``--no-csum`` sets both.
+    """
+    if csum is None:
+        return []
+    on = csum == "true"
+    if v6:
+        return [("UDP_ZERO_CSUM6_TX", 0 if on else 1), ("UDP_ZERO_CSUM6_RX", 0 if on else 1)]
+    return [("UDP_CSUM", 1 if on else 0)]
+
+
 def _netlink_error(exc: Exception, what: str) -> OvsfabError:
     return from_errno(exc, what)
 
@@ -471,8 +487,7 @@ class LinuxBackend(Backend):
             kind = "geneve"
             data = [("ID", key), ("REMOTE6" if v6 else "REMOTE", remote),
                     ("PORT", int(options.get("dst_port", GENEVE_PORT)))]
-            if csum is not None and not v6:
-                data.append(("UDP_CSUM", 1 if csum == "true" else 0))
+            data += _udp_csum(csum, v6)
         return self._add_tunnel_device(bridge, port, kind, data, mtu, alias)
 
     def _add_tunnel_device(self, bridge: str, port: str, kind: str, data: List[Tuple[str, Any]], mtu: int,
@@ -535,8 +550,7 @@ class LinuxBackend(Backend):
                                        ("PORT", int(options.get("dst_port", VXLAN_PORT)))]
         if local:
             data.append(("LOCAL6" if v6 else "LOCAL", local))
-        if "csum" in options:
-            data.append(("UDP_CSUM", 1 if options["csum"] == "true" else 0))
+        data += _udp_csum(options.get("csum"), v6)
         mtu = self._underlay_mtu(remote) - tunnel_overhead("vxlan", v6, key, False)
         res = self._add_tunnel_device(bridge, name, "vxlan", data, mtu, encode_record(dev_ids))
         try:

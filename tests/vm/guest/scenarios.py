@@ -812,7 +812,9 @@ def scenario_linux_tunnel() -> str:
               ("geneve6", "geneve", "brg", 7004, "50", "geneve", ip6_of(PEER)))
     for label, tt, br, key, net, kind, remote in phases:
         v6 = ":" in remote
-        tun = ovsfab_json(*pre, "tunnel", "add", br, remote, "--type", tt, "--key", str(key))
+        # Geneve over IPv6 with zero UDP checksums: both ends must send and accept them
+        opts = ("--no-csum",) if label == "geneve6" else ()
+        tun = ovsfab_json(*pre, "tunnel", "add", br, remote, "--type", tt, "--key", str(key), *opts)
         expect(tun["datapath"] == "linux", f"{label}: datapath {tun['datapath']}")
         dev = links()[tun["name"]]
         li = dev.get("linkinfo") or {}
@@ -826,8 +828,9 @@ def scenario_linux_tunnel() -> str:
             binfo = (links()[br].get("linkinfo") or {}).get("info_data") or {}
             expect(binfo.get("vlan_filtering") == 1, f"{br} (created by ovsfab) has no vlan_filtering: {binfo}")
         elif tt == "geneve":
-            expect(data.get("id") == key and data.get("remote6" if v6 else "remote") == remote,
-                   f"geneve {tun['name']}: {data}")
+            expect(data.get("id") == key and data.get("remote6" if v6 else "remote") == remote
+                   and data.get("udp_zero_csum6_tx") is True and data.get("udp_zero_csum6_rx") is True,
+                   f"geneve {tun['name']} (--no-csum over IPv6): {data}")
         else:
             fdb = json.loads(run("/usr/sbin/bridge", "-j", "fdb", "show", "dev", tun["name"], quiet=True).stdout)
             expect(data.get("id") == key and any(e.get("mac") == "00:00:00:00:00:00" and e.get("dst") == remote
@@ -877,7 +880,7 @@ def scenario_linux_tunnel() -> str:
     same(eth0_before, l3_state("eth0"), "Linux tunnels (eth0 after its IPv6 underlay address went)")
     barrier("ltunnel-end")
     return ("Linux backend: kernel VXLAN 7002 MTU {vxlan} (auto attach; DF fill ok, +1 too long), gretap key 7001 "
-            "MTU {gre}, ip6gretap key 7003 MTU {gre6}, Geneve/IPv6 7004 MTU {geneve6} (each DF fill ok, +1 too "
+            "MTU {gre}, ip6gretap key 7003 MTU {gre6}, Geneve/IPv6 --no-csum 7004 MTU {geneve6} (each DF fill ok, +1 too "
             "long, TCP {tcp}B) across the guests; tunnel del removed every device"
             ).format(tcp=SMALL_TCP, **mtus)
 
