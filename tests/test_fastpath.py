@@ -542,3 +542,51 @@ print(json.dumps(out))
     assert conflict["exit_code"] == 4 and "other settings" in conflict["error"], conflict
     assert tb.addrs_in(a)["eth1"] == ["10.9.8.1/24"] and tb.addrs_in(b)["eth1"] == ["10.9.8.2/24"]
     assert len([p for p in tb.ovs_ports(ovs_host) if p.startswith("ovf")]) == 2
+
+
+class LingeringAgent(AgentProc):
+    """The agent with every attach in a burst and a 3 s quiet window (tests only: deterministic groups)."""
+
+    def __init__(self, host: tb.OvsHost) -> None:  # noqa: super().__init__ would start the plain agent
+        self.host = host
+        self.log = host.rundir / f"agent-{time.monotonic_ns()}.log"
+        self._fh = open(self.log, "w")
+        code = ("import ovsfab.agent.server as s\n"
+                "s.BURST_WINDOW, s.LINGER_QUIET, s.LINGER_MAX = 1e9, 3.0, 20.0\n"
+                "import sys; sys.argv = ['ovsfab', 'agent']\nfrom ovsfab.cli.main import main; main()\n")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", host.name, "env", f"OVS_RUNDIR={host.rundir}",
+                                      str(tb.PYTHON), "-c", code], stdout=self._fh, stderr=subprocess.STDOUT,
+                                     env=tb.clean_env(), cwd=str(tb.REPO))
+
+
+def test_a_request_joining_a_group_reads_ovsdb_as_fresh_as_when_it_arrived(ovs_host, netns_targets):
+    """The burst group takes in attaches that arrive later (docs/agent.md); each arrival first
+    brings the agent's OVSDB view up to date.  Here the port of x is removed by ovs-vsctl while
+    the group is open; the re-attach of x that arrives afterwards must see that (and plug it again),
+    not the agent's stale view of it as attached."""
+    import concurrent.futures
+
+    x, y = netns_targets(), netns_targets()
+    ovs_host.ovsfab("attach", "br0", x.target, "10.9.9.1/24", check=True, env={"OVSFAB_NO_AGENT": "1"})
+    port = [p for p in tb.ovs_ports(ovs_host) if p.startswith("ovf")][0]
+    agent = LingeringAgent(ovs_host)
+    try:
+        agent.wait_log("serving attach/detach")
+        agent.wait_log("connected to OVSDB")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(ovs_host.ovsfab, "attach", "br0", y.target, "10.9.9.2/24")
+            # y's link work is done (its address is in) and its group waits for more.
+            wait_for(lambda: tb.addrs_in(y).get("eth1") or first.done(), 20, "y's link work in the group")
+            assert not first.done(), "the group was closed before the second request"
+            tb.run(["ip", "netns", "exec", ovs_host.name, "ovs-vsctl", f"--db=unix:{ovs_host.rundir}/db.sock",
+                    "--no-wait", "del-port", port])
+            again = pool.submit(ovs_host.ovsfab, "attach", "br0", x.target, "10.9.9.1/24", "--json")
+            runs = [first.result(60), again.result(60)]
+        assert all(cp.returncode == 0 for cp in runs), runs
+        assert re.search(r"op: attach x2 in one transaction", agent.text()), agent.text()
+        assert json.loads(runs[1].stdout)["changed"] is True, runs[1].stdout
+        assert port in tb.ovs_ports(ovs_host)
+        assert tb.tcp_transfer(x, y, "10.9.9.2", nbytes=200_000)
+    finally:
+        if agent.proc.poll() is None:
+            agent.kill()
