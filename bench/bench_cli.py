@@ -215,7 +215,12 @@ def bench_flat(args: argparse.Namespace) -> None:
                                   f"10.60.{i // 250}.{i % 250 + 1}/16"))
 
         def reconfigure() -> float:
-            # vswitchd's share: one empty reconfiguration (ovs-vsctl waits for it) at this size.
+            # vswitchd's share: one empty reconfiguration (ovs-vsctl waits for it) at this size,
+            # once vswitchd is idle: right after an attach it is still busy with the new port
+            # (bench_ports1k.py at 1,000 ports: 315-405 ms then, 155-163 ms idle).
+            from bench_ports1k import settle  # noqa: PLC0415 - it imports this module
+
+            settle(host)
             return med([timed(["ovs-vsctl", f"--db={host.db_url}", "set", "Open_vSwitch", ".",
                                f"external_ids:bench={k}"]) for k in range(5)])
 
