@@ -84,7 +84,9 @@ class DockerBed:
         return ["nsenter", f"--net={self.netns_path}", DOCKERD, "--config-file", str(d / "daemon.json"), "--data-root", str(d / "data"),
                 "--exec-root", str(d / "exec"), "--pidfile", str(self.pidfile), "-H", self.host,
                 "--bridge=none", "--iptables=false", "--ip6tables=false",
-                f"--cgroup-parent=/{d.name}", "--shutdown-timeout", "5"]
+                f"--cgroup-parent=/{d.name}"]  # dockerd's own --shutdown-timeout (15 s): with 5, a
+        # loaded host saw "Force shutdown daemon" with 100 containers, and some --restart always
+        # ones did not come back (their cleanup failed with containerd gone)
 
     def start(self) -> float:
         """Start dockerd; seconds until it answers."""
