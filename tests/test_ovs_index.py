@@ -94,3 +94,45 @@ def test_lookups_after_ovsdb_server_restart_with_rows_deleted_meanwhile(ovs_host
         assert sorted(backend.bridge_ports("br0")) == ["br0", "p2", "p3"]
     finally:
         backend.close()
+
+
+def test_a_port_gone_from_ovsdb_after_the_commit_is_blamed_on_ovsdb_not_vswitchd(ovs_host):
+    """add_many commits, then waits for ovs-vswitchd; if the row is gone when it reads back, say so honestly.
+
+    ovs-vswitchd never deletes rows: a port missing after a successful commit
+    means ovsdb-server restarted mid-way or another client removed it.  Here
+    the other client does it while ovs-vswitchd is stopped (SIGSTOP), so the
+    commit has landed and the wait for cur_cfg is still running.
+    """
+    import os
+    import signal
+    import threading
+
+    from ovsfab.backends.base import NOT_IN_OVSDB, NewPort, add_failed
+
+    ovs_host.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev")
+    backend = OvsBackend(remote=ovs_host.db_url)
+    vswitchd = ovs_host._pid("ovs-vswitchd")
+    out = {}
+    try:
+        os.kill(vswitchd, signal.SIGSTOP)
+        try:
+            worker = threading.Thread(target=lambda: out.update(backend.add_many(
+                [NewPort("br0", "gone1", {"ovsfab-owner": "ovsfab"}, "netdev", None, "internal")])))
+            worker.start()
+            deadline = time.monotonic() + 10
+            while "gone1" not in ovs_host.vsctl("list-ports", "br0").stdout.split():
+                assert time.monotonic() < deadline, "the commit never reached OVSDB"
+                time.sleep(0.05)
+            ovs_host.vsctl("--no-wait", "del-port", "br0", "gone1")
+        finally:
+            os.kill(vswitchd, signal.SIGCONT)
+        worker.join(30)
+        assert not worker.is_alive()
+    finally:
+        backend.close()
+    assert out == {"gone1": (None, NOT_IN_OVSDB)}
+    err = add_failed("gone1", "br0", NOT_IN_OVSDB, 19)
+    assert "OVSDB lost gone1 on br0" in err.message and "(and 19 more)" in err.message, err.message
+    assert "vswitchd" not in err.message and "again" in err.remedy
+    assert add_failed("p", "br0", "could not open network device p").message.startswith("ovs-vswitchd could not add p")

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from ovsfab.errors import OperationFailed
 from ovsfab.model import Attachment
 
 #: external_ids key naming what an ovsfab port is for ("uplink" | "tunnel");
@@ -50,6 +51,21 @@ class PortResult:
     #: The port actually used, when the backend chose it (a Linux VXLAN
     #: device is shared by every remote of one key); None: the one asked for.
     port: Optional[str] = None
+
+
+#: The error :meth:`Backend.add_many` reports for a port whose row OVSDB does
+#: not hold after the commit: ovs-vswitchd never removes rows, so this is
+#: ovsdb-server restarting (or another client deleting the port) mid-way.
+NOT_IN_OVSDB = "not in OVSDB after the commit"
+
+
+def add_failed(port: str, bridge: str, error: str, more: int = 0) -> OperationFailed:
+    """The one-line error for ports :meth:`Backend.add_many` could not add, blaming the right daemon."""
+    also = f" (and {more} more)" if more else ""
+    if error == NOT_IN_OVSDB:
+        return OperationFailed(f"OVSDB lost {port} on {bridge} during the commit{also}: ovsdb-server restarted "
+                               "or another client removed it", "run the command again; it converges")
+    return OperationFailed(f"ovs-vswitchd could not add {port} to {bridge}: {error}{also}", "see ovs-vswitchd.log")
 
 
 class Backend(abc.ABC):

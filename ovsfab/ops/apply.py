@@ -45,8 +45,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ovsfab.backends.base import CAP_BFD, KEY_ROLE, Backend, Borrowed, NewPort
-from ovsfab.errors import Conflict, OperationFailed, OvsfabError
+from ovsfab.backends.base import CAP_BFD, KEY_ROLE, NOT_IN_OVSDB, Backend, Borrowed, NewPort, add_failed
+from ovsfab.errors import Conflict, OvsfabError
 from ovsfab.fabric.desired import host_part
 from ovsfab.fabric.spec import Fabric
 from ovsfab.model import OWNER_KEY, OWNER_VALUE, Attachment
@@ -222,13 +222,11 @@ def execute(plan: ApplyPlan, backend: Backend, progress: Optional[Progress] = No
                     backend.del_br(b, if_exists=True)
 
             applied = steps.step("commit", commit, undo=uncommit if ports else None)
-            failed = [(p, applied.get(p.port, (None, "not added"))[1]) for p in ports
-                      if applied.get(p.port, (None, "not added"))[1]]
-            if failed:
+            failed = [(p, applied.get(p.port, (None, NOT_IN_OVSDB))[1]) for p in ports
+                      if applied.get(p.port, (None, NOT_IN_OVSDB))[1]]
+            if failed:  # the commit step's undo removes what did get in
                 p, err = failed[0]
-                raise OperationFailed(f"ovs-vswitchd could not add {p.port} to {p.bridge}: {err}"
-                                      + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""),
-                                      "see ovs-vswitchd.log; nothing was changed")
+                raise add_failed(p.port, p.bridge, err, len(failed) - 1)
             for new, att in prepared:
                 att.ofport = applied[new.port][0]
             timings["commit_s"] = round(time.monotonic() - t_commit, 4)

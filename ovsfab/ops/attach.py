@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
-from ovsfab.backends.base import Backend, Borrowed, NewPort, PortResult
+from ovsfab.backends.base import Backend, Borrowed, NewPort, PortResult, add_failed
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError, PermissionDenied
 from ovsfab.model import Attachment, AttachRequest, Target, host_ifname
 from ovsfab.ops.lock import attachment_lock
@@ -231,8 +231,7 @@ class AttachBatch:
                 try:
                     ofport, error = plugged.get(pending.port, (None, None))
                     if error:
-                        raise OperationFailed(f"ovs-vswitchd could not add port {pending.port}: {error}",
-                                              "see ovs-vswitchd.log")
+                        raise add_failed(pending.port, pending.req.bridge, error)
                     plan.checkpoint("plug")
                     self._out[i] = _end(pending, plan, ofport)
                 except Exception as exc:  # noqa: BLE001

@@ -49,7 +49,7 @@ import os
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from ovsfab.backends.base import CAP_BATCH, Backend, Borrowed, NewPort, is_attachment
+from ovsfab.backends.base import CAP_BATCH, NOT_IN_OVSDB, Backend, Borrowed, NewPort, add_failed, is_attachment
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError, Unavailable
 from ovsfab.model import Attachment, AttachRequest, Target, parse_target_spec
 from ovsfab.ops.batch import in_background
@@ -523,12 +523,10 @@ class Reconciler:
         applied = self._flush(specs)
         timings["add"] = time.monotonic() - t3
         for restored, target, inode in done:
-            ofport, error = applied.get(restored.port, (None, "not added"))
+            ofport, error = applied.get(restored.port, (None, NOT_IN_OVSDB))
             restored.ofport = ofport
             if error:
-                actions.append(Action(FAILED, restored, "", error=OperationFailed(
-                    f"ovs-vswitchd could not add {restored.port} to {restored.bridge}: {error}",
-                    "see ovs-vswitchd.log")))
+                actions.append(Action(FAILED, restored, "", error=add_failed(restored.port, restored.bridge, error)))
             elif not containers.still_alive(target, inode):
                 # attach's verify step: the record stays, the next start restores it.
                 actions.append(Action(FAILED, restored, "", error=Conflict(

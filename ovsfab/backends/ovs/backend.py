@@ -8,7 +8,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
-from ovsfab.backends.base import CAP_BATCH, CAP_BFD, CAP_PORT_EXTRAS, JOURNAL_PREFIX, KEY_ROLE, Backend, NewPort, OwnedPort, PortResult
+from ovsfab.backends.base import (CAP_BATCH, CAP_BFD, CAP_PORT_EXTRAS, JOURNAL_PREFIX, KEY_ROLE, NOT_IN_OVSDB, Backend, NewPort,
+                                  OwnedPort, PortResult)
 from ovsfab.backends.ovs.idl import IdlSession, batch_timeout, default_remote
 from ovsfab.backends.ovs.index import PortIndex
 from ovsfab.errors import Conflict, NotFound, OperationFailed
@@ -478,7 +479,7 @@ class OvsBackend(Backend):
         out: Dict[str, Tuple[Optional[int], Optional[str]]] = {}
         for p in ports:
             row = self._port(p.port)
-            ofport, error = None, "not added"
+            ofport, error = None, NOT_IN_OVSDB
             if row is not None:
                 for iface in row.interfaces:
                     if iface.name == p.port:
