@@ -419,6 +419,21 @@ def test_linux_ip6gre_without_a_source_address_is_refused(hosts):
     assert _snap(h) == before
 
 
+def test_linux_vxlan_ipv6_remote_and_one_family_per_device(hosts):
+    """A VXLAN device for an IPv6 remote is made IPv6 (the kernel refused its FDB entry before; traffic
+    is proven in tests/vm); an IPv4 remote on that device (same key) is refused in one line."""
+    (h,) = hosts("linux")
+    res = json.loads(h.ovsfab("tunnel", "add", "brv", "fd77::9", "--key", "9", "--json", check=True).stdout)
+    fdb = tb.run(["bridge", "-n", h.name, "fdb", "show", "dev", res["name"]]).stdout
+    assert "00:00:00:00:00:00 dst fd77::9" in fdb, fdb
+    before = _snap(h)
+    cp = h.ovsfab("tunnel", "add", "brv", "192.0.2.9", "--key", "9")
+    tb.assert_clean_error(cp, codes=(4,))
+    assert "--key" in cp.stderr and "192.0.2.9" in cp.stderr, cp.stderr
+    assert _snap(h) == before
+    assert tb.run(["bridge", "-n", h.name, "fdb", "show", "dev", res["name"]]).stdout == fdb
+
+
 # ---------------------------------------------------------------- backend choice
 def test_backend_selection(hosts, netns_targets, tmp_path):
     h, = hosts("linux")

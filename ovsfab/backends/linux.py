@@ -550,6 +550,11 @@ class LinuxBackend(Backend):
                                        ("PORT", int(options.get("dst_port", VXLAN_PORT)))]
         if local:
             data.append(("LOCAL6" if v6 else "LOCAL", local))
+        elif v6:
+            # A VXLAN device is IPv4 unless an address says otherwise: the kernel
+            # refused IPv6 FDB entries (EAFNOSUPPORT, found in the qemu guests).
+            # The unspecified address makes it IPv6, the source still chosen by route.
+            data.append(("LOCAL6", "::"))
         data += _udp_csum(options.get("csum"), v6)
         mtu = self._underlay_mtu(remote) - tunnel_overhead("vxlan", v6, key, False)
         res = self._add_tunnel_device(bridge, name, "vxlan", data, mtu, encode_record(dev_ids))
@@ -568,6 +573,10 @@ class LinuxBackend(Backend):
         try:
             self.nl.fdb_append(idx, remote)
         except OSError as exc:
+            if exc.errno == errno.EAFNOSUPPORT:
+                fam, other = ("IPv6", "IPv4") if ipaddress.ip_address(remote).version == 6 else ("IPv4", "IPv6")
+                raise Conflict(f"the VXLAN device {name} is for {other} remotes, not {fam} {remote}",
+                               "use another --key for it (one device per address family)") from exc
             raise _netlink_error(exc, f"cannot add remote {remote} to {name}") from exc
 
     def del_tunnel_port(self, port: str, *, remote: Optional[str] = None) -> bool:
