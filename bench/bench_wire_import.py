@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""What cli/wire.py's use of CPython's private ``_json`` saves the lean client: ``import json`` avoided.
+"""What agent/wire.py's use of CPython's private ``_json`` saves the lean client: ``import json`` avoided.
 
 Fresh interpreters (what every ``ovsfab`` command is), interleaved in one
 run (the machine is shared: medians): a bare start, one that imports
 :mod:`json` and round-trips a small object through it, and one that does
-the same through ``ovsfab.cli.wire`` (which drives ``_json``'s scanner and
+the same through ``ovsfab.agent.wire`` (which drives ``_json``'s scanner and
 encoder itself, tests/test_wire_private.py guards that).  The saving is
 ``json - wire``; ``wire - bare`` is what the module costs.
 
@@ -25,7 +25,7 @@ from typing import Dict, List
 CASES = {
     "bare": "pass",
     "json": "import json; json.loads(json.dumps({'a': [1, 'x']}))",
-    "wire": "from ovsfab.cli import wire; wire.loads(wire.dumps({'a': [1, 'x']}))",
+    "wire": "from ovsfab.agent import wire; wire.loads(wire.dumps({'a': [1, 'x']}))",
 }
 
 

@@ -1,4 +1,4 @@
-"""cli/wire.py (the lean client's JSON) against the stdlib json module, and the client's imports.
+"""agent/wire.py (the lean client's JSON) against the stdlib json module, and the client's imports.
 
 Pure logic: for any JSON value the agent protocol could carry, wire.dumps
 gives json.dumps' bytes and wire.loads reads back what json.loads reads;
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ovsfab.cli import wire
+from ovsfab.agent import wire
 
 pytestmark = pytest.mark.unprivileged
 

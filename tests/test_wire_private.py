@@ -1,6 +1,6 @@
-"""Guard tests: CPython's private ``_json`` still works the way cli/wire.py drives it.
+"""Guard tests: CPython's private ``_json`` still works the way agent/wire.py drives it.
 
-cli/wire.py gives the lean client JSON without ``import json`` (~20 ms of
+agent/wire.py gives the lean client JSON without ``import json`` (~20 ms of
 imports per command, see its docstring) by calling ``_json.make_scanner``
 and ``_json.make_encoder`` itself, with the settings :mod:`json` gives them.
 ``_json`` is private: an upgrade may rename it, make the scanner read a new
@@ -25,11 +25,11 @@ from typing import Any, Dict, List, Set
 
 import pytest
 
-from ovsfab.cli import wire
+from ovsfab.agent import wire
 
 pytestmark = pytest.mark.unprivileged
 
-REMEDY = "cli/wire.py must follow (or import json instead, ~20 ms per command)"
+REMEDY = "agent/wire.py must follow (or import json instead, ~20 ms per command)"
 
 try:
     import _json

@@ -7,7 +7,7 @@ Standard library only: the lean client imports this before anything else.
 
 from __future__ import annotations
 
-from ovsfab.cli import wire
+from ovsfab.agent import wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing import at run time (start-up cost of the lean client)

@@ -4,7 +4,7 @@ A runtime starts the plugin once per ADD or DEL; a Go plugin is running in a
 few milliseconds, a Python process that imports python-ovs, pyroute2 and
 the request parsing takes tens.  So this module, like the CLI's lean client
 (ovsfab/cli/fast.py), imports only the standard library (:mod:`os`, :mod:`sys`, the C ``_socket``
-and ``_json``: JSON through :mod:`ovsfab.cli.wire`, since :mod:`json` imports
+and ``_json``: JSON through :mod:`ovsfab.agent.wire`, since :mod:`json` imports
 :mod:`re` and :mod:`enum`) until it knows which path it takes:
 
 1. it reads stdin and finds, in the configuration, the OVSDB remote and
@@ -29,7 +29,7 @@ import os
 import sys
 
 from ovsfab.agent import protocol
-from ovsfab.cli import wire
+from ovsfab.agent import wire
 from ovsfab.ops.cni_where import lookup
 
 TYPE_CHECKING = False
