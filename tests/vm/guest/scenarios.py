@@ -1083,6 +1083,9 @@ def _cleanup() -> None:
     run(IP, "link", "set", "eth0", "nomaster", check=False, quiet=True)
     for name in linux_owned():  # the Linux backend's bridges and tunnel devices
         run(IP, "link", "del", name, check=False, quiet=True)
+    for name in ("brx", "brg"):  # linux-tunnel's bridges (brx made by the scenario itself)
+        run(IP, "link", "del", name, check=False, quiet=True)
+    run(IP, "-6", "addr", "del", f"{ip6_of(MY_IP)}/64", "dev", "eth0", check=False, quiet=True)
     st = json.loads(run(IP, "-j", "addr", "show", "dev", "eth0", quiet=True).stdout)[0]
     if not any(a.get("local") == MY_IP for a in st.get("addr_info", [])):
         run(IP, "addr", "add", f"{MY_IP}/24", "dev", "eth0", check=False)
