@@ -25,7 +25,7 @@ Fair conditions (both sides alike):
 
 Usage (root)::
 
-    .venv/bin/python bench/bench_group.py [--n 100] [--parallel 16] [--rounds 3] [--ab]
+    .venv/bin/python bench/bench_group.py [--n 100] [--parallel 16] [--rounds 3] [--ab [--b-setting 'PIPELINE = False']]
 """
 from __future__ import annotations
 
@@ -69,25 +69,24 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class NoLingerAgent(AgentProc):
-    """The agent with its burst groups closed at once (``LINGER_MAX = 0``: a group is what was queued),
-    for ``--ab``: the same agent otherwise."""
+class VariantAgent(AgentProc):
+    """The agent with one module setting of agent/server.py changed (``--ab``): the same agent otherwise."""
 
-    def __init__(self, host: "tb.OvsHost") -> None:  # noqa: super().__init__ would start the plain agent
+    def __init__(self, host: "tb.OvsHost", setting: str) -> None:  # noqa: super().__init__ would start the plain agent
         self.host = host
         self.log = Path(host.rundir) / f"agent-{time.monotonic_ns()}.log"
         self._fh = open(self.log, "w")
-        code = ("import ovsfab.agent.server as s; s.LINGER_MAX = 0\n"
+        code = (f"import ovsfab.agent.server as s; s.{setting}\n"
                 "import sys; sys.argv = ['ovsfab', 'agent']\nfrom ovsfab.cli.main import main; main()\n")
         self.proc = subprocess.Popen(on_host(host, sys.executable, "-c", code), stdout=self._fh,
                                      stderr=subprocess.STDOUT, env=tb.clean_env(), cwd=str(REPO))
 
 
-def concurrent_attaches(n: int, parallel: int, linger: bool = True) -> Tuple[float, int, str]:
+def concurrent_attaches(n: int, parallel: int, setting: str = "") -> Tuple[float, int, str]:
     host = tb.OvsHost()
     names = [f"og{os.getpid() % 10000}-{i}" for i in range(n)]
     netns_batch(names, "add")
-    agent = AgentProc(host) if linger else NoLingerAgent(host)
+    agent = VariantAgent(host, setting) if setting else AgentProc(host)
     try:
         agent.wait_log("serving attach/detach")
         agent.wait_log("connected to OVSDB")
@@ -149,7 +148,9 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ab", action="store_true",
-                    help="also the attaches with the agent's burst groups closed at once (LINGER_MAX = 0), interleaved")
+                    help="also the attaches with the previous agent (no pipelining: PIPELINE = False), interleaved")
+    ap.add_argument("--b-setting", default="PIPELINE = False",
+                    help="the agent/server.py setting of --ab's B side (e.g. 'LINGER_MAX = 0')")
     args = ap.parse_args()
     byte_compile()
     conc: List[float] = []
@@ -159,9 +160,9 @@ def main() -> int:
         total, grouped, how = concurrent_attaches(args.n, args.parallel)
         conc.append(total)
         if args.ab:
-            t, g, h = concurrent_attaches(args.n, args.parallel, linger=False)
+            t, g, h = concurrent_attaches(args.n, args.parallel, setting=args.b_setting)
             plain.append(t)
-            print(f"round {r + 1}: without lingering {t:.2f} s ({g} of them in {h})", flush=True)
+            print(f"round {r + 1}: with {args.b_setting}: {t:.2f} s ({g} of them in {h})", flush=True)
         took, apply_cpu = one_apply(args.n)
         apps.append(took)
         print(f"round {r + 1}: {args.n} concurrent attaches {total:.2f} s ({grouped} of them in {how}); "
@@ -170,7 +171,7 @@ def main() -> int:
     print(f"\nmedian of {args.rounds}: {args.n} concurrent `ovsfab attach` (xargs -P {args.parallel}, agent) "
           f"{c:.2f} s, one `ovsfab apply` {a:.2f} s: ratio {c / a:.2f} (bar <= 1.5)")
     if plain:
-        print(f"without lingering: {statistics.median(plain):.2f} s, ratio {statistics.median(plain) / a:.2f}")
+        print(f"with {args.b_setting}: {statistics.median(plain):.2f} s, ratio {statistics.median(plain) / a:.2f}")
     return 0
 
 
