@@ -71,3 +71,31 @@ def test_the_same_answer_as_the_sdk(docker_image):
         assert dockerapi.get_json("unix:///var/run/docker.sock", f"/containers/{name}-no/json")[0] == 404
     finally:
         tb.docker("rm", "-f", name, check=False)
+
+
+@pytest.mark.unprivileged
+def test_an_unreachable_dockerd_is_said_in_words(tmp_path):
+    """No socket, nobody listening, SDK or not: the one line says which, not an exception's class name."""
+    from ovsfab.errors import Unavailable
+    from ovsfab.plumbing import containers
+
+    missing = f"unix://{tmp_path}/nope.sock"
+    with pytest.raises(Unavailable) as exc:
+        containers._inspect_docker("web", missing)
+    assert exc.value.message == f"cannot reach dockerd to look up 'web': no socket at {tmp_path}/nope.sock"
+
+    dead = tmp_path / "dead.sock"  # a socket file nobody listens on any more
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(dead))
+    s.close()
+    with pytest.raises(Unavailable) as exc:
+        containers._inspect_docker("web", f"unix://{dead}")
+    assert exc.value.message.endswith(f"nothing listens at {dead}"), exc.value.message
+
+    port = socket.socket()  # a TCP port that refuses: the SDK's path, its errors wrapped by requests
+    port.bind(("127.0.0.1", 0))
+    url = f"tcp://127.0.0.1:{port.getsockname()[1]}"
+    port.close()
+    with pytest.raises(Unavailable) as exc:
+        containers._inspect_docker("web", url)
+    assert exc.value.message.endswith(f"nothing listens at {url}"), exc.value.message

@@ -68,7 +68,11 @@ def _docker_containers(docker_host: Optional[str] = None) -> List[Dict[str, Any]
     try:
         return list(_inspect_client(docker_host).containers(all=True))
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise Unavailable(f"cannot reach dockerd: {type(exc).__name__}") from None
+        from ovsfab.plumbing import dockerapi  # noqa: PLC0415
+        from ovsfab.plumbing.containers import docker_url  # noqa: PLC0415
+
+        raise Unavailable(f"cannot reach dockerd: {dockerapi.unreachable(exc, docker_url(docker_host))}",
+                          "start dockerd (or set DOCKER_HOST)") from None
 
 
 def _inspect_container(ref: str, docker_host: Optional[str] = None) -> Dict[str, Any]:

@@ -149,7 +149,10 @@ class DockerView:
             raise
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             self.close()
-            raise Unavailable(f"cannot reach dockerd to {what}: {type(exc).__name__}",
+            from ovsfab.plumbing import dockerapi  # noqa: PLC0415
+            from ovsfab.plumbing.containers import docker_url  # noqa: PLC0415
+
+            raise Unavailable(f"cannot reach dockerd to {what}: {dockerapi.unreachable(exc, docker_url())}",
                               "start dockerd (or set DOCKER_HOST); Docker attachments were left as they are"
                               ) from None
 

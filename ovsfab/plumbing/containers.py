@@ -52,7 +52,7 @@ def _inspect_docker(ref: str, docker_host: Optional[str] = None) -> dict:
         except PermissionError:
             raise PermissionDenied("cannot talk to dockerd: permission denied", "run ovsfab as root") from None
         except OSError as exc:
-            raise Unavailable(f"cannot reach dockerd to look up {ref!r}: {type(exc).__name__}",
+            raise Unavailable(f"cannot reach dockerd to look up {ref!r}: {dockerapi.unreachable(exc, url)}",
                               "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N") from None
         if status == 404:
             raise NotFound(f"no Docker container named {ref!r}",
@@ -77,7 +77,8 @@ def _inspect_with_sdk(ref: str, docker_host: Optional[str]) -> dict:
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         if isinstance(exc, PermissionError) or "Permission denied" in str(exc):
             raise PermissionDenied("cannot talk to dockerd: permission denied", "run ovsfab as root") from None
-        raise Unavailable(f"cannot reach dockerd to look up {ref!r}: {type(exc).__name__}",
+        raise Unavailable(f"cannot reach dockerd to look up {ref!r}: "
+                          f"{dockerapi.unreachable(exc, docker_url(docker_host))}",
                           "start dockerd, set DOCKER_HOST, or use netns:NAME / pid:N") from None
 
 

@@ -10,6 +10,7 @@ for any other ``DOCKER_HOST`` the caller uses the SDK.
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 from typing import Any, Tuple
@@ -81,3 +82,31 @@ def _dechunk(body: bytes) -> bytes:
         out += rest[:size]
         body = rest[size + 2:]
     return bytes(out)
+
+
+def unreachable(exc: BaseException, docker_host: str) -> str:
+    """Why dockerd at ``docker_host`` could not be reached, in words (not an exception class name).
+
+    The SDK wraps the socket's OSError in requests' exceptions; the first
+    OSError in the chain (causes, contexts, arguments) says what happened.
+    """
+    where = unix_path(docker_host) or docker_host
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return f"no answer from {where} in time"
+        if isinstance(e, OSError) and e.errno == errno.ENOENT:
+            return f"no socket at {where}"
+        if isinstance(e, OSError) and e.errno == errno.ECONNREFUSED:
+            return f"nothing listens at {where}"
+        if isinstance(e, OSError) and e.errno is not None:
+            return f"{where}: {e.strerror or errno.errorcode.get(e.errno, e.errno)}"
+        todo += [x for x in (e.__cause__, e.__context__, *getattr(e, "args", ())) if isinstance(x, BaseException)]
+        reason = getattr(e, "reason", None)  # urllib3's wrappers keep the socket error here
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    return f"{where}: {type(exc).__name__}"
