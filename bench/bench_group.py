@@ -25,7 +25,7 @@ Fair conditions (both sides alike):
 
 Usage (root)::
 
-    .venv/bin/python bench/bench_group.py [--n 100] [--parallel 16] [--rounds 3] [--ab [--b-setting 'PIPELINE = False']]
+    .venv/bin/python bench/bench_group.py [--n 100] [--parallel 16] [--rounds 3] [--ab [--b-setting 'LINGER_MAX = 0']]
 """
 from __future__ import annotations
 
@@ -148,9 +148,9 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ab", action="store_true",
-                    help="also the attaches with the previous agent (no pipelining: PIPELINE = False), interleaved")
-    ap.add_argument("--b-setting", default="PIPELINE = False",
-                    help="the agent/server.py setting of --ab's B side (e.g. 'LINGER_MAX = 0')")
+                    help="also the attaches with one agent/server.py setting changed (--b-setting), interleaved")
+    ap.add_argument("--b-setting", default="LINGER_MAX = 0",
+                    help="the agent/server.py setting of --ab's B side (default: burst groups closed at once)")
     args = ap.parse_args()
     byte_compile()
     conc: List[float] = []

@@ -31,10 +31,7 @@ class Recorder(srv.ControlServer):
     def _add(self, groups: Dict[str, Any], key: str, conn: Any, req: Dict[str, Any], sync: bool = False) -> None:
         groups.setdefault(key, srv._Group()).conns.append(conn)  # noqa: SLF001 - no attach is run
 
-    def _finish(self, group: Any) -> None:
-        if group.done:
-            return
-        group.done = True
+    def _commit(self, group: Any) -> None:
         self.groups.append(len(group.conns))
         for conn in group.conns:
             send_reply(conn, {"v": PROTOCOL, "declined": "recorded"})
@@ -129,57 +126,3 @@ def test_after_a_group_the_next_one_waits_for_the_rest_of_the_burst(server):
     for t in [*firsts, one, *threads]:
         t.join(10)
     assert len(replies) == 6 and all(b"recorded" in r for r in replies)
-
-
-class Pipelined(Recorder):
-    """A Recorder whose sent groups are 'applied by ovs-vswitchd' APPLY_AFTER s after being sent."""
-
-    APPLY_AFTER = 1.0  # the late clients come 0.3 s after the first: margin for a loaded machine
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.events: List[str] = []
-        self.applied_at: Dict[int, float] = {}
-
-    def _add(self, groups: Dict[str, Any], key: str, conn: Any, req: Dict[str, Any], sync: bool = False) -> None:
-        super()._add(groups, key, conn, req, sync)
-        self.events.append("add")
-
-    def _send(self, group: Any) -> None:
-        self.applied_at[id(group)] = time.monotonic() + self.APPLY_AFTER
-        self.events.append(f"send {len(group.conns)}")
-
-    def _ready(self, group: Any) -> bool:
-        return time.monotonic() >= self.applied_at[id(group)]
-
-    def _finish(self, group: Any) -> None:
-        if not group.done:
-            self.events.append(f"finish {len(group.conns)}")
-        super()._finish(group)
-
-
-def test_the_next_group_takes_arrivals_while_the_previous_one_waits_for_vswitchd(tmp_path, monkeypatch):
-    # Issue 21's pipelining: the link work of the attaches that arrive while
-    # a sent group waits for ovs-vswitchd is done during that wait, and the
-    # sent group is answered as soon as it is applied, not after the next
-    # group closes.  ~2.4 s.
-    if not hasattr(socket, "SO_PEERCRED"):
-        pytest.skip("needs SO_PEERCRED")
-    monkeypatch.setattr(srv, "LINGER_QUIET", 0.2)
-    monkeypatch.setattr(srv, "LINGER_MAX", 3.0)
-    server = Pipelined(str(tmp_path / "agent.sock"))
-    server.open()
-    try:
-        replies: List[bytes] = []
-        firsts = [threading.Thread(target=send, args=(server.path, i, replies)) for i in range(2)]
-        for t in firsts:
-            t.start()
-        wait_ready(server, 2)
-        threads = late(server.path, 2, 3, replies)  # 0.3 s from now: during the first group's wait
-        assert server.serve_pending() == 5
-        for t in [*firsts, *threads]:
-            t.join(10)
-    finally:
-        server.close()
-    assert server.events == ["add", "add", "send 2", "add", "add", "add", "finish 2", "send 3", "finish 3"]
-    assert server.groups == [2, 3] and len(replies) == 5

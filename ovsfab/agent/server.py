@@ -30,7 +30,7 @@ import json
 import os
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ovsfab.agent.intake import Intake, send_reply
 from ovsfab.agent.protocol import PROTOCOL, netns_id, socket_path
@@ -56,13 +56,6 @@ BURST_WINDOW = 0.5
 LINGER_QUIET = 0.025
 LINGER_MAX = 0.5
 LINGER_CAP = 64
-#: Pipelining (issue 21): after a group of two or more is sent to OVSDB, the
-#: next group takes arrivals (and does their link work) while ovs-vswitchd
-#: applies it; whether it has is checked every INFLIGHT_POLL s in between.
-#: False: the previous behaviour (wait, answer, then take more), for
-#: bench/bench_group.py --ab.
-PIPELINE = True
-INFLIGHT_POLL = 0.005
 
 #: sd_listen_fds(3): passed sockets start at this descriptor.
 SD_LISTEN_FDS_START = 3
@@ -114,9 +107,6 @@ class _Group:
         self.error: Optional[BaseException] = None
         #: It uses the agent's own session (then later requests sync it first).
         self.lent = False
-        #: Set when sending failed (each request's result); done: answered.
-        self.results: Optional[List[Any]] = None
-        self.done = False
 
 
 class ControlServer:
@@ -254,20 +244,10 @@ class ControlServer:
         served = len(items)
         if groups and burst:
             served += self._linger(groups, rest)
-        while groups:
-            for group in groups.values():
-                self._send(group)
-            sent = list(groups.values())
-            groups = {}
-            several = any(len(g.conns) > 1 for g in sent)
-            if several and PIPELINE and not rest:
-                # While ovs-vswitchd applies these, the next group takes the
-                # attaches that keep arriving (their link work overlaps its wait).
-                served += self._linger(groups, rest, inflight=sent)
-            for group in sent:
-                self._finish(group)
-            if several:  # a burst is on (from when the group ended)
-                self._burst_at = time.monotonic()
+        for group in groups.values():
+            self._commit(group)
+        if any(len(g.conns) > 1 for g in groups.values()):
+            self._burst_at = time.monotonic()
         for conn, req in rest:
             try:
                 reply = self.handle(req)
@@ -277,40 +257,25 @@ class ControlServer:
             send_reply(conn, reply)
         return served
 
-    def _linger(self, groups: Dict[str, "_Group"], rest: List[Tuple[Any, Dict[str, Any]]],
-                inflight: Sequence["_Group"] = ()) -> int:
+    def _linger(self, groups: Dict[str, "_Group"], rest: List[Tuple[Any, Dict[str, Any]]]) -> int:
         """During a burst: add the attaches that keep arriving to the open groups; how many were taken.
 
         Each is added (its link work done) as it arrives, so the agent works
         while the burst's next clients start; the groups close when none
         has arrived for LINGER_QUIET s, after LINGER_MAX s, at LINGER_CAP
         requests, or when any other request arrives (it then runs after the
-        groups, as it would have).  ``inflight``: groups sent to OVSDB whose
-        ovs-vswitchd wait is pending; they are finished (their clients
-        answered) as soon as applied, checked every INFLIGHT_POLL s (on this
-        thread: python-ovs is not thread safe), and the quiet spell counts
-        only from then.
+        groups, as it would have).
         """
         assert self.intake is not None
-        waiting = [g for g in inflight if not g.done]
         taken = 0
-        now = time.monotonic()
-        end, quiet_end = now + LINGER_MAX, now + LINGER_QUIET
+        end = time.monotonic() + LINGER_MAX
         while sum(len(g.conns) for g in groups.values()) < LINGER_CAP:
-            if waiting and all(self._ready(g) for g in waiting):
-                for group in waiting:
-                    self._finish(group)
-                waiting = []
-                quiet_end = time.monotonic() + LINGER_QUIET
-            now = time.monotonic()
-            left = min(end, quiet_end) - now
-            if waiting:  # the group cannot be sent before those are answered: a quiet spell ends nothing
-                left = min(end - now, INFLIGHT_POLL)
+            left = end - time.monotonic()
             if left <= 0:
                 break
-            item = self.intake.take(left)
+            item = self.intake.take(min(LINGER_QUIET, left))
             if item is None:
-                continue
+                break
             arrived = [item]
             while True:  # all that came while the last ones were added: one OVSDB barrier for them
                 more = self.intake.take()
@@ -324,7 +289,6 @@ class ControlServer:
                     rest.extend(arrived[k:])  # they run after the groups, in order
                     return taken
                 self._add(groups, key, conn, req, sync=k == 0)
-            quiet_end = time.monotonic() + LINGER_QUIET
         return taken
 
     def _add(self, groups: Dict[str, "_Group"], key: str, conn: Any, req: Dict[str, Any],
@@ -369,41 +333,12 @@ class ControlServer:
 
     def _commit(self, group: "_Group") -> None:
         """One transaction for a group's ports, one reply each."""
-        self._send(group)
-        self._finish(group)
-
-    def _send(self, group: "_Group") -> None:
-        """The group's transaction, committed to OVSDB (ovs-vswitchd not waited for)."""
-        if group.attach is None:
-            return
-        try:
-            group.attach.send()
-        except Exception as exc:  # noqa: BLE001 - a bug: every request of the group says so
-            LOG.exception("op: attach group failed")
-            group.attach.abort(exc)
-            group.results = [exc] * len(group.conns)
-
-    def _ready(self, group: "_Group") -> bool:
-        """Whether finishing the group would not wait for ovs-vswitchd."""
-        if group.attach is None or group.results is not None:
-            return True
-        try:
-            return bool(group.attach.ready())
-        except Exception as exc:  # noqa: BLE001 - finishing it will say what is wrong
-            LOG.debug("group commit: ready: %s", exc)
-            return True
-
-    def _finish(self, group: "_Group") -> None:
-        """Wait for ovs-vswitchd (if still needed) and answer each request of a sent group (once)."""
-        if group.done:
-            return
-        group.done = True
-        results = group.results
+        results: List[Any]
         if group.attach is None:
             results = [group.error] * len(group.conns)
-        elif results is None:
+        else:
             try:
-                results = group.attach.finish()
+                results = group.attach.commit()
             except Exception as exc:  # noqa: BLE001 - a bug: every request of the group says so
                 LOG.exception("op: attach group failed")
                 group.attach.abort(exc)

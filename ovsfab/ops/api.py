@@ -135,8 +135,7 @@ class AttachGroup:
     request is validated and its link work done when it is added; a bad one
     gets its error in its place.  :meth:`commit` plugs them all and returns
     a result or an OvsfabError for each, in the order added; it closes the
-    backend, and so does :meth:`abort`.  :meth:`send` and :meth:`finish` are
-    its two halves (commit to OVSDB; wait for ovs-vswitchd and finish).
+    backend, and so does :meth:`abort`.
     """
 
     def __init__(self, ctx: Context, timings: Optional[Dict[str, float]] = None) -> None:
@@ -182,29 +181,8 @@ class AttachGroup:
 
     def commit(self) -> List[Any]:
         """Plug every port in one transaction; a result or an OvsfabError per request, in order."""
-        self.send()
-        return self.finish()
-
-    def send(self) -> None:
-        """The first half of :meth:`commit`: the transaction committed to OVSDB, ovs-vswitchd not waited for.
-
-        Between this and :meth:`finish` the caller may use the backend's
-        session on the same thread (the agent adds the next group's attaches).
-        """
         try:
-            self._batch.send()
-        except BaseException:
-            self._backend.close()
-            raise
-
-    def ready(self) -> bool:
-        """Whether :meth:`finish` would not wait for ovs-vswitchd (never blocks)."""
-        return self._batch.ready()
-
-    def finish(self) -> List[Any]:
-        """The second half of :meth:`commit`: a result or an OvsfabError per request, in order."""
-        try:
-            done = iter(self._batch.finish())
+            done = iter(self._batch.commit())
         finally:
             self._backend.close()
         return [slot if slot is not None else next(done) for slot in self._slots]

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from ovsfab.backends.base import Backend, Borrowed, NewPort, PortResult, add_failed
 from ovsfab.errors import Conflict, OperationFailed, OvsfabError, PermissionDenied
@@ -147,13 +147,6 @@ class AttachBatch:
     all at once.
     """
 
-    #: Host-end names whose lock a batch of this process holds (open, or sent
-    #: and not finished): the agent takes the next group's requests while the
-    #: previous group waits for ovs-vswitchd, and a request for one of these
-    #: would wait for its own process's flock forever; it runs after its
-    #: batch's commit instead (by then the previous group is finished).
-    _held: Set[str] = set()
-
     def __init__(self, backend: Backend, fault: Optional[str] = None, docker_host: Optional[str] = None,
                  timings: Optional[Dict[str, float]] = None) -> None:
         require_root()
@@ -168,21 +161,13 @@ class AttachBatch:
         self._later: List[Tuple[int, AttachRequest, Target]] = []
         self._timings = timings
         self._clock = _Clock(timings)
-        #: Between send() and finish(): the requests sent and what the backend returned.
-        self._sent: List[Tuple[int, contextlib.ExitStack, Plan, "_Pending"]] = []
-        self._handle: Any = None
-        self._bridges_before: Dict[str, bool] = {}
 
     def __len__(self) -> int:
         return len(self._out)
 
-    def _fail(self, i: int, stack: contextlib.ExitStack, plan: Plan, exc: BaseException,
-              port: Optional[str] = None) -> None:
-        try:
-            plan.__exit__(type(exc), exc, exc.__traceback__)  # rollback, in reverse
-        finally:
-            stack.close()
-            AttachBatch._held.discard(port or "")
+    def _fail(self, i: int, stack: contextlib.ExitStack, plan: Plan, exc: BaseException) -> None:
+        plan.__exit__(type(exc), exc, exc.__traceback__)  # rollback, in reverse
+        stack.close()
         self._out[i] = _as_error(exc)
 
     def add(self, req: AttachRequest, resolved: Optional[Target] = None) -> None:
@@ -202,7 +187,7 @@ class AttachBatch:
             self._clock.lap("links")
             return
         port = host_ifname(target.key, req.ifname)
-        if port in self._ports or port in AttachBatch._held:
+        if port in self._ports:
             self._later.append((i, req, target))
             return
         stack = contextlib.ExitStack()
@@ -221,61 +206,27 @@ class AttachBatch:
         else:
             self._open.append((i, stack, plan, pending))
             self._ports.add(port)
-            AttachBatch._held.add(port)
         self._clock.lap("links")
 
     def commit(self) -> List[Union[AttachResult, OvsfabError]]:
         """One transaction for every port added, then announce and verify each: a result or error each, in order."""
-        self.send()
-        return self.finish()
-
-    def send(self) -> None:
-        """The first half of :meth:`commit`: the one transaction, committed to OVSDB.
-
-        With a backend that can split it (the OVS backend's add_many_send),
-        ovs-vswitchd is not waited for here: :meth:`ready` tells when it
-        has applied it, :meth:`finish` waits for that and does the rest.
-        """
         self._clock.restart()
         open_, self._open = self._open, []
         backend = self.backend
-        if not open_:
-            return
-        self._bridges_before = {p.req.bridge: backend.bridge_datapath(p.req.bridge) is not None
-                                for _, _, _, p in open_}
-        ports = [NewPort(p.req.bridge, p.port, p.ids, p.datapath, p.req.vlan) for _, _, _, p in open_]
-        send = getattr(backend, "add_many_send", None)  # a backend without the split does it all here
-        try:
-            self._handle = send(ports) if send is not None else backend.add_many(ports)
-            self._sent = open_
-        except Exception as exc:  # noqa: BLE001 - the one transaction failed: so did every request in it
-            for i, stack, plan, p in open_:
-                self._fail(i, stack, plan, exc, p.port)
-        self._clock.lap("plug")
-
-    def ready(self) -> bool:
-        """Whether :meth:`finish` would not wait for ovs-vswitchd (never blocks)."""
-        if not self._sent or isinstance(self._handle, dict):
-            return True
-        return bool(self.backend.add_many_ready(self._handle))  # type: ignore[attr-defined]
-
-    def finish(self) -> List[Union[AttachResult, OvsfabError]]:
-        """The second half of :meth:`commit`: wait for ovs-vswitchd, announce and verify each; results in order."""
-        self._clock.restart()
-        open_, self._sent = self._sent, []
-        handle, self._handle = self._handle, None
-        backend = self.backend
         if open_:
+            bridges_before = {p.req.bridge: backend.bridge_datapath(p.req.bridge) is not None
+                              for _, _, _, p in open_}
             try:
-                plugged = handle if isinstance(handle, dict) else backend.add_many_finish(handle)  # type: ignore[attr-defined]
+                plugged = backend.add_many([NewPort(p.req.bridge, p.port, p.ids, p.datapath, p.req.vlan)
+                                            for _, _, _, p in open_])
             except Exception as exc:  # noqa: BLE001 - the one transaction failed: so did every request in it
-                for i, stack, plan, pending in open_:
-                    self._fail(i, stack, plan, exc, pending.port)
+                for i, stack, plan, _ in open_:
+                    self._fail(i, stack, plan, exc)
                 open_ = []
                 plugged = {}
             self._clock.lap("plug")
             for i, stack, plan, pending in open_:
-                pending.created_bridge = not self._bridges_before[pending.req.bridge]
+                pending.created_bridge = not bridges_before[pending.req.bridge]
                 plan.add_undo("plug", pending.unplug)
                 try:
                     ofport, error = plugged.get(pending.port, (None, None))
@@ -284,13 +235,10 @@ class AttachBatch:
                     plan.checkpoint("plug")
                     self._out[i] = _end(pending, plan, ofport)
                 except Exception as exc:  # noqa: BLE001
-                    self._fail(i, stack, plan, exc, pending.port)
+                    self._fail(i, stack, plan, exc)
                     continue
-                try:
-                    plan.__exit__(None, None, None)
-                finally:
-                    stack.close()
-                    AttachBatch._held.discard(pending.port)
+                plan.__exit__(None, None, None)
+                stack.close()
             self._clock.lap("finish")
         self._ports.clear()
         later, self._later = self._later, []
@@ -305,8 +253,8 @@ class AttachBatch:
     def abort(self, exc: BaseException) -> None:
         """Roll back every request added and not yet plugged (the caller could not commit)."""
         open_, self._open = self._open, []
-        for i, stack, plan, p in open_:
-            self._fail(i, stack, plan, exc, p.port)
+        for i, stack, plan, _ in open_:
+            self._fail(i, stack, plan, exc)
         self._ports.clear()
         self._later = []
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
 from ovsfab.backends.base import (CAP_BATCH, CAP_BFD, CAP_PORT_EXTRAS, JOURNAL_PREFIX, KEY_ROLE, NOT_IN_OVSDB, Backend, NewPort,
                                   OwnedPort, PortResult)
-from ovsfab.backends.ovs.idl import IdlSession, Sent, batch_timeout, default_remote
+from ovsfab.backends.ovs.idl import IdlSession, batch_timeout, default_remote
 from ovsfab.backends.ovs.index import PortIndex
 from ovsfab.errors import Conflict, NotFound, OperationFailed
 from ovsfab.model import OWNER_KEY, OWNER_VALUE, Attachment
@@ -34,14 +33,6 @@ def _opt(value: object) -> Optional[object]:
     if isinstance(value, list):
         return value[0] if value else None
     return value
-
-
-@dataclass
-class SentPorts:
-    """Ports of :meth:`OvsBackend.add_many_send`, committed to OVSDB; None: no transaction was needed."""
-
-    ports: List[NewPort]
-    sent: Optional[Sent]
 
 
 class OvsBackend(Backend):
@@ -440,12 +431,6 @@ class OvsBackend(Backend):
                  set_ids: Optional[Dict[str, Dict[str, str]]] = None,
                  may_exist: bool = False,
                  ) -> Dict[str, Tuple[Optional[int], Optional[str]]]:
-        """:meth:`add_many_send` then :meth:`add_many_finish`: see the former."""
-        return self.add_many_finish(self.add_many_send(ports, set_ids=set_ids, may_exist=may_exist))
-
-    def add_many_send(self, ports: List[NewPort], *,
-                      set_ids: Optional[Dict[str, Dict[str, str]]] = None,
-                      may_exist: bool = False) -> "SentPorts":
         """Add many ports (veth ends and tunnels) in ONE transaction and wait once.
 
         ovs-vswitchd then reconfigures once for the whole batch instead of
@@ -455,11 +440,9 @@ class OvsBackend(Backend):
         port, for the same reason.  A missing bridge is created in the same
         transaction.  ``set_ids`` merges keys into existing ports'
         external_ids.  ``may_exist``: a port that exists already is left
-        alone (reconcile re-records attachments).  This half commits to
-        OVSDB; :meth:`add_many_finish` waits for ovs-vswitchd and returns
-        {port: (ofport, error)} as it reported them (the caller decides what
-        an error means).  In between, the caller may use this session for
-        other work on the same thread (the agent takes the next attaches).
+        alone (reconcile re-records attachments).  Returns {port: (ofport,
+        error)} as ovs-vswitchd reported them; the caller decides what an
+        error means.
         """
         set_ids = set_ids or {}
 
@@ -490,22 +473,11 @@ class OvsBackend(Backend):
                     row.external_ids = merged
 
         if not ports and not set_ids:
-            return SentPorts([], None)
-        sent = self.session.send(build, comment=f"ovsfab: apply {len(ports)} ports",
-                                 timeout=batch_timeout(self.session.timeout, len(ports)))
-        return SentPorts(list(ports), sent)
-
-    def add_many_ready(self, sent: "SentPorts") -> bool:
-        """Whether ovs-vswitchd has applied a sent batch (never blocks)."""
-        return sent.sent is None or self.session.is_applied(sent.sent)
-
-    def add_many_finish(self, sent: "SentPorts") -> Dict[str, Tuple[Optional[int], Optional[str]]]:
-        """Wait for ovs-vswitchd to apply a sent batch; {port: (ofport, error)} as it reported them."""
-        if sent.sent is None:
             return {}
-        self.session.finish(sent.sent)
+        self.session.transact(build, comment=f"ovsfab: apply {len(ports)} ports",
+                              timeout=batch_timeout(self.session.timeout, len(ports)))
         out: Dict[str, Tuple[Optional[int], Optional[str]]] = {}
-        for p in sent.ports:
+        for p in ports:
             row = self._port(p.port)
             ofport, error = None, NOT_IN_OVSDB
             if row is not None:

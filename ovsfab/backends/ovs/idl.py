@@ -19,8 +19,7 @@ import errno
 import logging
 import os
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import ovs.db.idl
 import ovs.jsonrpc
@@ -123,17 +122,6 @@ def fetch_schema(remote: str, deadline: float, db: str = DB_NAME) -> dict:
         rpc.close()
 
 
-@dataclass
-class Sent(Generic[T]):
-    """A transaction committed to OVSDB (:meth:`IdlSession.send`) whose application may be pending."""
-
-    result: T
-    changed: bool
-    #: The ``next_cfg`` ovs-vswitchd must reach; None: nothing to wait for.
-    next_cfg: Optional[int]
-    deadline: float
-
-
 class _NotifyingIdl(ovs.db.idl.Idl):
     """An Idl that passes its row notifications on (python-ovs's hook is a method)."""
 
@@ -221,20 +209,6 @@ class IdlSession:
         returns only after ovs-vswitchd has applied the change.  ``timeout``
         (default: the session's) bounds the commit and the wait together; a
         batch of many ports passes a longer one (see :func:`batch_timeout`).
-        It is :meth:`send` then :meth:`finish`.
-        """
-        sent = self.send(build, wait_applied=wait_applied, comment=comment, timeout=timeout)
-        self.finish(sent)
-        return sent.result, sent.changed
-
-    def send(self, build: Callable[[ovs.db.idl.Transaction], T],
-             wait_applied: bool = True, comment: str = "ovsfab",
-             timeout: Optional[float] = None) -> "Sent[T]":
-        """The first half of :meth:`transact`: committed to OVSDB, ovs-vswitchd not waited for.
-
-        The caller may do other work on this thread (the agent: the next
-        attaches' link work) and then :meth:`finish` it, or poll
-        :meth:`is_applied`.  The deadline runs from now, for both halves.
         """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
@@ -253,27 +227,13 @@ class IdlSession:
                 self.idl.run()
                 continue
             if status == ovs.db.idl.Transaction.UNCHANGED:
-                return Sent(result, False, None, deadline)
+                return result, False
             if status != ovs.db.idl.Transaction.SUCCESS:
                 raise OperationFailed(f"OVSDB refused the change: {txn.get_error()}")
-            target = txn.get_increment_new_value() if wait_applied else None
-            return Sent(result, True, target, deadline)
-
-    def is_applied(self, sent: "Sent[T]") -> bool:
-        """Whether ovs-vswitchd has applied a sent change (processes what OVSDB sent; never blocks)."""
-        if sent.next_cfg is None:
-            return True
-        self.idl.run()
-        return self._cur_cfg_reached(sent.next_cfg)
-
-    def finish(self, sent: "Sent[T]") -> None:
-        """The second half of :meth:`transact`: wait (until the send's deadline) for ovs-vswitchd."""
-        if sent.next_cfg is not None:
-            self.wait_applied(sent.next_cfg, sent.deadline)
-
-    def _cur_cfg_reached(self, next_cfg: int) -> bool:
-        cur = self.root().cur_cfg
-        return isinstance(cur, int) and cur >= next_cfg
+            if wait_applied:
+                target = txn.get_increment_new_value()
+                self.wait_applied(target, deadline)
+            return result, True
 
     def _commit(self, txn: ovs.db.idl.Transaction, deadline: float) -> int:
         Txn = ovs.db.idl.Transaction
@@ -297,8 +257,12 @@ class IdlSession:
 
     def wait_applied(self, next_cfg: int, deadline: float) -> None:
         """Wait until ovs-vswitchd reports ``cur_cfg >= next_cfg``."""
+        def applied() -> bool:
+            cur = self.root().cur_cfg
+            return isinstance(cur, int) and cur >= next_cfg
+
         try:
-            self.run_until(lambda: self._cur_cfg_reached(next_cfg), deadline, "ovs-vswitchd to apply the change")
+            self.run_until(applied, deadline, "ovs-vswitchd to apply the change")
         except Unavailable as exc:
             raise Unavailable(
                 "ovs-vswitchd did not apply the change in time",
