@@ -89,3 +89,54 @@ def test_a_failed_add_leaves_no_logical_port_and_gc_removes_stale_ones(chassis, 
     assert rb["interfaces"][0]["name"] not in tb.ovs_ports(host) and "eth0" not in tb.links_in(b)
     assert plugin("DEL", conf, a.netns_path, container_id="gc-a")[0] == 0
     assert nbctl(host, "lsp-list", "cnigc").strip() == ""
+
+
+def test_ipam_type_ovn_takes_northds_dynamic_addresses_and_del_frees_them(chassis, netns_targets):
+    host = chassis
+    conf = {"cniVersion": "1.0.0", "name": "ovndyn", "type": "ovsfab", "network": "cnidyn",
+            "ovsdb": host.db_url, "ovs_netns": host.name,
+            "ipam": {"type": "ovn", "subnet": "10.97.0.0/24", "gateway": "10.97.0.1",
+                     "routes": [{"dst": "10.98.0.0/16"}]}}
+    a, b = netns_targets(), netns_targets()
+    ra = added(conf, a.netns_path, container_id="dyn-a")
+    rb = added(conf, b.netns_path, container_id="dyn-b")
+    assert nbctl(host, "get", "Logical_Switch", "cnidyn", "other_config:subnet").strip().strip('"') == "10.97.0.0/24"
+    by_ip = {}
+    for r, ns in ((ra, a), (rb, b)):
+        iface_id = tb.ovs_row_external_ids(host, "Interface", r["interfaces"][0]["name"])["iface-id"]
+        assert nbctl(host, "lsp-get-addresses", iface_id).split()[-1] == "dynamic"
+        mac, ip = nbctl(host, "get", "Logical_Switch_Port", iface_id, "dynamic_addresses").strip().strip('"').split()
+        # the result, the veth and port_security all say what northd assigned
+        assert r["ips"] == [{"address": f"{ip}/24", "gateway": "10.97.0.1", "interface": 1}], r
+        assert r["interfaces"][1]["mac"] == mac and tb.links_in(ns)["eth0"]["address"] == mac
+        assert nbctl(host, "lsp-get-port-security", iface_id).split() == [mac, ip]
+        assert r["routes"] == [{"dst": "10.98.0.0/16", "gw": "10.97.0.1"}]
+        by_ip[ip] = iface_id
+    assert len(by_ip) == 2 and "10.97.0.1" not in by_ip, by_ip  # distinct, and not the gateway
+    ip_b = rb["ips"][0]["address"].split("/")[0]
+    assert tb.ping(a, ip_b)
+    assert tb.tcp_transfer(a, b, ip_b, nbytes=200_000)
+    # DEL removes the port; northd gives its address to the next one
+    ip_a = ra["ips"][0]["address"].split("/")[0]
+    assert plugin("DEL", conf, a.netns_path, container_id="dyn-a")[0] == 0
+    assert by_ip[ip_a] not in nbctl(host, "lsp-list", "cnidyn")
+    rc = added(conf, a.netns_path, container_id="dyn-c")
+    assert rc["ips"][0]["address"] == f"{ip_a}/24"
+    for cid, ns in (("dyn-c", a), ("dyn-b", b)):
+        assert plugin("DEL", conf, ns.netns_path, container_id=cid)[0] == 0
+    assert nbctl(host, "lsp-list", "cnidyn").strip() == ""
+
+
+def test_ipam_type_ovn_refuses_without_a_subnet_and_a_failed_add_leaves_nothing(chassis, netns_targets):
+    host = chassis
+    conf = {"cniVersion": "1.0.0", "name": "ovnnosub", "type": "ovsfab", "network": "cninosub",
+            "ovsdb": host.db_url, "ovs_netns": host.name, "ipam": {"type": "ovn"}}
+    a = netns_targets()
+    before = tb.snapshot(host, [a])
+    code, out = plugin("ADD", conf, a.netns_path, container_id="nosub")
+    assert code == 1 and out["code"] == 7 and "no subnet" in out["msg"], out
+    assert tb.snapshot(host, [a]).diff(before) == [] and "cninosub" not in nbctl(host, "ls-list")
+    code, out = plugin("ADD", {**conf, "ipam": {"type": "ovn", "subnet": "10.99.0.0/24"}}, a.netns_path,
+                       container_id="nosub", extra_env={"OVSFAB_INJECT_FAULT": "ovn-dynamic"})
+    assert code == 1 and "ovn-dynamic" in out["msg"], out
+    assert tb.snapshot(host, [a]).diff(before) == [] and "cninosub" not in nbctl(host, "ls-list")

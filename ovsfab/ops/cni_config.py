@@ -13,16 +13,19 @@ Options, and what ovs-cni users keep (docs/cni.md has the table):
   name in /run/netns); the veths' host ends are made there.  Default: the
   plugin's own (the host's).
 * ``network``: an OVN logical switch (ovsfab/ops/cni_ovn.py); the port goes
-  on ``br-int`` (``bridge``, when given, must say so).
+  on ``br-int`` (``bridge``, when given, must say so).  With it,
+  ``"ipam": {"type": "ovn", "subnet", "gateway", "routes"}`` asks for OVN's
+  dynamic addresses (ovn-northd assigns them) instead of an IPAM plugin.
 
 Unknown keys are ignored, as the spec lets plugins of a chain do.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ovsfab.ops.cni_errors import (DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV,
                                    UNSUPPORTED_FIELD, CniError)
@@ -65,6 +68,9 @@ class Request:
     valid_attachments: List[str] = field(default_factory=list)
     #: The OVN logical switch (``network``), None for a bridge.
     network: Optional[str] = None
+    #: ``"ipam": {"type": "ovn"}``: the subnet (for a switch that has none) and gateway, checked.
+    ovn_subnet: Optional[str] = None
+    ovn_gateway: Optional[str] = None
 
     @staticmethod
     def vlan_like(conf: Mapping[str, Any]) -> bool:
@@ -160,6 +166,36 @@ def _cni_args(text: str) -> Dict[str, str]:
     return out
 
 
+#: ``"ipam": {"type": "ovn"}``: OVN's dynamic addresses (ovsfab/ops/cni_ovn.py), not a delegated plugin.
+OVN_IPAM = "ovn"
+
+
+def _ovn_ipam(ipam: Mapping[str, Any], network: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """(subnet, gateway) of ``"ipam": {"type": "ovn", ...}``: IPv4 (northd's other_config:subnet), both optional."""
+    if network is None:
+        raise CniError(INVALID_CONFIG, "ipam type ovn needs network (an OVN logical switch)",
+                       'add "network": NAME, or use another ipam type')
+    subnet, gateway = _str(ipam, "subnet"), _str(ipam, "gateway")
+    net = None
+    if subnet is not None:
+        try:
+            net = ipaddress.IPv4Network(subnet, strict=False)
+        except ValueError:
+            raise CniError(INVALID_CONFIG, f"ipam subnet {subnet!r} is not an IPv4 network",
+                           "e.g. 10.96.0.0/24 (ovn-northd assigns IPv4 from other_config:subnet)") from None
+        if net.prefixlen > 30:
+            raise CniError(INVALID_CONFIG, f"ipam subnet {subnet} is too small", "give at least a /30")
+        subnet = str(net)
+    if gateway is not None:
+        try:
+            gw = ipaddress.IPv4Address(gateway)
+        except ValueError:
+            raise CniError(INVALID_CONFIG, f"ipam gateway {gateway!r} is not an IPv4 address") from None
+        if net is not None and gw not in net:
+            raise CniError(INVALID_CONFIG, f"ipam gateway {gateway} is not in subnet {subnet}")
+    return subnet, gateway
+
+
 def parse(stdin: bytes, environ: Mapping[str, str]) -> Request:
     """Check the environment and configuration of one request; CniError with the spec's code otherwise."""
     command = environ.get("CNI_COMMAND", "")
@@ -223,6 +259,8 @@ def parse(stdin: bytes, environ: Mapping[str, str]) -> Request:
             req.ipam_type = _str(ipam, "type")
             if not req.ipam_type:
                 raise CniError(INVALID_CONFIG, "ipam has no type", "e.g. host-local, static or dhcp")
+            if req.ipam_type == OVN_IPAM:
+                req.ovn_subnet, req.ovn_gateway = _ovn_ipam(ipam, req.network)
     prev = conf.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise CniError(INVALID_CONFIG, "prevResult must be an object")

@@ -72,6 +72,12 @@ def _own_ipam(req: config.Request, ctx: Context) -> Dict[str, Any]:
 
 def cmd_add(req: config.Request, environ: Mapping[str, str], ctx: Context) -> Dict[str, Any]:
     """ADD: IPAM, then the attachment; IPAM released again if the attachment fails."""
+    if req.ipam_type == config.OVN_IPAM:
+        # OVN's dynamic addresses: ovn-northd assigns while cni.ovn_add makes the port (ops/cni_ovn.py).
+        _, routes = result.ipam_params({"routes": req.netconf["ipam"].get("routes")})
+        added = _run("cni.ovn_add", {**_ovn_common(req, routes), "dynamic": True, "subnet": req.ovn_subnet,
+                                     "gateway": req.ovn_gateway}, ctx)
+        return result.add_result(req.cni_version, req.prev_result, added.get("ipam"), added, req.ifname)
     if req.ipam_type == cni_ipam.TYPE:
         # The choice and the record that makes it "used" happen under one lock;
         # a failed attach leaves no record, so nothing is to release.
@@ -102,14 +108,21 @@ def _attach(req: config.Request, ipam: Optional[Dict[str, Any]], ctx: Context) -
               "netns": req.netns, "addresses": addresses, "routes": routes, "mtu": req.mtu, "mac": req.mac,
               "network_name": req.name, "name": req.pod_name}
     if req.network is not None:
-        return _run("cni.ovn_add", {**common, "network": req.network}, ctx)
+        return _run("cni.ovn_add", {**_ovn_common(req, routes), "addresses": addresses}, ctx)
     return _run("cni.add", {**common, "bridge": req.bridge, "vlan": req.vlan, "trunk": req.trunk,
                             "ofport_request": req.ofport_request}, ctx)
 
 
+def _ovn_common(req: config.Request, routes: List[str]) -> Dict[str, Any]:
+    """cni.ovn_add's parameters but the addresses."""
+    return {"container_id": req.container_id, "ifname": req.ifname, "ovs_netns": req.ovs_netns,
+            "netns": req.netns, "routes": routes, "mtu": req.mtu, "mac": req.mac, "network_name": req.name,
+            "name": req.pod_name, "network": req.network}
+
+
 def _delegated(req: config.Request) -> bool:
-    """Whether IPAM is another plugin's (ovsfab's own frees an address with its port)."""
-    return bool(req.ipam_type) and req.ipam_type != cni_ipam.TYPE
+    """Whether IPAM is another plugin's (ovsfab's own, and OVN's, free an address with its port)."""
+    return bool(req.ipam_type) and req.ipam_type not in (cni_ipam.TYPE, config.OVN_IPAM)
 
 
 def cmd_del(req: config.Request, environ: Mapping[str, str], ctx: Context) -> None:

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ovsfab.errors import Conflict, InvalidInput, NotFound
+from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed
 from ovsfab.model import (KEY_CONTAINER_NAME, KEY_NETWORK, OVN_GENEVE_OPTIONS, OWNER_KEY, OWNER_VALUE, AddressSpec,
                           tunnel_overhead)
 from ovsfab.ovn.control import KEY_NB, joined_settings
@@ -61,9 +61,24 @@ def lport_addresses(mac: str, addresses: Sequence[AddressSpec]) -> str:
     return " ".join([mac] + [str(a.interface.ip) for a in addresses])
 
 
+#: NB_COLUMNS plus what ovn-northd writes back for a port with ``dynamic`` addresses.
+_NB_COLUMNS = dict(NB_COLUMNS, Logical_Switch_Port=list(NB_COLUMNS["Logical_Switch_Port"]) + ["dynamic_addresses"])
+
+
 def nb_session(remote: str, timeout: float = 10.0) -> OvnSession:
     """An IDL session on the northbound database."""
-    return OvnSession(remote, NB_DB, NB_COLUMNS, timeout)
+    return OvnSession(remote, NB_DB, _NB_COLUMNS, timeout)
+
+
+def is_dynamic(lsp) -> bool:  # noqa: ANN001
+    """Whether a logical port asks ovn-northd for its address (``dynamic`` or ``MAC dynamic``)."""
+    return any(entry.split()[-1:] == ["dynamic"] for entry in lsp.addresses)
+
+
+def _assigned(lsp) -> Optional[str]:  # noqa: ANN001
+    """``MAC IP`` that ovn-northd assigned to a dynamic port, or None (not yet, or not this IDL's columns)."""
+    value = opt(getattr(lsp, "dynamic_addresses", None))
+    return str(value) if value and len(str(value).split()) > 1 else None
 
 
 def _owned(row) -> bool:  # noqa: ANN001
@@ -169,8 +184,9 @@ def add_lports(nbs: OvnSession, specs: Sequence[LportSpec]) -> List[str]:
             value = lport_addresses(spec.mac, spec.addresses)
             existing = by_name.get(spec.name)
             if existing is not None:
-                if list(existing.addresses) == [value] and list(existing.port_security) == [value]:
-                    continue
+                same = list(existing.addresses) == [value] or (is_dynamic(existing) and _assigned(existing) == value)
+                if same and list(existing.port_security) == [value]:
+                    continue  # a dynamic port counts with the address northd gave it (CNI's ipam type ovn)
                 raise Conflict(f"logical port {spec.name} exists with other addresses "
                                f"({' '.join(existing.addresses)})", "detach it first")
             ls = switches.get(spec.network)
@@ -182,8 +198,10 @@ def add_lports(nbs: OvnSession, specs: Sequence[LportSpec]) -> List[str]:
                 ls.verify("ports")
                 used: Dict[str, str] = {}
                 for lsp in ls.ports:
-                    for entry in list(lsp.addresses) + list(lsp.port_security):
+                    for entry in list(lsp.addresses) + list(lsp.port_security) + [_assigned(lsp) or ""]:
                         for ip in entry.split()[1:]:
+                            if ip == "dynamic":
+                                continue
                             used[ip] = lsp.external_ids.get(KEY_CONTAINER_NAME) or lsp.name
                 taken[spec.network] = used
             used = taken[spec.network]
@@ -262,6 +280,100 @@ def restore_lports(nbs: OvnSession, records: Dict[str, Dict[str, object]]) -> No
 
     if records:
         nbs.transact(build, wait_applied=False, comment="ovsfab: restore ports")
+
+
+def ensure_dynamic_switch(nbs: OvnSession, network: str, subnet: Optional[str],
+                          exclude: Optional[str] = None) -> Tuple[bool, str]:
+    """The network's switch, ready for ovn-northd's dynamic IPv4 addresses: (created, its subnet).
+
+    ovn-northd allocates only on a switch with ``other_config:subnet``: a switch
+    without one gets ``subnet`` (and ``exclude_ips``: ``exclude``, the
+    gateway); one that has another subnet is refused rather than renumbered
+    under its other ports.  Neither gives one: InvalidInput.
+    """
+    def build(txn):  # noqa: ANN001, ANN202
+        ls = find_switch(nbs, network)
+        have = ls.other_config.get("subnet") if ls is not None else None
+        if have and subnet and ipaddress.ip_network(have, strict=False) != ipaddress.ip_network(subnet):
+            raise InvalidInput(f"OVN network {network} has subnet {have}, the configuration says {subnet}",
+                               f"use subnet {have}, or drop subnet")
+        if not have and not subnet:
+            raise InvalidInput(f"OVN network {network} has no subnet for dynamic addresses",
+                               'give one, e.g. "ipam": {"type": "ovn", "subnet": "10.96.0.0/24"}')
+        if ls is not None:
+            if not have:
+                ls.verify("other_config")
+                ls.setkey("other_config", "subnet", subnet)
+                if exclude:
+                    ls.setkey("other_config", "exclude_ips", exclude)
+            return False, have or subnet
+        for other in nbs.rows("Logical_Switch"):
+            if other.name == network:
+                raise Conflict(f"OVN already has a logical switch named {network} that ovsfab did not make",
+                               "choose another network name or remove it from the northbound DB")
+        _serialise(nbs)
+        ls = txn.insert(nbs.idl.tables["Logical_Switch"])
+        ls.name = network
+        ls.external_ids = {OWNER_KEY: OWNER_VALUE, KEY_NETWORK: network}
+        ls.other_config = dict({"subnet": str(subnet)}, **({"exclude_ips": exclude} if exclude else {}))
+        return True, str(subnet)
+
+    out, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: network {network} (dynamic)")
+    return bool(out[0]), str(out[1])
+
+
+def add_dynamic_lport(nbs: OvnSession, network: str, name: str, mac: Optional[str],
+                      external_ids: Dict[str, str]) -> bool:
+    """Create a logical port whose address ovn-northd assigns (``MAC dynamic``, or ``dynamic``
+    for a MAC from northd too); returns True if created, False if it exists with dynamic addresses.
+
+    ``port_security`` stays empty until :func:`secure_lport` sets the assigned address.
+    """
+    def build(txn):  # noqa: ANN001, ANN202
+        _, existing = find_lport(nbs, name)
+        if existing is not None:
+            if is_dynamic(existing):
+                return False
+            raise Conflict(f"logical port {name} exists with static addresses ({' '.join(existing.addresses)})",
+                           "detach it first")
+        ls = find_switch(nbs, network)
+        if ls is None:
+            raise NotFound(f"OVN network {network} vanished while attaching", "run it again")
+        lsp = txn.insert(nbs.idl.tables["Logical_Switch_Port"])
+        lsp.name = name
+        lsp.addresses = [f"{mac} dynamic" if mac else "dynamic"]
+        lsp.external_ids = dict(external_ids, **{OWNER_KEY: OWNER_VALUE, KEY_NETWORK: network})
+        ls.addvalue("ports", lsp.uuid)
+        return True
+
+    created, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: {name} (dynamic)")
+    return bool(created)
+
+
+def wait_assigned(nbs: OvnSession, name: str, timeout: float) -> Tuple[str, str]:
+    """(MAC, IP) ovn-northd assigned to the dynamic port ``name``; OperationFailed after ``timeout``."""
+    def assigned() -> bool:
+        _, lsp = find_lport(nbs, name)
+        return lsp is not None and _assigned(lsp) is not None
+
+    if not nbs.wait_for(assigned, timeout, f"ovn-northd to assign {name} an address"):
+        raise OperationFailed(f"ovn-northd assigned logical port {name} no address within {timeout:g} s",
+                              "check that ovn-northd runs (ovsfab ovn status) and the subnet has free addresses")
+    _, lsp = find_lport(nbs, name)
+    mac, ip = str(_assigned(lsp)).split()[:2]
+    return mac, ip
+
+
+def secure_lport(nbs: OvnSession, name: str, mac: str, ip: str) -> None:
+    """Pin a dynamic port's ``port_security`` to the address northd gave it (a container that
+    changes its MAC or IP is cut off, as for a static port)."""
+    def build(txn):  # noqa: ANN001, ANN202
+        _, lsp = find_lport(nbs, name)
+        if lsp is None:
+            raise NotFound(f"logical port {name} vanished while attaching", "run it again")
+        lsp.port_security = [f"{mac} {ip}"]
+
+    nbs.transact(build, wait_applied=False, comment=f"ovsfab: {name} port security")
 
 
 def wait_up(nbs: OvnSession, name: str, timeout: float) -> bool:
