@@ -26,6 +26,7 @@ Fair conditions (both sides alike):
 Usage (root)::
 
     .venv/bin/python bench/bench_group.py [--n 100] [--parallel 16] [--rounds 3] [--ab [--b-setting 'LINGER_MAX = 0']]
+    .venv/bin/python bench/bench_group.py --client-cpu 30
 """
 from __future__ import annotations
 
@@ -142,6 +143,49 @@ def one_apply(n: int) -> Tuple[float, str]:
         netns_batch(names, "delete")
 
 
+def child_cpu_ms(cmd: List[str], **kw) -> float:
+    """CPU (user + system, ms) of one child process run to its end."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, **kw)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+
+
+def client_cpu(n: int) -> None:
+    """Issue 21, item 3: what one lean client of an attach costs beyond a bare interpreter start.
+
+    Interleaved, on one simulated host with an agent: the venv's python
+    doing nothing (with and without ``site``, whose ``.pth`` hooks are the
+    environment's, not ovsfab's), importing the lean client only, and a
+    whole ``ovsfab attach`` served by the agent; medians of ``n`` each.
+    """
+    host = tb.OvsHost()
+    names = [f"oc{os.getpid() % 10000}-{i}" for i in range(n)]
+    netns_batch(names, "add")
+    agent = AgentProc(host)
+    py = str(REPO / ".venv" / "bin" / "python")
+    kinds = {"python -c pass": [py, "-c", "pass"],
+             "python -S -c pass (no site)": [py, "-S", "-c", "pass"],
+             "python -c 'import ovsfab.cli.fast'": [py, "-c", "import ovsfab.cli.fast"],
+             "ovsfab attach (served by the agent)": []}
+    out: dict = {k: [] for k in kinds}
+    try:
+        agent.wait_log("serving attach/detach")
+        agent.wait_log("connected to OVSDB")
+        for i, nm in enumerate(names):
+            for k, cmd in kinds.items():
+                cmd = cmd or [OVSFAB, "attach", "br0", f"netns:{nm}", f"{addr(i)}/16"]
+                out[k].append(child_cpu_ms(on_host(host, *cmd), env=tb.clean_env(), cwd="/"))
+        wrap = child_cpu_ms(on_host(host, "true"), env=tb.clean_env())
+    finally:
+        agent.stop()
+        host.close()
+        netns_batch(names, "delete")
+    print(f"client CPU, median of {n} interleaved, each including the `ip netns exec` wrapper (~{wrap:.1f} ms alone):")
+    for k, v in out.items():
+        print(f"  {k:40s} {statistics.median(v):6.1f} ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100)
@@ -151,8 +195,13 @@ def main() -> int:
                     help="also the attaches with one agent/server.py setting changed (--b-setting), interleaved")
     ap.add_argument("--b-setting", default="LINGER_MAX = 0",
                     help="the agent/server.py setting of --ab's B side (default: burst groups closed at once)")
+    ap.add_argument("--client-cpu", type=int, metavar="N", default=0,
+                    help="instead: the CPU of one lean client against a bare interpreter, N times each (item 3)")
     args = ap.parse_args()
     byte_compile()
+    if args.client_cpu:
+        client_cpu(args.client_cpu)
+        return 0
     conc: List[float] = []
     apps: List[float] = []
     plain: List[float] = []
