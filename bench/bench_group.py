@@ -83,6 +83,26 @@ class VariantAgent(AgentProc):
                                      stderr=subprocess.STDOUT, env=tb.clean_env(), cwd=str(REPO))
 
 
+def settle(agent: AgentProc, pid: int, quiet: float = 0.5, limit: float = 20.0) -> None:
+    """Until the agent is idle: its start-up passes are done (its CPU has not moved for ``quiet`` s).
+
+    An agent reconciles everything when it connects to OVSDB and again when
+    the Docker event stream connects (0.2-0.25 s of its loop each at 100
+    namespaces, cProfile); a burst started at "connected to OVSDB" shared the
+    agent with them, which apply, having no agent, never does.
+    """
+    agent.wait_log("dockerd ")  # "dockerd connected: ..." or "lost dockerd": the second pass is due
+    deadline = time.monotonic() + limit
+    last = cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu_s(pid)
+        if now == last:
+            return
+        last = now
+    raise RuntimeError(f"the agent never went idle in {limit:.0f} s:\n{agent.text()[-2000:]}")
+
+
 def concurrent_attaches(n: int, parallel: int, setting: str = "") -> Tuple[float, int, str]:
     host = tb.OvsHost()
     names = [f"og{os.getpid() % 10000}-{i}" for i in range(n)]
@@ -91,6 +111,7 @@ def concurrent_attaches(n: int, parallel: int, setting: str = "") -> Tuple[float
     try:
         agent.wait_log("serving attach/detach")
         agent.wait_log("connected to OVSDB")
+        settle(agent, agent.proc.pid)
         lines = "".join(f"netns:{nm} {addr(i)}/16\n" for i, nm in enumerate(names))
         cmd = on_host(host, "xargs", "-P", str(parallel), "-L", "1", OVSFAB, "attach", "br0")  # + target, address
         vswitchd = int((host.rundir / "ovs-vswitchd.pid").read_text())
