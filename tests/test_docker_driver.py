@@ -90,6 +90,15 @@ def test_driver_answers_refusals_in_one_line():
     gw = d.handle("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"],
                                                 "Options": {"RequestAddressType": "com.docker.network.gateway"}})
     assert gw["Address"] == "10.79.0.1/24"
+    # --ipam-opt network=: OVN's pool (northd assigns from the whole subnet), refused with a range or no IPv4
+    ovn = d.handle("IpamDriver.RequestPool", {"Pool": SUBNET, "Options": {"network": "blue"}})
+    assert ovn == {"PoolID": f"{SUBNET}|ovn:blue", "Pool": SUBNET, "Data": {}}, ovn
+    assert "--ip-range does not go with" in d.handle("IpamDriver.RequestPool", {
+        "Pool": SUBNET, "SubPool": RANGES[1], "Options": {"network": "blue"}})["Err"]
+    assert "needs an IPv4 --subnet" in d.handle("IpamDriver.RequestPool", {
+        "Pool": "fd00:1::/64", "Options": {"network": "blue"}})["Err"]
+    assert d.handle("IpamDriver.RequestAddress", {"PoolID": ovn["PoolID"], "Options": {
+        "RequestAddressType": "com.docker.network.gateway"}})["Address"] == "10.79.0.1/24"
     r = Reservations(ttl=0.05)
     r.add("p", "10.0.0.5")
     assert r.list("p") == ["10.0.0.5"]
@@ -620,6 +629,101 @@ def test_ovn_network_through_the_driver(ovn_lab):
                           "external_ids"]).stdout
             assert "ovsfab-docker-net-" not in ids, ids
             assert "Traceback" not in open(f"{lab_dir}/{h}/driver.log").read()
+    finally:
+        tb.remove_containers(ctrs)
+        for n in nets.values():
+            tb.docker("network", "rm", n, check=False)
+        for p in procs.values():
+            p.terminate()
+            p.wait(timeout=20)
+        for spec in specs:
+            if os.path.exists(spec):
+                os.unlink(spec)
+
+
+def test_ovn_dynamic_addresses_through_the_driver_ipam(ovn_lab):
+    """--ipam-opt network=NAME: RequestAddress makes a pending logical port with `dynamic` addresses and
+    returns what ovn-northd assigned; CreateEndpoint adopts it (one static MAC IP port, nothing pending);
+    a pending port no endpoint took is removed by ReleaseAddress, or (stale) by the next RequestAddress."""
+    import sys  # noqa: PLC0415
+
+    lab_dir = ovn_lab
+    hosts = ("docker-test1", "docker-test2")
+    names = {h: f"ovsfab-t{tb.RUN_ID}-{h[-1]}d" for h in hosts}
+    nbdb = f"unix:{lab_dir}/central/ovnnb_db.sock"
+    nbctl = lambda *a: tb.run(["ovn-nbctl", f"--db={nbdb}", "--timeout=10", *a]).stdout  # noqa: E731
+    switch, subnet = f"dd{tb.RUN_ID}", "10.93.0.0/24"
+    procs, nets, ctrs, specs = {}, {}, [], []
+
+    def ports():  # name -> addresses of the switch's ports
+        out = nbctl("--format=json", "--columns=name,addresses", "find", "Logical_Switch_Port",
+                    f"external_ids:ovsfab-network={switch}")
+        return {row[0]: row[1] if isinstance(row[1], str) else " ".join(row[1][1]) for row in json.loads(out)["data"]}
+
+    try:
+        for h in hosts:
+            rundir = f"{lab_dir}/{h}"
+            sock = f"{rundir}/driver-d.sock"
+            log = open(f"{rundir}/driver-d.log", "a")
+            procs[h] = subprocess.Popen(
+                ["ip", "netns", "exec", h, "env", f"OVS_RUNDIR={rundir}", f"OVN_RUNDIR={rundir}", sys.executable,
+                 "-m", "ovsfab", "docker-driver", "--name", names[h], "--socket", sock, "--spec-dir", SPEC_DIR],
+                stdout=log, stderr=log, cwd=str(tb.REPO))
+            log.close()
+            specs.append(os.path.join(SPEC_DIR, f"{names[h]}.spec"))
+            assert wait_for(lambda: os.path.exists(sock) and os.path.exists(specs[-1]), 20)
+        for h in hosts:
+            nets[h] = tb.unique("dd")
+            tb.docker("network", "create", "-d", names[h], "--ipam-driver", names[h], "--ipam-opt",
+                      f"network={switch}", "-o", f"network={switch}", "--subnet", subnet, nets[h])
+        db1 = f"unix:{lab_dir}/docker-test1/db.sock"
+        sid1 = tb.run(["ovs-vsctl", f"--db={db1}", "get", "Open_vSwitch", ".",
+                       "external_ids:system-id"]).stdout.strip().strip('"')
+        # A pending port of host 1 that no endpoint took (a driver that died after RequestAddress).
+        stale = f"{switch}.{sid1}.ipam-stale"
+        nbctl("lsp-add", switch, stale, "--", "lsp-set-addresses", stale, "dynamic", "--", "set",
+              "Logical_Switch_Port", stale, "external_ids:ovsfab-owner=ovsfab", f"external_ids:ovsfab-network={switch}",
+              f"external_ids:ovsfab-chassis={sid1}", "external_ids:ovsfab-ipam-pending=1")
+        cs = []
+        for h in hosts:
+            name = tb.unique("dc")
+            ctrs.append(name)
+            cid = tb.docker("run", "-d", "--name", name, "--network", nets[h], tb.IMAGE, "sleep", "100000").stdout
+            c = tb.Container(name=name, id=cid.strip(), pid=0)
+            c.refresh_pid()
+            cs.append(c)
+        ips = [container_ip(c, nets[h]) for c, h in zip(cs, hosts)]
+        macs = [container_ifaces(c)["eth0"]["address"] for c in cs]
+        assert len(set(ips)) == 2 and all(ip.startswith("10.93.0.") and ip != "10.93.0.1" for ip in ips), ips
+        now = ports()
+        assert stale not in now and not any(".ipam-" in n for n in now), now  # GC'd; both adopted
+        assert sorted(now.values()) == sorted(f"{m} {ip}" for m, ip in zip(macs, ips)), now
+        assert tb.ping(cs[0], ips[1], count=3), open(f"{lab_dir}/docker-test1/driver-d.log").read()[-2000:]
+        assert tb.tcp_transfer(cs[0], cs[1], ips[1], nbytes=500_000)
+        # RequestAddress without an endpoint: a pending port holding northd's address; ReleaseAddress removes it.
+        code = ("import json,sys; from ovsfab.driver.handlers import Driver; from ovsfab.ops.context import Context; "
+                f"d = Driver(context=lambda: Context(db={db1!r}), host_id='h'); "
+                f"pool = '{subnet}|ovn:{switch}'; a = d.handle('IpamDriver.RequestAddress', {{'PoolID': pool}}); "
+                "print(json.dumps(a)); sys.stdout.flush(); input(); "
+                "print(json.dumps(d.handle('IpamDriver.ReleaseAddress', {'PoolID': pool, 'Address': a['Address']})))")
+        env = tb.clean_env({"OVS_RUNDIR": f"{lab_dir}/docker-test1", "OVN_RUNDIR": f"{lab_dir}/docker-test1"})
+        p = subprocess.Popen(["ip", "netns", "exec", "docker-test1", sys.executable, "-c", code], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(tb.REPO))
+        got = json.loads(p.stdout.readline())
+        ip = got["Address"].split("/")[0]
+        pending = {n: a for n, a in ports().items() if ".ipam-" in n}
+        assert ip not in ips and list(pending.values()) == ["dynamic"], (got, pending)
+        assert nbctl("get", "Logical_Switch_Port", next(iter(pending)),
+                     "dynamic_addresses").strip().strip('"').split()[-1] == ip, pending
+        out, _ = p.communicate("\n", timeout=30)
+        assert json.loads(out) == {} and not any(".ipam-" in n for n in ports())
+        tb.remove_containers(ctrs)
+        assert ports() == {}
+        for h in hosts:
+            tb.docker("network", "rm", nets.pop(h))
+        assert switch not in nbctl("ls-list")
+        for h in hosts:
+            assert "Traceback" not in open(f"{lab_dir}/{h}/driver-d.log").read()
     finally:
         tb.remove_containers(ctrs)
         for n in nets.values():

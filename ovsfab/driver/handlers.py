@@ -296,7 +296,9 @@ def address_spaces(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
 
 def request_pool(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
     res = d.run("ipam.request_pool", {"pool": _opt_str(body, "Pool"), "sub_pool": _opt_str(body, "SubPool"),
-                                      "host_id": d.host_id})
+                                      "host_id": d.host_id,
+                                      # --ipam-opt network=NAME: OVN's dynamic addresses (ops/endpoint_ipam.py)
+                                      "network": _opt_str(_obj(body, "Options"), "network")})
     return {"PoolID": res["pool_id"], "Pool": res["pool"], "Data": {}}
 
 
@@ -316,6 +318,8 @@ def request_address(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
 
 def release_address(d: Driver, body: Mapping[str, Any]) -> Dict[str, Any]:
     d.reservations.discard(_opt_str(body, "Address") or "", _opt_str(body, "PoolID") or "")
+    if "|ovn:" in (_opt_str(body, "PoolID") or ""):  # an OVN pool's address is a logical port until adopted
+        d.run("ipam.release_address", {"pool_id": _str(body, "PoolID"), "address": _opt_str(body, "Address")})
     return {}
 
 

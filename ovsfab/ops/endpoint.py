@@ -628,13 +628,19 @@ def _endpoint_create(p: Dict[str, Any], ctx: Context) -> Any:
 def _ipam_request_pool(p: Dict[str, Any], ctx: Context) -> Any:
     from ovsfab.ops.endpoint_ipam import ipam_request_pool  # noqa: PLC0415
 
-    return ipam_request_pool(p.get("pool"), p.get("sub_pool"), p.get("host_id") or "")
+    return ipam_request_pool(p.get("pool"), p.get("sub_pool"), p.get("host_id") or "", p.get("network"))
 
 
 def _ipam_request_address(p: Dict[str, Any], ctx: Context) -> Any:
     from ovsfab.ops.endpoint_ipam import ipam_request_address  # noqa: PLC0415
 
     return ipam_request_address(p["pool_id"], p.get("address"), bool(p.get("gateway")), p.get("reserved") or [], ctx)
+
+
+def _ipam_release_address(p: Dict[str, Any], ctx: Context) -> Any:
+    from ovsfab.ops.endpoint_ipam import ipam_release_address  # noqa: PLC0415
+
+    return ipam_release_address(p["pool_id"], p.get("address"), ctx)
 
 
 _EP = {"network_id": "str", "endpoint_id": "str"}
@@ -662,12 +668,15 @@ def _operations() -> List[Any]:
                   required=("network_id", "endpoint_id"), doc="remove a Docker endpoint's port and veth"),
         Operation("endpoint.info", dict(_EP), lambda p, ctx: endpoint_info(p["network_id"], p["endpoint_id"], ctx),
                   changes=False, required=("network_id", "endpoint_id"), doc="what OVSDB records for an endpoint"),
-        Operation("ipam.request_pool", {"pool": "opt-str", "sub_pool": "opt-str", "host_id": "opt-str"},
+        Operation("ipam.request_pool", {"pool": "opt-str", "sub_pool": "opt-str", "host_id": "opt-str",
+                                        "network": "opt-str"},
                   _ipam_request_pool, changes=False, doc="a network's pool and this host's range of it"),
         Operation("ipam.request_address", {"pool_id": "str", "address": "opt-str", "gateway": "bool",
                                            "reserved": "list"},
-                  _ipam_request_address, changes=False, required=("pool_id",),
-                  doc="an address from this host's range, none that OVSDB records"),
+                  _ipam_request_address, required=("pool_id",),
+                  doc="an address from this host's range, none that OVSDB records (OVN pool: northd's)"),
+        Operation("ipam.release_address", {"pool_id": "str", "address": "opt-str"}, _ipam_release_address,
+                  required=("pool_id",), doc="an OVN pool's pending logical port goes (others: nothing)"),
     ]
 
 

@@ -6,6 +6,16 @@ derived from the host's ID (:func:`host_range`).  Free means: not the
 gateway, not recorded by an endpoint in this host's OVSDB, not just handed
 out (the front end's reservations).  The PoolID carries ``subnet|range``,
 so nothing is kept between calls.
+
+An OVN network's pool (``--ipam-opt network=NAME``, PoolID ``subnet|ovn:NAME``)
+takes OVN's dynamic addresses instead: RequestAddress makes a logical port
+with ``dynamic`` addresses, tagged pending (``ovsfab-ipam-pending``), and
+returns what ovn-northd assigned; so the address exists, in NB, before
+Docker's CreateEndpoint, which adopts it (ops/endpoint_ovn.py: the pending
+port is replaced by the endpoint's in one transaction).  ReleaseAddress
+removes a pending port; one that no endpoint adopted within PENDING_TTL (a
+driver or dockerd that died in between) is removed by the next
+RequestAddress of the network on this host.
 """
 
 from __future__ import annotations
@@ -13,11 +23,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import logging
+import secrets
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ovsfab.errors import Conflict, InvalidInput, OperationFailed
 from ovsfab.ops.context import Context
+
+LOG = logging.getLogger(__name__)
+
+#: PoolID range part of an OVN network's pool: ``ovn:NAME``.
+OVN_PREFIX = "ovn:"
+#: How long a pending OVN IPAM port may wait for its endpoint (Docker creates it right after asking;
+#: the driver's own reservations last as long: ovsfab.driver.handlers.RESERVATION_TTL).
+PENDING_TTL = 120.0
+#: How long RequestAddress waits for ovn-northd to assign an address.
+ASSIGN_WAIT = 10.0
 
 
 def host_range(pool: str, host_id: str) -> str:
@@ -53,17 +76,40 @@ def _pool_id(pool: str, rng: str) -> str:
     return f"{pool}|{rng}"
 
 
+def ovn_network_of(pool_id: str) -> Optional[str]:
+    """The OVN network of a PoolID made with ``--ipam-opt network=NAME``, or None."""
+    _, _, rng = pool_id.partition("|")
+    return rng[len(OVN_PREFIX):] if rng.startswith(OVN_PREFIX) else None
+
+
 def parse_pool_id(pool_id: str) -> Tuple[Any, Any]:
-    """(pool, range) networks of a PoolID made by :func:`ipam_request_pool`."""
+    """(pool, range) networks of a PoolID made by :func:`ipam_request_pool` (an OVN pool's range is
+    the whole pool: northd chooses)."""
     pool, sep, rng = pool_id.partition("|")
+    if rng.startswith(OVN_PREFIX):
+        rng = pool
     try:
         return ipaddress.ip_network(pool), ipaddress.ip_network(rng if sep else pool)
     except ValueError:
         raise InvalidInput(f"pool ID {pool_id!r} is not ovsfab's", "create the network with --ipam-driver ovsfab") from None
 
 
-def ipam_request_pool(pool: Optional[str], sub_pool: Optional[str], host_id: str) -> IpamResult:
-    """A pool for a new network: the whole subnet, with this host's range of it in the PoolID."""
+def ipam_request_pool(pool: Optional[str], sub_pool: Optional[str], host_id: str,
+                      network: Optional[str] = None) -> IpamResult:
+    """A pool for a new network: the whole subnet, with this host's range of it in the PoolID
+    (or, with ``network``, the OVN network whose ovn-northd assigns the addresses)."""
+    if network is not None:
+        from ovsfab.ovn.network import parse_network  # noqa: PLC0415
+
+        parse_network(network)
+        if sub_pool:
+            raise InvalidInput("--ip-range does not go with --ipam-opt network= (ovn-northd assigns from the "
+                               "whole subnet)", "drop --ip-range")
+        net = ipaddress.ip_network(pool or "", strict=True) if pool else None
+        if net is None or net.version != 4:
+            raise InvalidInput("--ipam-opt network= needs an IPv4 --subnet (ovn-northd's other_config:subnet)",
+                               "e.g. --subnet 10.1.0.0/24")
+        return IpamResult("ipam.request_pool", pool_id=f"{net}|{OVN_PREFIX}{network}", pool=str(net))
     if not pool:
         raise InvalidInput("ovsfab IPAM needs a subnet", "give --subnet (and --ip-range for this host's share)")
     try:
@@ -111,6 +157,10 @@ def ipam_request_address(pool_id: str, address: Optional[str], gateway: bool, re
         return IpamResult("ipam.request_address", pool_id=pool_id, pool=str(net), address=f"{ip}/{net.prefixlen}")
     if gateway:
         return IpamResult("ipam.request_address", pool_id=pool_id, pool=str(net), address=f"{gw}/{net.prefixlen}")
+    network = ovn_network_of(pool_id)
+    if network is not None:
+        ip = _ovn_request(network, net, gw, ctx)
+        return IpamResult("ipam.request_address", pool_id=pool_id, pool=str(net), address=f"{ip}/{net.prefixlen}")
     from ovsfab.ops.endpoint import _backend, docker_endpoints  # noqa: PLC0415 - endpoint registers this module
 
     taken = set(reserved) | {str(gw)}
@@ -123,3 +173,61 @@ def ipam_request_address(pool_id: str, address: Optional[str], gateway: bool, re
                               address=f"{ip}/{net.prefixlen}")
     raise OperationFailed(f"no free address left in {rng} (this host's range of {net})",
                           "give this host a larger --ip-range")
+
+
+def _ovn_request(network: str, net: Any, gw: Any, ctx: Context) -> str:
+    """A pending dynamic logical port on ``network`` and the IP ovn-northd gave it (see the module doc)."""
+    from ovsfab.ovn.control import KEY_NB  # noqa: PLC0415
+    from ovsfab.ovn.network import (KEY_CHASSIS, KEY_IPAM_PENDING, add_dynamic_lport, del_lport,  # noqa: PLC0415
+                                    ensure_dynamic_switch, joined, nb_session, wait_assigned)
+
+    join = joined(ctx.db, f"pool of OVN network {network}")
+    sid = join["system-id"]
+    nbs = nb_session(join[KEY_NB])
+    try:
+        _, subnet = ensure_dynamic_switch(nbs, network, str(net), str(gw))
+        gc_pending(nbs, network, sid, PENDING_TTL)
+        # Named by chassis and a random token: the endpoint (and its name) does not exist yet.
+        name = f"{network}.{sid}.ipam-{secrets.token_hex(6)}"
+        add_dynamic_lport(nbs, network, name, None, {KEY_CHASSIS: sid, KEY_IPAM_PENDING: str(int(time.time()))})
+        try:
+            _, ip = wait_assigned(nbs, name, ASSIGN_WAIT)
+        except Exception:
+            del_lport(nbs, name)
+            raise
+        return ip
+    finally:
+        nbs.close()
+
+
+def gc_pending(nbs: Any, network: str, chassis: str, ttl: float) -> List[str]:
+    """Remove the chassis' pending IPAM ports of ``network`` older than ``ttl`` seconds; their names."""
+    from ovsfab.ovn.network import del_lports, pending_lports  # noqa: PLC0415
+
+    now = time.time()
+    stale = [name for name, _, made in pending_lports(nbs, network, chassis) if now - made > ttl]
+    if stale:
+        LOG.info("OVN network %s: removing %d address(es) no endpoint took: %s", network, len(stale),
+                 ", ".join(stale))
+        del_lports(nbs, stale)
+    return stale
+
+
+def ipam_release_address(pool_id: str, address: Optional[str], ctx: Context) -> IpamResult:
+    """ReleaseAddress: an OVN pool's pending port holding ``address`` goes (an adopted one went with
+    its endpoint); other pools keep nothing to release."""
+    network = ovn_network_of(pool_id)
+    net, _ = parse_pool_id(pool_id)
+    if network is not None and address:
+        from ovsfab.ovn.control import KEY_NB  # noqa: PLC0415
+        from ovsfab.ovn.network import del_lports, joined, nb_session, pending_lports  # noqa: PLC0415
+
+        join = joined(ctx.db, f"pool of OVN network {network}")
+        nbs = nb_session(join[KEY_NB])
+        try:
+            ip = address.split("/")[0]
+            del_lports(nbs, [name for name, held, _ in pending_lports(nbs, network, join["system-id"])
+                             if held == ip])
+        finally:
+            nbs.close()
+    return IpamResult("ipam.release_address", pool_id=pool_id, pool=str(net), address=address or "")

@@ -10,9 +10,13 @@ the tunnel-aware one (Geneve's 58 bytes off the underlay's).
 
 Addresses: Docker asks its IPAM for an endpoint's address *before* the
 endpoint exists, and refuses a CreateEndpoint answer that changes it; so the
-address Docker's IPAM handed out (ovsfab's per-host range, or ``--ip``) is
-written into the logical port statically (``MAC IP``) and OVN's dynamic
-addressing is not used.  OVN's port security and ARP responder then know it.
+endpoint's logical port carries the address Docker's IPAM handed out
+statically (``MAC IP``), and OVN's port security and ARP responder know it.
+With ``--ipam-opt network=NAME`` that address is OVN's dynamic one: ovsfab's
+IPAM made a pending logical port with ``dynamic`` addresses at RequestAddress
+(ops/endpoint_ipam.py) and returned what ovn-northd assigned; CreateEndpoint
+replaces that pending port by the endpoint's, in one NB transaction, so the
+address is never free in between (:func:`add_lport`).
 
 These helpers run inside the plans of :mod:`ovsfab.ops.endpoint`, each
 change a step with its undo.
@@ -114,7 +118,12 @@ def delete_switch_if_empty(plan: Plan, stack: contextlib.ExitStack, ctx: Context
 
 def add_lport(plan: Plan, stack: contextlib.ExitStack, join: Dict[str, str], network: str, port: str, mac: str,
               addresses: Sequence[AddressSpec], ids: Dict[str, str]) -> Dict[str, str]:
-    """The endpoint's logical switch port (``MAC IP``); returns the external_ids the OVS port needs."""
+    """The endpoint's logical switch port (``MAC IP``); returns the external_ids the OVS port needs.
+
+    A pending IPAM port of this chassis holding the address (``--ipam-opt network=``) is adopted: removed
+    in the same transaction.  The undo removes the endpoint's port, freeing the address, as Docker
+    releases it after a failed CreateEndpoint.
+    """
     from ovsfab.ovn.network import KEY_CHASSIS, add_lport as add, del_lport, iface_id_for  # noqa: PLC0415
 
     iface_id = iface_id_for(network, join["system-id"], port)
@@ -122,7 +131,8 @@ def add_lport(plan: Plan, stack: contextlib.ExitStack, join: Dict[str, str], net
     made = {"lport": False}
 
     def step() -> None:
-        made["lport"] = add(nbs, network, iface_id, mac, addresses, dict(ids, **{KEY_CHASSIS: join["system-id"]}))
+        made["lport"] = add(nbs, network, iface_id, mac, addresses, dict(ids, **{KEY_CHASSIS: join["system-id"]}),
+                            adopt_from=join["system-id"])
 
     plan.step("ovn-lport", step, undo=lambda: del_lport(nbs, iface_id) if made["lport"] else None)
     return {KEY_NETWORK: network, KEY_IFACE_ID: iface_id}

@@ -30,6 +30,10 @@ LOG = logging.getLogger(__name__)
 
 KEY_ROUTER = "ovsfab-router"
 KEY_CHASSIS = "ovsfab-chassis"
+#: On a logical port the Docker driver's IPAM made for an address Docker has not yet put in an
+#: endpoint: when it was made (Unix seconds).  CreateEndpoint adopts it; ReleaseAddress or
+#: :func:`gc_pending` removes it.
+KEY_IPAM_PENDING = "ovsfab-ipam-pending"
 
 def tunnel_mtu(underlay_mtu: int, encap: str, ipv6_underlay: bool = False) -> int:
     """The container MTU that fits one of OVN's encapsulated frames (Geneve with its
@@ -166,6 +170,9 @@ class LportSpec:
     mac: str
     addresses: Tuple[AddressSpec, ...]
     external_ids: Dict[str, str]
+    #: The chassis (system-id) whose pending IPAM ports (KEY_IPAM_PENDING) may hand this port their
+    #: address: removed in the same transaction, so the address is never free in between.
+    adopt_from: Optional[str] = None
 
 
 def add_lports(nbs: OvnSession, specs: Sequence[LportSpec]) -> List[str]:
@@ -205,6 +212,8 @@ def add_lports(nbs: OvnSession, specs: Sequence[LportSpec]) -> List[str]:
                             used[ip] = lsp.external_ids.get(KEY_CONTAINER_NAME) or lsp.name
                 taken[spec.network] = used
             used = taken[spec.network]
+            if spec.adopt_from:
+                _adopt(ls, spec, used)
             for a in spec.addresses:
                 ip = str(a.interface.ip)
                 if ip in used:
@@ -228,10 +237,42 @@ def add_lports(nbs: OvnSession, specs: Sequence[LportSpec]) -> List[str]:
     return list(created or [])
 
 
+def _adopt(ls, spec: LportSpec, used: Dict[str, str]) -> None:  # noqa: ANN001
+    """Remove the pending IPAM ports of ``spec.adopt_from`` that hold one of spec's addresses (in the
+    caller's transaction) and mark those addresses free for spec."""
+    wanted = {str(a.interface.ip) for a in spec.addresses}
+    for lsp in list(ls.ports):
+        if not _owned(lsp) or KEY_IPAM_PENDING not in lsp.external_ids \
+                or lsp.external_ids.get(KEY_CHASSIS) != spec.adopt_from:
+            continue
+        held = set((_assigned(lsp) or "").split()[1:])
+        if held & wanted:
+            ls.delvalue("ports", lsp.uuid)
+            lsp.delete()
+            for ip in held:
+                used.pop(ip, None)
+
+
 def add_lport(nbs: OvnSession, network: str, name: str, mac: str, addresses: Sequence[AddressSpec],
-              external_ids: Dict[str, str]) -> bool:
+              external_ids: Dict[str, str], adopt_from: Optional[str] = None) -> bool:
     """Create one logical port (idempotent); returns True if created.  See :func:`add_lports`."""
-    return bool(add_lports(nbs, [LportSpec(network, name, mac, tuple(addresses), external_ids)]))
+    return bool(add_lports(nbs, [LportSpec(network, name, mac, tuple(addresses), external_ids, adopt_from)]))
+
+
+def pending_lports(nbs: OvnSession, network: str, chassis: str) -> List[Tuple[str, Optional[str], float]]:
+    """(name, assigned IP or None, made at) of the chassis' pending IPAM ports on ``network``."""
+    ls = find_switch(nbs, network)
+    out = []
+    for lsp in (ls.ports if ls is not None else []):
+        ids = lsp.external_ids
+        if _owned(lsp) and KEY_IPAM_PENDING in ids and ids.get(KEY_CHASSIS) == chassis:
+            assigned = _assigned(lsp)
+            try:
+                made = float(ids[KEY_IPAM_PENDING])
+            except ValueError:
+                made = 0.0
+            out.append((lsp.name, assigned.split()[1] if assigned else None, made))
+    return out
 
 
 def del_lports(nbs: OvnSession, names: Sequence[str]) -> Dict[str, Dict[str, object]]:
