@@ -700,6 +700,16 @@ def test_ovn_dynamic_addresses_through_the_driver_ipam(ovn_lab):
         assert sorted(now.values()) == sorted(f"{m} {ip}" for m, ip in zip(macs, ips)), now
         assert tb.ping(cs[0], ips[1], count=3), open(f"{lab_dir}/docker-test1/driver-d.log").read()[-2000:]
         assert tb.tcp_transfer(cs[0], cs[1], ips[1], nbytes=500_000)
+        # --ip on such a network: a static address, refused when northd gave it to another port
+        ctrs.append(tb.unique("dc"))  # docker run leaves a created container behind when start fails
+        taken = tb.docker("run", "-d", "--name", ctrs[-1], "--network", nets[hosts[1]], "--ip", ips[0],
+                          tb.IMAGE, "sleep", "100000", check=False)
+        assert taken.returncode != 0 and f"address {ips[0]} is already used" in taken.stderr, taken.stderr
+        name = tb.unique("dc")
+        ctrs.append(name)
+        tb.docker("run", "-d", "--name", name, "--network", nets[hosts[1]], "--ip", "10.93.0.200", tb.IMAGE,
+                  "sleep", "100000")
+        assert any(a.endswith(" 10.93.0.200") for a in ports().values()), ports()
         # RequestAddress without an endpoint: a pending port holding northd's address; ReleaseAddress removes it.
         code = ("import json,sys; from ovsfab.driver.handlers import Driver; from ovsfab.ops.context import Context; "
                 f"d = Driver(context=lambda: Context(db={db1!r}), host_id='h'); "
