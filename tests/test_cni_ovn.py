@@ -140,3 +140,20 @@ def test_ipam_type_ovn_refuses_without_a_subnet_and_a_failed_add_leaves_nothing(
                        container_id="nosub", extra_env={"OVSFAB_INJECT_FAULT": "ovn-dynamic"})
     assert code == 1 and "ovn-dynamic" in out["msg"], out
     assert tb.snapshot(host, [a]).diff(before) == [] and "cninosub" not in nbctl(host, "ls-list")
+
+
+def test_ipam_type_ovn_with_a_full_subnet_fails_after_the_wait_and_leaves_nothing(chassis, netns_targets):
+    """A /30 has one address northd hands out (.1 it keeps): the second ADD waits ASSIGN_WAIT (10 s), then
+    fails in one line with the remedy; its logical port goes, the first container's stays."""
+    host = chassis
+    conf = {"cniVersion": "1.0.0", "name": "ovnfull", "type": "ovsfab", "network": "cnifull",
+            "ovsdb": host.db_url, "ovs_netns": host.name, "ipam": {"type": "ovn", "subnet": "10.91.0.0/30"}}
+    a, b = netns_targets(), netns_targets()
+    ra = added(conf, a.netns_path, container_id="full-a")
+    assert ra["ips"][0]["address"] == "10.91.0.2/30"
+    before = tb.snapshot(host, [b])
+    code, out = plugin("ADD", conf, b.netns_path, container_id="full-b")
+    assert code == 1 and "no address within 10 s" in out["msg"] and "free addresses" in out["details"], out
+    assert tb.snapshot(host, [b]).diff(before) == []
+    assert len(nbctl(host, "lsp-list", "cnifull").strip().splitlines()) == 1
+    assert plugin("DEL", conf, a.netns_path, container_id="full-a")[0] == 0
