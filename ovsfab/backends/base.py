@@ -36,6 +36,10 @@ CAP_PORT_EXTRAS = "port-extras"
 #: Bridge external_ids key (+ port name) holding a port's record while a
 #: restore has it removed (``del_ports(journal=True)``); the add clears it.
 JOURNAL_PREFIX = "ovsfab-restoring-"
+#: Capability: ovsfab's own keys in bridges' and ports' external_ids are read
+#: and set one by one (``bridge_names``, ``set_bridge_key``, ``set_port_key``):
+#: the Docker driver keeps its networks and sandboxes there, not in a file.
+CAP_RECORDS = "records"
 #: Capability: many ports removed in one change (one OVSDB transaction), safe
 #: to run in a thread of its own while the caller works on links.
 CAP_BATCH = "batch"
@@ -201,6 +205,31 @@ class Backend(abc.ABC):
     def bridge_ports(self, bridge: str) -> List[str]:
         """The names of a bridge's ports (its own local port included)."""
         return []
+
+    def bridge_names(self) -> List[str]:
+        """Every bridge's name (CAP_RECORDS backends; others know none)."""
+        return []
+
+    def set_bridge_key(self, bridge: str, key: str, value: Optional[str]) -> None:
+        """Set (None: remove) one key of a bridge's external_ids (CAP_RECORDS backends only).
+
+        Raises NotFound when the bridge is gone and there is something to set.
+        """
+        raise NotImplementedError(f"the {self.kind} backend keeps no bridge records")
+
+    def set_port_key(self, port: str, key: str, value: Optional[str]) -> None:
+        """Set (None: remove) one key of a port's external_ids; a missing port is left alone (CAP_RECORDS)."""
+        raise NotImplementedError(f"the {self.kind} backend keeps no port records")
+
+    def set_port_extras(self, port: str, *, trunks: Optional[List[int]] = None,
+                        ofport_request: Optional[int] = None,
+                        external_ids: Optional[Dict[str, str]] = None) -> None:
+        """Trunk VLANs, a requested OpenFlow port number and extra external_ids (CAP_PORT_EXTRAS only)."""
+        raise NotImplementedError(f"the {self.kind} backend cannot set port extras")
+
+    def port_extras(self, port: str) -> Tuple[List[int], Optional[int]]:
+        """A port's trunk VLANs and requested OpenFlow port number (CAP_PORT_EXTRAS only)."""
+        raise NotImplementedError(f"the {self.kind} backend cannot read port extras")
 
     def port_names(self) -> "Optional[set[str]]":
         """Every port name, in one pass; None: unknown (ask port_exists for each)."""

@@ -98,7 +98,7 @@ def cni_ovn_add(p: Dict[str, Any], ctx: Context) -> CniAddResult:
             def record() -> None:
                 backend = OvsBackend(ctx.db)
                 try:
-                    backend.set_port_extras(res.attachment.port, external_ids={  # type: ignore[attr-defined]
+                    backend.set_port_extras(res.attachment.port, external_ids={
                         KEY_CNI_NETWORK: p.get("network_name") or network})
                 finally:
                     backend.close()

@@ -40,7 +40,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ovsfab.backends.base import KEY_ROLE, Backend
+from ovsfab.backends.base import CAP_RECORDS, KEY_ROLE, Backend
 from ovsfab.errors import Conflict, InvalidInput, NotFound, OperationFailed, Unavailable
 from ovsfab.model import (KEY_IFACE_ID, KEY_NETWORK, OWNER_KEY, OWNER_VALUE, Attachment, host_ifname, parse_address,
                           parse_mac, parse_mtu, parse_name, parse_vlan)
@@ -214,7 +214,7 @@ class EndpointResult:
 
 
 # ---------------------------------------------------------------------------
-# OVSDB records (the OVS backend's session; python-ovs rows)
+# Records: the networks on bridges, the endpoints on ports (a CAP_RECORDS backend)
 # ---------------------------------------------------------------------------
 @contextlib.contextmanager
 def _backend(ctx: Context) -> Iterator[Backend]:
@@ -223,27 +223,23 @@ def _backend(ctx: Context) -> Iterator[Backend]:
         raise InvalidInput("the Docker driver needs the OVS backend", "run it with --backend ovs")
     backend = dataclasses.replace(ctx, backend="ovs").backend_factory()()
     try:
-        if getattr(backend, "kind", "") != "ovs" or not hasattr(backend, "session"):
+        if CAP_RECORDS not in backend.capabilities:  # its networks live in OVSDB records
             raise InvalidInput("the Docker driver needs the OVS backend", "run it with --backend ovs")
         yield backend
     finally:
         backend.close()
 
 
-def _bridges(backend: Backend) -> List[Any]:
-    return list(backend.session.table("Bridge").values())  # type: ignore[attr-defined]
-
-
 def recorded_networks(backend: Backend) -> List[NetworkSpec]:
     """Every Docker network recorded on any bridge of this host."""
     out = []
-    for br in _bridges(backend):
-        for k, v in dict(br.external_ids).items():
+    for bridge in backend.bridge_names():
+        for k, v in backend.bridge_external_ids(bridge).items():
             if k.startswith(KEY_NET_PREFIX):
                 try:
-                    out.append(NetworkSpec.from_record(k[len(KEY_NET_PREFIX):], br.name, v))
+                    out.append(NetworkSpec.from_record(k[len(KEY_NET_PREFIX):], bridge, v))
                 except (ValueError, TypeError):
-                    LOG.warning("bridge %s: unreadable record %s", br.name, k)
+                    LOG.warning("bridge %s: unreadable record %s", bridge, k)
     return out
 
 
@@ -256,40 +252,6 @@ def docker_endpoints(backend: Backend, network_id: Optional[str] = None) -> List
     return [a for a in backend.list_attachments()
             if a.external_ids.get(KEY_ROLE) == ROLE_DOCKER
             and (network_id is None or a.external_ids.get(KEY_NETWORK_ID) == network_id)]
-
-
-def _set_bridge_key(backend: Backend, bridge: str, key: str, value: Optional[str]) -> None:
-    """Set (or, with None, remove) one key of a bridge's external_ids; no wait for vswitchd."""
-    def build(txn: Any) -> None:
-        br = backend.index.bridge(bridge)  # type: ignore[attr-defined]
-        if br is None:
-            if value is None:
-                return
-            raise NotFound(f"bridge {bridge} vanished", "recreate the fabric, then the network")
-        br.verify("external_ids")
-        if value is None:
-            if key in br.external_ids:
-                br.delkey("external_ids", key)
-        else:
-            br.setkey("external_ids", key, value)
-
-    backend.session.transact(build, wait_applied=False,  # type: ignore[attr-defined]
-                             comment=f"ovsfab: docker network record on {bridge}")
-
-
-def _set_port_key(backend: Backend, port: str, key: str, value: Optional[str]) -> None:
-    def build(txn: Any) -> None:
-        row = backend.index.port(port)  # type: ignore[attr-defined]
-        if row is None:
-            return
-        if value is None:
-            if key in row.external_ids:
-                row.delkey("external_ids", key)
-        else:
-            row.setkey("external_ids", key, value)
-
-    backend.session.transact(build, wait_applied=False,  # type: ignore[attr-defined]
-                             comment=f"ovsfab: docker endpoint {port}")
 
 
 def _endpoint(backend: Backend, endpoint_id: str) -> Optional[Attachment]:
@@ -393,8 +355,8 @@ def network_create(spec: NetworkSpec, ctx: Context) -> NetworkResult:
         else:
             notes = plan.step("check", lambda: _check_fabric(backend, spec))
         key = KEY_NET_PREFIX + spec.network_id
-        plan.step("record", lambda: _set_bridge_key(backend, spec.bridge, key, spec.to_record()),
-                  undo=lambda: _set_bridge_key(backend, spec.bridge, key, None))
+        plan.step("record", lambda: backend.set_bridge_key(spec.bridge, key, spec.to_record()),
+                  undo=lambda: backend.set_bridge_key(spec.bridge, key, None))
         return NetworkResult("network.create", spec, changed=True, notes=notes)
 
 
@@ -408,7 +370,7 @@ def network_delete(network_id: str, ctx: Context) -> NetworkResult:
             _remove_endpoint(backend, att, att.port, plan, stack, ctx)
         if spec is None:
             return NetworkResult("network.delete", None, changed=False)
-        plan.step("forget", lambda: _set_bridge_key(backend, spec.bridge, KEY_NET_PREFIX + network_id, None))
+        plan.step("forget", lambda: backend.set_bridge_key(spec.bridge, KEY_NET_PREFIX + network_id, None))
         if spec.network:  # the logical switch, once no host has a port on it
             from ovsfab.ops import endpoint_ovn  # noqa: PLC0415
 
@@ -581,8 +543,8 @@ def endpoint_join(network_id: str, endpoint_id: str, sandbox: str, ctx: Context)
                            "disconnect and connect the container again")
         if att.external_ids.get(KEY_NETWORK_ID) != network_id:
             raise Conflict(f"endpoint {endpoint_id[:12]} belongs to another network", "connect it to its own network")
-        plan.step("record", lambda: _set_port_key(backend, att.port, KEY_SANDBOX, sandbox),
-                  undo=lambda: _set_port_key(backend, att.port, KEY_SANDBOX, None))
+        plan.step("record", lambda: backend.set_port_key(att.port, KEY_SANDBOX, sandbox),
+                  undo=lambda: backend.set_port_key(att.port, KEY_SANDBOX, None))
         att.external_ids[KEY_SANDBOX] = sandbox
         return _endpoint_result("endpoint.join", att, True)
 
@@ -594,7 +556,7 @@ def endpoint_leave(network_id: str, endpoint_id: str, ctx: Context) -> EndpointR
         att = _endpoint(backend, endpoint_id)
         if att is None:
             return EndpointResult("endpoint.leave", False, network_id, endpoint_id)
-        _set_port_key(backend, att.port, KEY_SANDBOX, None)
+        backend.set_port_key(att.port, KEY_SANDBOX, None)
         att.external_ids.pop(KEY_SANDBOX, None)
         return _endpoint_result("endpoint.leave", att, True)
 

@@ -8,7 +8,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
-from ovsfab.backends.base import (CAP_BATCH, CAP_BFD, CAP_PORT_EXTRAS, JOURNAL_PREFIX, KEY_ROLE, NOT_IN_OVSDB, Backend, NewPort,
+from ovsfab.backends.base import (CAP_BATCH, CAP_BFD, CAP_PORT_EXTRAS, CAP_RECORDS, JOURNAL_PREFIX, KEY_ROLE, NOT_IN_OVSDB, Backend, NewPort,
                                   OwnedPort, PortResult)
 from ovsfab.backends.ovs.idl import IdlSession, batch_timeout, default_remote
 from ovsfab.backends.ovs.index import PortIndex
@@ -39,7 +39,7 @@ class OvsBackend(Backend):
     """Bridges and ports in OVSDB, through one IDL session."""
 
     kind = "ovs"
-    capabilities = frozenset({CAP_BFD, CAP_BATCH, CAP_PORT_EXTRAS})
+    capabilities = frozenset({CAP_BFD, CAP_BATCH, CAP_PORT_EXTRAS, CAP_RECORDS})
 
     def __init__(self, remote: Optional[str] = None, timeout: float = 10.0) -> None:
         self.remote = remote or default_remote()
@@ -423,6 +423,39 @@ class OvsBackend(Backend):
     def bridge_ports(self, bridge: str) -> List[str]:
         row = self._bridge(bridge)
         return [p.name for p in self.index.ports_in(row)] if row is not None else []
+
+    def bridge_names(self) -> List[str]:
+        return [br.name for br in self.session.table("Bridge").values()]
+
+    def set_bridge_key(self, bridge: str, key: str, value: Optional[str]) -> None:
+        # No wait for ovs-vswitchd: external_ids change nothing it does.
+        def build(txn: ovs.db.idl.Transaction) -> None:
+            br = self._bridge(bridge)
+            if br is None:
+                if value is None:
+                    return
+                raise NotFound(f"bridge {bridge} vanished", "recreate the fabric, then the network")
+            br.verify("external_ids")
+            if value is None:
+                if key in br.external_ids:
+                    br.delkey("external_ids", key)
+            else:
+                br.setkey("external_ids", key, value)
+
+        self.session.transact(build, wait_applied=False, comment=f"ovsfab: record {key} on bridge {bridge}")
+
+    def set_port_key(self, port: str, key: str, value: Optional[str]) -> None:
+        def build(txn: ovs.db.idl.Transaction) -> None:
+            row = self._port(port)
+            if row is None:
+                return
+            if value is None:
+                if key in row.external_ids:
+                    row.delkey("external_ids", key)
+            else:
+                row.setkey("external_ids", key, value)
+
+        self.session.transact(build, wait_applied=False, comment=f"ovsfab: record {key} on port {port}")
 
     def port_names(self) -> "set[str]":
         return self.index.port_names()
