@@ -72,7 +72,7 @@ def main() -> int:
     host = tb.OvsHost()
     probe = tb.make_netns()
     plugin = f"ovsfab-bench{tb.RUN_ID}"
-    nets, names, driver = [], [], None
+    nets, driver = [], None
     try:
         host.ovsfab("attach", "br0", probe.target, "10.91.0.254/24", check=True)
         log = open(host.rundir / "driver.log", "w")

@@ -1,5 +1,4 @@
 """Error paths: exit codes, one-line stderr, no traceback, nothing changed."""
-import os
 import subprocess
 
 import pytest
