@@ -316,12 +316,14 @@ def test_cross_host_ping_tcp_lifecycle_and_no_leak(fabric):
 def test_bad_input_gives_ovsfab_one_line_and_leaves_nothing(fabric):
     f, h1 = fabric, fabric.h1
     h1.vsctl("add-br", "br-other", "--", "set", "bridge", "br-other", "datapath_type=netdev")
+    h1.ip("link", "add", "brl-linux", "type", "bridge")  # a Linux bridge: what `auto` would use elsewhere
     good = tb.unique("dn")
     f.network(h1, good, "-o", "bridge=br0", ip_range=RANGES[0])
     cases = (
         (["-o", "bridge=br0", "-o", "colour=red"], "unknown option -o colour"),
         (["-o", "bridge=br-other"], "bridge br-other is not ovsfab's"),
         (["-o", "bridge=br-nope"], "bridge br-nope does not exist on this host"),
+        (["-o", "bridge=brl-linux"], "bridge brl-linux is a Linux bridge"),
         (["-o", "bridge=br0", "-o", "mode=vxlan", "-o", "key=77"], "carries no vxlan tunnel with key 77"),
         (["-o", "bridge=br0", "-o", "mtu=1500"], "MTU 1500 does not fit the tunnels of bridge br0"),
         (["-o", "bridge=br0", "-o", "network=blue"], "an OVN network rides br-int, not br0"),
@@ -349,6 +351,7 @@ def test_bad_input_gives_ovsfab_one_line_and_leaves_nothing(fabric):
         tb.remove_containers([c.name])
     finally:
         h1.vsctl("--if-exists", "del-br", "br-other")
+        h1.ip("link", "del", "brl-linux", check=False)
         tb.docker("network", "rm", good, check=False)
     assert network_records(h1) == [] and docker_ports(h1) == []
 

@@ -284,6 +284,12 @@ def _check_fabric(backend: Backend, spec: NetworkSpec) -> List[str]:
     from ovsfab.ops.tunnel import KEY_KEY, KEY_TYPE, ROLE_TUNNEL  # noqa: PLC0415
 
     if backend.bridge_datapath(spec.bridge) is None:
+        from ovsfab.backends.factory import is_linux_bridge  # noqa: PLC0415
+
+        if is_linux_bridge(spec.bridge):  # what `auto` would pick elsewhere: say so, not "does not exist"
+            raise Conflict(f"bridge {spec.bridge} is a Linux bridge; the Docker driver plugs into Open vSwitch",
+                           "name a bridge ovsfab made (ovsfab uplink add / tunnel add), or attach with "
+                           "ovsfab attach --backend linux")
         raise NotFound(f"bridge {spec.bridge} does not exist on this host",
                        f"build the fabric first: ovsfab uplink add {spec.bridge} NIC, "
                        f"or ovsfab tunnel add {spec.bridge} REMOTE")
