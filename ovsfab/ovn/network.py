@@ -113,6 +113,20 @@ def _serialise(nbs: OvnSession) -> None:
     root.setkey("external_ids", "ovsfab-generation", str(int(gen) + 1 if gen.isdigit() else 1))
 
 
+def _insert_switch(nbs: OvnSession, txn, network: str, other_config: Dict[str, str]) -> None:  # noqa: ANN001
+    """Insert ovsfab's logical switch for ``network`` in ``txn``; refuse a same-named switch of another tool."""
+    for other in nbs.rows("Logical_Switch"):
+        if other.name == network:
+            raise Conflict(f"OVN already has a logical switch named {network} that ovsfab did not make",
+                           "choose another network name or remove it from the northbound DB")
+    _serialise(nbs)
+    ls = txn.insert(nbs.idl.tables["Logical_Switch"])
+    ls.name = network
+    ls.external_ids = {OWNER_KEY: OWNER_VALUE, KEY_NETWORK: network}
+    if other_config:
+        ls.other_config = other_config
+
+
 def ensure_switch(nbs: OvnSession, network: str, subnet: Optional[str] = None) -> bool:
     """Create the network's logical switch if missing; returns True if created."""
     def build(txn):  # noqa: ANN001, ANN202
@@ -121,17 +135,8 @@ def ensure_switch(nbs: OvnSession, network: str, subnet: Optional[str] = None) -
             if subnet and ls.other_config.get("subnet") != subnet:
                 ls.setkey("other_config", "subnet", subnet)
             return False
-        for other in nbs.rows("Logical_Switch"):
-            if other.name == network:
-                raise Conflict(f"OVN already has a logical switch named {network} that ovsfab did not make",
-                               "choose another network name or remove it from the northbound DB")
-        _serialise(nbs)
-        ls = txn.insert(nbs.idl.tables["Logical_Switch"])
-        ls.name = network
-        ls.external_ids = {OWNER_KEY: OWNER_VALUE, KEY_NETWORK: network}
-        if subnet:
-            # Informational (shown by ovn status); ovsfab assigns addresses itself.
-            ls.other_config = {"subnet": subnet}
+        # Informational (shown by ovn status); ovsfab assigns addresses itself.
+        _insert_switch(nbs, txn, network, {"subnet": subnet} if subnet else {})
         return True
 
     created, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: network {network}")
@@ -348,15 +353,7 @@ def ensure_dynamic_switch(nbs: OvnSession, network: str, subnet: Optional[str],
                 if exclude:
                     ls.setkey("other_config", "exclude_ips", exclude)
             return False, have or subnet
-        for other in nbs.rows("Logical_Switch"):
-            if other.name == network:
-                raise Conflict(f"OVN already has a logical switch named {network} that ovsfab did not make",
-                               "choose another network name or remove it from the northbound DB")
-        _serialise(nbs)
-        ls = txn.insert(nbs.idl.tables["Logical_Switch"])
-        ls.name = network
-        ls.external_ids = {OWNER_KEY: OWNER_VALUE, KEY_NETWORK: network}
-        ls.other_config = dict({"subnet": str(subnet)}, **({"exclude_ips": exclude} if exclude else {}))
+        _insert_switch(nbs, txn, network, dict({"subnet": str(subnet)}, **({"exclude_ips": exclude} if exclude else {})))
         return True, str(subnet)
 
     out, _ = nbs.transact(build, wait_applied=False, comment=f"ovsfab: network {network} (dynamic)")
