@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import ovs.db.idl
 
@@ -436,24 +436,15 @@ class OvsBackend(Backend):
                     return
                 raise NotFound(f"bridge {bridge} vanished", "recreate the fabric, then the network")
             br.verify("external_ids")
-            if value is None:
-                if key in br.external_ids:
-                    br.delkey("external_ids", key)
-            else:
-                br.setkey("external_ids", key, value)
+            _set_external_id(br, key, value)
 
         self.session.transact(build, wait_applied=False, comment=f"ovsfab: record {key} on bridge {bridge}")
 
     def set_port_key(self, port: str, key: str, value: Optional[str]) -> None:
         def build(txn: ovs.db.idl.Transaction) -> None:
             row = self._port(port)
-            if row is None:
-                return
-            if value is None:
-                if key in row.external_ids:
-                    row.delkey("external_ids", key)
-            else:
-                row.setkey("external_ids", key, value)
+            if row is not None:
+                _set_external_id(row, key, value)
 
         self.session.transact(build, wait_applied=False, comment=f"ovsfab: record {key} on port {port}")
 
@@ -524,3 +515,12 @@ class OvsBackend(Backend):
 
     def close(self) -> None:
         self.session.close()
+
+
+def _set_external_id(row: Any, key: str, value: Optional[str]) -> None:
+    """Set one key of a row's external_ids, or remove it (None) if it is there (a mutation, not a rewrite)."""
+    if value is None:
+        if key in row.external_ids:
+            row.delkey("external_ids", key)
+    else:
+        row.setkey("external_ids", key, value)
