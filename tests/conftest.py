@@ -127,3 +127,17 @@ def containers(docker_image):
 def module_containers(docker_image):
     """Module-scoped container factory (for tests that reuse containers)."""
     yield from _containers(docker_image)
+
+
+@pytest.fixture(scope="module")
+def bed():
+    """A private dockerd (tests/dockerbed.py) with the test image, one per test module: a test may
+    restart it without touching the machine's dockerd."""
+    from dockerbed import DockerBed  # noqa: PLC0415
+
+    b = DockerBed()
+    try:
+        b.import_busybox()
+        yield b
+    finally:
+        b.close()

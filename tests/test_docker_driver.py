@@ -413,18 +413,6 @@ def test_a_failure_at_any_step_leaves_nothing(fabric):
 
 
 # ---------------------------------------------------------------- dockerd restarts (a private dockerd)
-@pytest.fixture(scope="module")
-def bed():
-    from dockerbed import DockerBed  # noqa: PLC0415
-
-    b = DockerBed()
-    try:
-        b.import_busybox()
-        yield b
-    finally:
-        b.close()
-
-
 def bed_ip(bed, c, net: str) -> str:
     out = bed.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", c.id).stdout
     return json.loads(out)[net]["IPAddress"]
@@ -567,12 +555,51 @@ def ovn_lab(docker_image):
         assert down.returncode == 0, down.stderr
 
 
+def start_ovn_drivers(lab_dir: str, hosts, names: dict, stem: str, procs: dict, specs: list) -> None:
+    """One driver per OVN lab host (socket and log ``STEM.sock``/``STEM.log`` in its rundir); what is
+    started goes into ``procs``/``specs`` at once, so :func:`stop_ovn_drivers` cleans up after a failure."""
+    import sys  # noqa: PLC0415
+
+    for h in hosts:
+        rundir = f"{lab_dir}/{h}"
+        sock = f"{rundir}/{stem}.sock"
+        log = open(f"{rundir}/{stem}.log", "a")
+        procs[h] = subprocess.Popen(
+            ["ip", "netns", "exec", h, "env", f"OVS_RUNDIR={rundir}", f"OVN_RUNDIR={rundir}", sys.executable,
+             "-m", "ovsfab", "docker-driver", "--name", names[h], "--socket", sock, "--spec-dir", SPEC_DIR],
+            stdout=log, stderr=log, cwd=str(tb.REPO))
+        log.close()
+        specs.append(os.path.join(SPEC_DIR, f"{names[h]}.spec"))
+        assert wait_for(lambda: os.path.exists(sock) and os.path.exists(specs[-1]), 20)
+
+
+def stop_ovn_drivers(ctrs: list, nets: dict, procs: dict, specs: list) -> None:
+    """Containers (one at a time), networks, then the drivers and their spec files."""
+    tb.remove_containers(ctrs)
+    for n in nets.values():
+        tb.docker("network", "rm", n, check=False)
+    for p in procs.values():
+        p.terminate()
+        p.wait(timeout=20)
+    for spec in specs:
+        if os.path.exists(spec):
+            os.unlink(spec)
+
+
+def run_on(net: str, ctrs: list) -> tb.Container:
+    """``docker run -d`` of the test image on ``net`` (its name recorded in ``ctrs`` first, for cleanup)."""
+    name = tb.unique("dc")
+    ctrs.append(name)
+    cid = tb.docker("run", "-d", "--name", name, "--network", net, tb.IMAGE, "sleep", "100000").stdout
+    c = tb.Container(name=name, id=cid.strip(), pid=0)
+    c.refresh_pid()
+    return c
+
+
 def test_ovn_network_through_the_driver(ovn_lab):
     """-o network=NAME: a logical switch port per endpoint (MAC and the address Docker's IPAM gave),
     the veth on br-int bound by ovn-controller, Geneve's MTU; ping and TCP across the hosts; the
     ports go with the containers and the switch with the last network."""
-    import sys  # noqa: PLC0415
-
     lab_dir = ovn_lab
     hosts = ("docker-test1", "docker-test2")
     names = {h: f"ovsfab-t{tb.RUN_ID}-{h[-1]}o" for h in hosts}
@@ -581,17 +608,7 @@ def test_ovn_network_through_the_driver(ovn_lab):
     switch = f"dn{tb.RUN_ID}"
     procs, nets, ctrs, specs = {}, {}, [], []
     try:
-        for h in hosts:
-            rundir = f"{lab_dir}/{h}"
-            sock = f"{rundir}/driver.sock"
-            log = open(f"{rundir}/driver.log", "a")
-            procs[h] = subprocess.Popen(
-                ["ip", "netns", "exec", h, "env", f"OVS_RUNDIR={rundir}", f"OVN_RUNDIR={rundir}", sys.executable,
-                 "-m", "ovsfab", "docker-driver", "--name", names[h], "--socket", sock, "--spec-dir", SPEC_DIR],
-                stdout=log, stderr=log, cwd=str(tb.REPO))
-            log.close()
-            specs.append(os.path.join(SPEC_DIR, f"{names[h]}.spec"))
-            assert wait_for(lambda: os.path.exists(sock) and os.path.exists(specs[-1]), 20)
+        start_ovn_drivers(lab_dir, hosts, names, "driver", procs, specs)
         # What an OVN network does not take, refused in one line.
         for opts, words in ((["-o", "network=" + switch, "-o", "mode=vxlan", "-o", "key=5"], "does not go with"),
                             (["-o", "network=" + switch, "-o", "bridge=br0"], "rides br-int")):
@@ -602,14 +619,7 @@ def test_ovn_network_through_the_driver(ovn_lab):
             nets[h] = tb.unique("dn")
             tb.docker("network", "create", "-d", names[h], "--ipam-driver", names[h], "-o", f"network={switch}",
                       "--subnet", "10.96.0.0/24", "--ip-range", rng, nets[h])
-        cs = []
-        for h in hosts:
-            name = tb.unique("dc")
-            ctrs.append(name)
-            cid = tb.docker("run", "-d", "--name", name, "--network", nets[h], tb.IMAGE, "sleep", "100000").stdout
-            c = tb.Container(name=name, id=cid.strip(), pid=0)
-            c.refresh_pid()
-            cs.append(c)
+        cs = [run_on(nets[h], ctrs) for h in hosts]
         ips = [container_ip(c, nets[h]) for c, h in zip(cs, hosts)]
         assert ips[0].startswith("10.96.0.") and int(ips[1].rsplit(".", 1)[1]) > 128, ips
         macs = [container_ifaces(c)["eth0"]["address"] for c in cs]
@@ -633,15 +643,7 @@ def test_ovn_network_through_the_driver(ovn_lab):
             assert "ovsfab-docker-net-" not in ids, ids
             assert "Traceback" not in open(f"{lab_dir}/{h}/driver.log").read()
     finally:
-        tb.remove_containers(ctrs)
-        for n in nets.values():
-            tb.docker("network", "rm", n, check=False)
-        for p in procs.values():
-            p.terminate()
-            p.wait(timeout=20)
-        for spec in specs:
-            if os.path.exists(spec):
-                os.unlink(spec)
+        stop_ovn_drivers(ctrs, nets, procs, specs)
 
 
 def test_ovn_dynamic_addresses_through_the_driver_ipam(ovn_lab):
@@ -664,17 +666,7 @@ def test_ovn_dynamic_addresses_through_the_driver_ipam(ovn_lab):
         return {row[0]: row[1] if isinstance(row[1], str) else " ".join(row[1][1]) for row in json.loads(out)["data"]}
 
     try:
-        for h in hosts:
-            rundir = f"{lab_dir}/{h}"
-            sock = f"{rundir}/driver-d.sock"
-            log = open(f"{rundir}/driver-d.log", "a")
-            procs[h] = subprocess.Popen(
-                ["ip", "netns", "exec", h, "env", f"OVS_RUNDIR={rundir}", f"OVN_RUNDIR={rundir}", sys.executable,
-                 "-m", "ovsfab", "docker-driver", "--name", names[h], "--socket", sock, "--spec-dir", SPEC_DIR],
-                stdout=log, stderr=log, cwd=str(tb.REPO))
-            log.close()
-            specs.append(os.path.join(SPEC_DIR, f"{names[h]}.spec"))
-            assert wait_for(lambda: os.path.exists(sock) and os.path.exists(specs[-1]), 20)
+        start_ovn_drivers(lab_dir, hosts, names, "driver-d", procs, specs)
         for h in hosts:
             nets[h] = tb.unique("dd")
             tb.docker("network", "create", "-d", names[h], "--ipam-driver", names[h], "--ipam-opt",
@@ -687,14 +679,7 @@ def test_ovn_dynamic_addresses_through_the_driver_ipam(ovn_lab):
         nbctl("lsp-add", switch, stale, "--", "lsp-set-addresses", stale, "dynamic", "--", "set",
               "Logical_Switch_Port", stale, "external_ids:ovsfab-owner=ovsfab", f"external_ids:ovsfab-network={switch}",
               f"external_ids:ovsfab-chassis={sid1}", "external_ids:ovsfab-ipam-pending=1")
-        cs = []
-        for h in hosts:
-            name = tb.unique("dc")
-            ctrs.append(name)
-            cid = tb.docker("run", "-d", "--name", name, "--network", nets[h], tb.IMAGE, "sleep", "100000").stdout
-            c = tb.Container(name=name, id=cid.strip(), pid=0)
-            c.refresh_pid()
-            cs.append(c)
+        cs = [run_on(nets[h], ctrs) for h in hosts]
         ips = [container_ip(c, nets[h]) for c, h in zip(cs, hosts)]
         macs = [container_ifaces(c)["eth0"]["address"] for c in cs]
         assert len(set(ips)) == 2 and all(ip.startswith("10.93.0.") and ip != "10.93.0.1" for ip in ips), ips
@@ -738,12 +723,4 @@ def test_ovn_dynamic_addresses_through_the_driver_ipam(ovn_lab):
         for h in hosts:
             assert "Traceback" not in open(f"{lab_dir}/{h}/driver-d.log").read()
     finally:
-        tb.remove_containers(ctrs)
-        for n in nets.values():
-            tb.docker("network", "rm", n, check=False)
-        for p in procs.values():
-            p.terminate()
-            p.wait(timeout=20)
-        for spec in specs:
-            if os.path.exists(spec):
-                os.unlink(spec)
+        stop_ovn_drivers(ctrs, nets, procs, specs)

@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+import test_fastpath
 import testbed as tb
 from _crosshost_helpers import configure_uplink_nic, l3_state, ping_df, wire
 
@@ -499,27 +500,13 @@ def test_auto_picks_ovs_when_ovsdb_answers(hosts, netns_targets):
     h.ovsfab("detach", "br0", c.target, check=True)
 
 
-@pytest.fixture
-def ovs_agent():
-    """An OVS host with the agent running in it (netns targets only: no dockerd needed)."""
-    from test_agent import AgentProc
-
-    host = tb.OvsHost()
-    agent = AgentProc(host)
-    try:
-        agent.wait_log("serving attach/detach")
-        agent.wait_log("connected to OVSDB")
-        yield host, agent
-    finally:
-        if agent.proc.poll() is None:
-            agent.kill()
-        host.close()
+agent_host = test_fastpath.agent_host  # a fixture, shared (an import of it reads as unused to pyflakes)
 
 
-def test_auto_through_the_agent_follows_a_linux_bridge(ovs_agent, netns_targets):
+def test_auto_through_the_agent_follows_a_linux_bridge(agent_host, netns_targets):
     """The agent resolves auto by the same rule: the lean client's plain attach to a Linux
     bridge is served by the agent on that bridge, one to an OVS bridge on its warm session."""
-    h, agent = ovs_agent
+    h, agent = agent_host
     served = lambda: agent.text().count(" op: ")  # noqa: E731 - its log: ``op: NAME -> exit N``
     h.ip("link", "add", "brl", "type", "bridge")
     c, d = netns_targets(), netns_targets()

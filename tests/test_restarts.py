@@ -143,19 +143,6 @@ def until_ok(run, tries: int = 30):
     raise AssertionError(f"still failing after {tries} tries: {cp.stderr}")
 
 
-@pytest.fixture(scope="module")
-def bed():
-    """A private dockerd (tests/dockerbed.py) with the test image."""
-    from dockerbed import DockerBed  # noqa: PLC0415
-
-    b = DockerBed()
-    try:
-        b.import_busybox()
-        yield b
-    finally:
-        b.close()
-
-
 @pytest.fixture
 def agent_host(request):
     """(host, agent, bed, env, make_targets): bed/env only when dockerd is the daemon restarted."""
