@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -100,6 +100,19 @@ def container_pid(name: str) -> int:
     cp = tb.docker("inspect", "-f", "{{.State.Running}} {{.State.Pid}}", name, check=False)
     running, _, pid = cp.stdout.strip().partition(" ")
     return int(pid) if running == "true" and pid.isdigit() else 0
+
+
+def settled_check(h: tb.OvsHost, cs: List[tb.Container], want: Dict[str, str],
+                  settle: float) -> Tuple[List[str], float]:
+    """Once dockerd answers, :func:`check` until it finds nothing or ``settle`` s have passed:
+    (what is still wrong, seconds it took)."""
+    wait_dockerd()
+    t0 = time.monotonic()
+    while True:
+        bad = check(h, cs, want)
+        if not bad or time.monotonic() - t0 > settle:
+            return bad, time.monotonic() - t0
+        time.sleep(0.5)
 
 
 def check(h: tb.OvsHost, cs: List[tb.Container], want: Dict[str, str]) -> List[str]:
@@ -281,14 +294,8 @@ def main() -> None:
                 agents_made += 1
             if time.monotonic() >= next_check:
                 checks += 1
-                wait_dockerd()
-                t0 = time.monotonic()
-                while True:
-                    bad = check(h, cs, want)
-                    if not bad or time.monotonic() - t0 > args.settle:
-                        break
-                    time.sleep(0.5)
-                settles.append(time.monotonic() - t0)
+                bad, took = settled_check(h, cs, want, args.settle)
+                settles.append(took)
                 if bad:
                     inconsistencies.extend(f"check {checks}: {b}" for b in bad)
                     print(f"  check {checks}: INCONSISTENT after {args.settle:g} s: {bad}", flush=True)
@@ -304,13 +311,7 @@ def main() -> None:
                 next_check = time.monotonic() + args.check_every
         # the final check
         checks += 1
-        wait_dockerd()
-        t0 = time.monotonic()
-        while True:
-            bad = check(h, cs, want)
-            if not bad or time.monotonic() - t0 > args.settle:
-                break
-            time.sleep(0.5)
+        bad, _ = settled_check(h, cs, want, args.settle)
         inconsistencies.extend(f"final check: {b}" for b in bad)
         if bad:
             explain(bad)
